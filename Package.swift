@@ -1,0 +1,120 @@
+// swift-tools-version: 6.2
+import PackageDescription
+
+let swiftSettings: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+]
+
+let package = Package(
+    name: "nats-chat",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "gateway", targets: ["gateway"]),
+        .executable(name: "chat-service", targets: ["chat-service"]),
+        .executable(name: "broadcaster", targets: ["broadcaster"]),
+        .executable(name: "nats-bench", targets: ["nats-bench"]),
+    ],
+    dependencies: [
+        // traits: [] keeps SwiftPM from reordering trait flags (full rebuilds) and drops swift-configuration.
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", exact: "2.28.1", traits: []),
+        .package(url: "https://github.com/hummingbird-project/hummingbird-websocket.git", exact: "2.8.1"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.7.1"),
+        .package(url: "https://github.com/hummingbird-project/swift-websocket.git", from: "1.6.2"),
+    ],
+    targets: [
+        .systemLibrary(
+            name: "CNATS",
+            pkgConfig: "libnats",
+            providers: [.apt(["libnats-dev"])]
+        ),
+        .target(
+            name: "NATS",
+            dependencies: [
+                "CNATS",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "NATSTesting",
+            dependencies: ["NATS"],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "ChatCore",
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "ServiceSupport",
+            dependencies: [
+                "NATS",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "ChatService",
+            dependencies: [
+                "NATS", "ChatCore", "ServiceSupport",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "Broadcaster",
+            dependencies: [
+                "NATS", "ChatCore", "ServiceSupport",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "Gateway",
+            dependencies: [
+                "NATS", "ChatCore", "ServiceSupport",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
+                .product(name: "JWTKit", package: "jwt-kit"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(name: "gateway", dependencies: ["Gateway", "ServiceSupport"], swiftSettings: swiftSettings),
+        .executableTarget(name: "chat-service", dependencies: ["ChatService", "ServiceSupport"], swiftSettings: swiftSettings),
+        .executableTarget(name: "broadcaster", dependencies: ["Broadcaster", "ServiceSupport"], swiftSettings: swiftSettings),
+        .executableTarget(name: "nats-bench", dependencies: ["NATS", "NATSTesting"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "NATSTests",
+            dependencies: ["NATS", "NATSTesting"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(name: "ChatCoreTests", dependencies: ["ChatCore"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "SystemTests",
+            dependencies: [
+                "NATS", "NATSTesting", "ChatCore", "ChatService", "Broadcaster", "Gateway",
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "WSClient", package: "swift-websocket"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

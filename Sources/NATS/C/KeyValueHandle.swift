@@ -1,0 +1,194 @@
+import CNATS
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Owns a `jsCtx*` (JetStream context) used for the KV API.
+///
+/// `@unchecked Sendable`: a jsCtx is immutable after creation apart from its own internally locked state.
+final class JetStreamContextHandle: @unchecked Sendable {
+    let pointer: OpaquePointer
+    let connection: ConnectionHandle  // keeps the connection alive as long as the context
+
+    init(connection: ConnectionHandle, timeoutMilliseconds: Int64) throws(NATSError) {
+        var options = jsOptions()
+        try LibNATS.check(jsOptions_Init(&options), "init JetStream options")
+        options.Wait = timeoutMilliseconds
+        var context: OpaquePointer? = nil
+        try LibNATS.check(natsConnection_JetStream(&context, connection.pointer, &options), "create JetStream context")
+        guard let context else { throw NATSError(.other, message: "no JetStream context") }
+        self.pointer = context
+        self.connection = connection
+    }
+
+    deinit { jsCtx_Destroy(pointer) }
+}
+
+/// Owns a `kvStore*`. All methods block on a server round trip: call them on the blocking executor.
+///
+/// `@unchecked Sendable`: kvStore functions are safe to call concurrently (each is a JetStream request).
+final class KeyValueHandle: @unchecked Sendable {
+    let pointer: OpaquePointer
+    let context: JetStreamContextHandle
+
+    private init(pointer: OpaquePointer, context: JetStreamContextHandle) {
+        self.pointer = pointer
+        self.context = context
+    }
+
+    deinit { kvStore_Destroy(pointer) }
+
+    static func createOrBind(context: JetStreamContextHandle, configuration: KeyValueConfiguration) throws(NATSError) -> KeyValueHandle {
+        var config = kvConfig()
+        try LibNATS.check(kvConfig_Init(&config), "init KV config")
+        var kv: OpaquePointer? = nil
+        let status: natsStatus = configuration.bucket.withCString { bucket in
+            (configuration.description ?? "").withCString { description in
+                config.Bucket = bucket
+                config.Description = description
+                config.History = UInt8(clamping: configuration.history)
+                config.TTL = configuration.ttl?.milliseconds ?? 0
+                config.MaxValueSize = Int32(clamping: configuration.maxValueSize ?? -1)
+                config.StorageType = configuration.memoryStorage ? js_MemoryStorage : js_FileStorage
+                config.Replicas = Int32(configuration.replicas)
+                return js_CreateKeyValue(&kv, context.pointer, &config)
+            }
+        }
+        if status != NATS_OK {
+            // An existing bucket with a different config: bind to it instead of failing start-up.
+            var existing: OpaquePointer? = nil
+            let bindStatus = js_KeyValue(&existing, context.pointer, configuration.bucket)
+            guard bindStatus == NATS_OK, let existing else { throw LibNATS.error(status, "create KV bucket \(configuration.bucket)") }
+            return KeyValueHandle(pointer: existing, context: context)
+        }
+        guard let kv else { throw NATSError(.other, message: "no KV store") }
+        return KeyValueHandle(pointer: kv, context: context)
+    }
+
+    func get(_ key: String) throws(NATSError) -> KeyValueEntry? {
+        var entry: OpaquePointer? = nil
+        let status = kvStore_Get(&entry, pointer, key)
+        if status == NATS_NOT_FOUND { return nil }
+        try LibNATS.check(status, "KV get \(key)")
+        guard let entry else { return nil }
+        defer { kvEntry_Destroy(entry) }
+        return Self.copy(entry)
+    }
+
+    func put(_ key: String, _ value: [UInt8]) throws(NATSError) -> UInt64 {
+        var revision: UInt64 = 0
+        let status = value.withUnsafeBytes { kvStore_Put(&revision, pointer, key, $0.baseAddress, Int32($0.count)) }
+        try LibNATS.check(status, "KV put \(key)")
+        return revision
+    }
+
+    /// Succeeds only if the key has no value (never set, deleted or purged).
+    func create(_ key: String, _ value: [UInt8]) throws(NATSError) -> UInt64 {
+        var revision: UInt64 = 0
+        let status = value.withUnsafeBytes { kvStore_Create(&revision, pointer, key, $0.baseAddress, Int32($0.count)) }
+        if status == NATS_ERR, isWrongLastSequence() {
+            throw NATSError(.wrongLastSequence, status: Int32(status.rawValue), jetStreamCode: 10071, message: "KV create \(key): key exists")
+        }
+        try LibNATS.check(status, "KV create \(key)")
+        return revision
+    }
+
+    /// Compare-and-set: succeeds only if the key's latest revision is `revision`.
+    func update(_ key: String, _ value: [UInt8], revision: UInt64) throws(NATSError) -> UInt64 {
+        var newRevision: UInt64 = 0
+        let status = value.withUnsafeBytes { kvStore_Update(&newRevision, pointer, key, $0.baseAddress, Int32($0.count), revision) }
+        if status == NATS_ERR, isWrongLastSequence() {
+            throw NATSError(.wrongLastSequence, status: Int32(status.rawValue), jetStreamCode: 10071, message: "KV update \(key): revision \(revision) is not the latest")
+        }
+        try LibNATS.check(status, "KV update \(key)")
+        return newRevision
+    }
+
+    private func isWrongLastSequence() -> Bool {
+        var lastStatus = NATS_OK
+        let text = nats_GetLastError(&lastStatus).map { String(cString: $0) } ?? ""
+        return text.contains("wrong last sequence") || text.contains("10071")
+    }
+
+    func delete(_ key: String) throws(NATSError) {
+        try LibNATS.check(kvStore_Delete(pointer, key), "KV delete \(key)")
+    }
+
+    func purge(_ key: String) throws(NATSError) {
+        try LibNATS.check(kvStore_Purge(pointer, key, nil), "KV purge \(key)")
+    }
+
+    func keys() throws(NATSError) -> [String] {
+        var list = kvKeysList()
+        let status = kvStore_Keys(&list, pointer, nil)
+        if status == NATS_NOT_FOUND { return [] }
+        try LibNATS.check(status, "KV keys")
+        defer { kvKeysList_Destroy(&list) }
+        return (0..<Int(list.Count)).compactMap { list.Keys[$0].map { String(cString: $0) } }
+    }
+
+    /// Starts a watcher on `pattern` (`>` for all keys). Updates only when `updatesOnly`, else current values first.
+    func watch(_ pattern: String, updatesOnly: Bool, ignoreDeletes: Bool) throws(NATSError) -> KeyValueWatcherHandle {
+        var options = kvWatchOptions()
+        try LibNATS.check(kvWatchOptions_Init(&options), "init watch options")
+        options.IgnoreDeletes = ignoreDeletes
+        var watcher: OpaquePointer? = nil
+        try LibNATS.check(kvStore_Watch(&watcher, pointer, pattern, &options), "KV watch \(pattern)")
+        guard let watcher else { throw NATSError(.other, message: "no watcher") }
+        return KeyValueWatcherHandle(pointer: watcher, store: self, updatesOnly: updatesOnly)
+    }
+
+    static func copy(_ entry: OpaquePointer) -> KeyValueEntry {
+        let length = Int(kvEntry_ValueLen(entry))
+        let value: [UInt8] = length > 0 ? [UInt8](UnsafeRawBufferPointer(start: kvEntry_Value(entry), count: length)) : []
+        let operation: KeyValueEntry.Operation
+        switch kvEntry_Operation(entry) {
+        case kvOp_Delete: operation = .delete
+        case kvOp_Purge: operation = .purge
+        default: operation = .put
+        }
+        return KeyValueEntry(
+            key: String(cString: kvEntry_Key(entry)),
+            value: value,
+            revision: kvEntry_Revision(entry),
+            createdNanoseconds: kvEntry_Created(entry),
+            operation: operation
+        )
+    }
+}
+
+/// Owns a `kvWatcher*`. `next` blocks for up to its timeout: call it on the blocking executor.
+///
+/// `@unchecked Sendable`: only one caller at a time uses `next` (the watch sequence's iterator), and
+/// `kvWatcher_Stop` is documented as safe to call from another thread to unblock it.
+final class KeyValueWatcherHandle: @unchecked Sendable {
+    let pointer: OpaquePointer
+    let store: KeyValueHandle
+    let updatesOnly: Bool
+
+    init(pointer: OpaquePointer, store: KeyValueHandle, updatesOnly: Bool) {
+        self.pointer = pointer
+        self.store = store
+        self.updatesOnly = updatesOnly
+    }
+
+    deinit {
+        _ = kvWatcher_Stop(pointer)
+        kvWatcher_Destroy(pointer)
+    }
+
+    enum Next { case entry(KeyValueEntry), initialValuesDone, timeout }
+
+    func next(timeoutMilliseconds: Int64) throws(NATSError) -> Next {
+        var entry: OpaquePointer? = nil
+        let status = kvWatcher_Next(&entry, pointer, timeoutMilliseconds)
+        if status == NATS_TIMEOUT { return .timeout }
+        try LibNATS.check(status, "KV watch next")
+        // libnats marks the end of the initial values with a NULL entry.
+        guard let entry else { return .initialValuesDone }
+        defer { kvEntry_Destroy(entry) }
+        return .entry(KeyValueHandle.copy(entry))
+    }
+
+    func stop() { _ = kvWatcher_Stop(pointer) }
+}

@@ -1,0 +1,103 @@
+// Every call into libnats lives in this folder; the rest of the NATS module is plain Swift.
+import CNATS
+#if canImport(Glibc)
+import Glibc
+#endif
+
+enum LibNATS {
+    /// libnats keeps global state (timers, the delivery pool); open it once per process.
+    static let opened: Void = {
+        _ = nats_Open(-1)
+    }()
+
+    static var version: String { String(cString: nats_GetVersion()) }
+
+    /// Wraps a non-OK status with the thread-local last error text libnats recorded for it.
+    static func error(_ status: natsStatus, _ context: String) -> NATSError {
+        var lastStatus = NATS_OK
+        let detail = nats_GetLastError(&lastStatus).map { String(cString: $0) } ?? ""
+        let text = String(cString: natsStatus_GetText(status))
+        let message = detail.isEmpty || detail == text ? "\(context): \(text)" : "\(context): \(text) — \(detail)"
+        return NATSError(kind(of: status), status: Int32(status.rawValue), message: message)
+    }
+
+    static func check(_ status: natsStatus, _ context: @autoclosure () -> String) throws(NATSError) {
+        if status != NATS_OK { throw error(status, context()) }
+    }
+
+    static func kind(of status: natsStatus) -> NATSError.Kind {
+        switch status {
+        case NATS_TIMEOUT: .timeout
+        case NATS_NO_RESPONDERS: .noResponders
+        case NATS_CONNECTION_CLOSED: .connectionClosed
+        case NATS_NOT_YET_CONNECTED, NATS_CONNECTION_DISCONNECTED: .notConnected
+        case NATS_NOT_FOUND: .notFound
+        case NATS_ILLEGAL_STATE: .illegalState
+        case NATS_INVALID_ARG, NATS_INVALID_SUBJECT: .invalidArgument
+        default: .other
+        }
+    }
+
+    /// Copies a libnats message into Swift values. Does not destroy `msg`.
+    static func copyMessage(_ msg: OpaquePointer) -> NATSMessage {
+        let subject = String(cString: natsMsg_GetSubject(msg))
+        let reply = natsMsg_GetReply(msg).flatMap { $0.pointee == 0 ? nil : String(cString: $0) }
+        let length = Int(natsMsg_GetDataLength(msg))
+        let payload: [UInt8]
+        if length > 0, let data = natsMsg_GetData(msg) {
+            payload = [UInt8](UnsafeRawBufferPointer(start: data, count: length))
+        } else {
+            payload = []
+        }
+        return NATSMessage(subject: subject, reply: reply, headers: copyHeaders(msg), payload: payload)
+    }
+
+    static func copyHeaders(_ msg: OpaquePointer) -> NATSHeaders {
+        var headers = NATSHeaders()
+        var keys: UnsafeMutablePointer<UnsafePointer<CChar>?>? = nil
+        var count: Int32 = 0
+        guard natsMsgHeader_Keys(msg, &keys, &count) == NATS_OK, let keys else { return headers }
+        defer { free(UnsafeMutableRawPointer(keys)) }
+        for index in 0..<Int(count) {
+            guard let keyPointer = keys[index] else { continue }
+            var values: UnsafeMutablePointer<UnsafePointer<CChar>?>? = nil
+            var valueCount: Int32 = 0
+            guard natsMsgHeader_Values(msg, keyPointer, &values, &valueCount) == NATS_OK, let values else { continue }
+            let key = String(cString: keyPointer)
+            for valueIndex in 0..<Int(valueCount) {
+                if let value = values[valueIndex] { headers.add(key, String(cString: value)) }
+            }
+            free(UnsafeMutableRawPointer(values))
+        }
+        return headers
+    }
+
+    /// Builds a libnats message with headers; the caller publishes and destroys it.
+    static func makeMessage(subject: String, reply: String?, headers: NATSHeaders, payload: UnsafeRawBufferPointer) throws(NATSError) -> OpaquePointer {
+        var msg: OpaquePointer? = nil
+        let status = payload.withMemoryRebound(to: CChar.self) { bytes in
+            natsMsg_Create(&msg, subject, reply, bytes.baseAddress, Int32(bytes.count))
+        }
+        try check(status, "create message for \(subject)")
+        guard let msg else { throw NATSError(.other, message: "natsMsg_Create returned no message") }
+        for (key, values) in headers.fields {
+            for value in values {
+                let status = natsMsgHeader_Add(msg, key, value)
+                if status != NATS_OK {
+                    natsMsg_Destroy(msg)
+                    throw error(status, "set header \(key)")
+                }
+            }
+        }
+        return msg
+    }
+
+    static func newInbox() -> String {
+        var inbox: UnsafeMutablePointer<natsInbox>? = nil
+        guard natsInbox_Create(&inbox) == NATS_OK, let inbox else {
+            return "_INBOX.\(UInt64.random(in: 0...UInt64.max))"
+        }
+        defer { natsInbox_Destroy(inbox) }
+        return String(cString: UnsafeRawPointer(inbox).assumingMemoryBound(to: CChar.self))
+    }
+}

@@ -1,0 +1,329 @@
+import Foundation
+
+/// JetStream over the JSON API (`$JS.API.>`), using the connection's non-blocking request path, so
+/// publishes pipeline and no thread waits for an acknowledgement.
+public struct JetStream: Sendable {
+    public let connection: NATSConnection
+
+    public init(connection: NATSConnection) { self.connection = connection }
+
+    private static let encoder: JSONEncoder = {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return encoder
+    }()
+
+    // MARK: API plumbing
+
+    func api<Response: Decodable>(_ subject: String, body: (some Encodable)?, as type: Response.Type) async throws(NATSError) -> Response {
+        var payload: [UInt8] = []
+        if let body {
+            do { payload = Array(try Self.encoder.encode(body)) } catch { throw NATSError.invalid("encode \(subject): \(error)") }
+        }
+        let reply: NATSMessage
+        do {
+            reply = try await connection.request("$JS.API." + subject, payload: payload)
+        } catch where error.kind == .noResponders {
+            throw NATSError(.jetStream, status: error.status, message: "JetStream not enabled or not reachable (\(subject))")
+        }
+        return try Self.decode(reply.payload, as: Response.self, context: subject)
+    }
+
+    static func decode<Response: Decodable>(_ payload: [UInt8], as type: Response.Type, context: String) throws(NATSError) -> Response {
+        let data = Data(payload)
+        let decoder = JSONDecoder()
+        if let envelope = try? decoder.decode(APIErrorEnvelope.self, from: data), let error = envelope.error {
+            let code = error.errCode ?? 0
+            let kind: NATSError.Kind = code == JetStreamErrorCode.wrongLastSequence ? .wrongLastSequence
+                : (error.code == 404 ? .notFound : .jetStream)
+            throw NATSError(kind, jetStreamCode: code, message: "\(context): \(error.description ?? "error \(error.code)")")
+        }
+        do {
+            return try decoder.decode(Response.self, from: data)
+        } catch {
+            throw NATSError(.protocolError, message: "\(context): unexpected reply \(String(decoding: payload.prefix(200), as: UTF8.self))")
+        }
+    }
+
+    // MARK: Streams and consumers
+
+    /// Creates the stream, or updates it when it exists with another configuration.
+    @discardableResult
+    public func createOrUpdateStream(_ configuration: StreamConfiguration) async throws(NATSError) -> StreamInfo {
+        do {
+            return try await api("STREAM.CREATE.\(configuration.name)", body: configuration, as: StreamInfo.self)
+        } catch where error.jetStreamCode == JetStreamErrorCode.streamNameInUse {
+            return try await api("STREAM.UPDATE.\(configuration.name)", body: configuration, as: StreamInfo.self)
+        }
+    }
+
+    public func streamInfo(_ name: String) async throws(NATSError) -> StreamInfo {
+        try await api("STREAM.INFO.\(name)", body: Optional<String>.none, as: StreamInfo.self)
+    }
+
+    public func deleteStream(_ name: String) async throws(NATSError) {
+        struct Success: Decodable { var success: Bool }
+        _ = try await api("STREAM.DELETE.\(name)", body: Optional<String>.none, as: Success.self)
+    }
+
+    /// Creates (or updates) an explicit durable consumer. It outlives every subscription bound to it.
+    @discardableResult
+    public func createOrUpdateConsumer(stream: String, _ configuration: ConsumerConfiguration) async throws(NATSError) -> ConsumerInfo {
+        struct Request: Encodable {
+            var stream_name: String
+            var config: ConsumerConfiguration
+        }
+        guard let durable = configuration.durableName else { throw .invalid("a durable consumer needs a durable name") }
+        return try await api("CONSUMER.DURABLE.CREATE.\(stream).\(durable)", body: Request(stream_name: stream, config: configuration), as: ConsumerInfo.self)
+    }
+
+    public func consumerInfo(stream: String, consumer: String) async throws(NATSError) -> ConsumerInfo {
+        try await api("CONSUMER.INFO.\(stream).\(consumer)", body: Optional<String>.none, as: ConsumerInfo.self)
+    }
+
+    public func deleteConsumer(stream: String, consumer: String) async throws(NATSError) {
+        struct Success: Decodable { var success: Bool }
+        _ = try await api("CONSUMER.DELETE.\(stream).\(consumer)", body: Optional<String>.none, as: Success.self)
+    }
+
+    // MARK: Publish
+
+    public struct PublishOptions: Sendable {
+        /// Sets `Nats-Msg-Id`: a second publish with the same id inside the stream's duplicate window is
+        /// acknowledged with `duplicate: true` and not stored.
+        public var messageID: String?
+        /// Sets `Nats-Expected-Last-Subject-Sequence`: stored only if the subject's last message has this
+        /// stream sequence (0: the subject has no message). Otherwise `.wrongLastSequence`.
+        public var expectedLastSubjectSequence: UInt64?
+        public var expectedStream: String?
+
+        public init(messageID: String? = nil, expectedLastSubjectSequence: UInt64? = nil, expectedStream: String? = nil) {
+            self.messageID = messageID
+            self.expectedLastSubjectSequence = expectedLastSubjectSequence
+            self.expectedStream = expectedStream
+        }
+
+        func apply(to headers: NATSHeaders?) -> NATSHeaders? {
+            guard messageID != nil || expectedLastSubjectSequence != nil || expectedStream != nil else { return headers }
+            var headers = headers ?? NATSHeaders()
+            if let messageID { headers["Nats-Msg-Id"] = messageID }
+            if let expectedLastSubjectSequence { headers["Nats-Expected-Last-Subject-Sequence"] = String(expectedLastSubjectSequence) }
+            if let expectedStream { headers["Nats-Expected-Stream"] = expectedStream }
+            return headers
+        }
+    }
+
+    public func publish(_ subject: String, payload: [UInt8], headers: NATSHeaders? = nil, options: PublishOptions = PublishOptions(), timeout: Duration? = nil) async throws(NATSError) -> PublishAck {
+        let reply: NATSMessage
+        do {
+            reply = try await connection.request(subject, payload: payload, headers: options.apply(to: headers), timeout: timeout)
+        } catch where error.kind == .noResponders {
+            throw NATSError(.jetStream, status: error.status, jetStreamCode: JetStreamErrorCode.streamNotFound, message: "no stream captures \(subject)")
+        }
+        return try Self.decodeAck(reply.payload, subject: subject)
+    }
+
+    public struct OutgoingMessage: Sendable {
+        public var subject: String
+        public var payload: [UInt8]
+        public var headers: NATSHeaders?
+        public var options: PublishOptions
+        public init(subject: String, payload: [UInt8], headers: NATSHeaders? = nil, options: PublishOptions = PublishOptions()) {
+            self.subject = subject
+            self.payload = payload
+            self.headers = headers
+            self.options = options
+        }
+    }
+
+    /// Pipelined publish: sends up to `window` messages before awaiting their acks. One result per message, in order.
+    public func publishPipelined(_ messages: [OutgoingMessage], window: Int = 1024, timeout: Duration? = nil) async -> [Result<PublishAck, NATSError>] {
+        var results: [Result<PublishAck, NATSError>] = []
+        results.reserveCapacity(messages.count)
+        var start = 0
+        while start < messages.count {
+            let end = min(start + max(1, window), messages.count)
+            let replies = await connection.requestMany(messages[start..<end].map { ($0.subject, $0.payload, $0.options.apply(to: $0.headers)) }, timeout: timeout)
+            for (offset, reply) in replies.enumerated() {
+                let subject = messages[start + offset].subject
+                results.append(reply.flatMap { message in
+                    Result { () throws(NATSError) in try Self.decodeAck(message.payload, subject: subject) }
+                })
+            }
+            start = end
+        }
+        return results
+    }
+
+    static func decodeAck(_ payload: [UInt8], subject: String) throws(NATSError) -> PublishAck {
+        try decode(payload, as: PublishAck.self, context: "publish \(subject)")
+    }
+
+    // MARK: Reading
+
+    /// A stored message read by sequence or subject.
+    public struct StoredMessage: Sendable {
+        public var subject: String
+        public var sequence: UInt64
+        public var headers: NATSHeaders
+        public var payload: [UInt8]
+        /// Nanoseconds since 1970 when the server stored it.
+        public var timestamp: String?
+    }
+
+    /// Direct get (`$JS.API.DIRECT.GET`, needs `allow_direct`): by sequence, last of a subject, or the
+    /// first message of `nextBySubject` at or after `sequence`. Returns nil when there is no such message.
+    public func directGet(stream: String, sequence: UInt64? = nil, lastBySubject: String? = nil, nextBySubject: String? = nil) async throws(NATSError) -> StoredMessage? {
+        struct Request: Encodable {
+            var seq: UInt64?
+            var last_by_subj: String?
+            var next_by_subj: String?
+        }
+        let body: [UInt8]
+        do { body = Array(try Self.encoder.encode(Request(seq: sequence, last_by_subj: lastBySubject, next_by_subj: nextBySubject))) } catch { throw .invalid("\(error)") }
+        let reply = try await connection.request("$JS.API.DIRECT.GET.\(stream)", payload: body)
+        if let status = reply.headers.status {
+            if status == 404 { return nil }
+            throw NATSError(.jetStream, message: "direct get on \(stream): \(status) \(reply.headers.statusDescription ?? "")")
+        }
+        guard let subject = reply.headers["Nats-Subject"], let sequence = reply.headers["Nats-Sequence"].flatMap(UInt64.init) else {
+            throw NATSError(.protocolError, message: "direct get on \(stream): reply without Nats-Subject/Nats-Sequence")
+        }
+        return StoredMessage(subject: subject, sequence: sequence, headers: reply.headers, payload: reply.payload, timestamp: reply.headers["Nats-Time-Stamp"])
+    }
+
+    public func message(stream: String, sequence: UInt64) async throws(NATSError) -> StoredMessage? {
+        try await directGet(stream: stream, sequence: sequence)
+    }
+
+    public func lastMessage(stream: String, subject: String) async throws(NATSError) -> StoredMessage? {
+        try await directGet(stream: stream, lastBySubject: subject)
+    }
+
+    /// Up to `limit` messages of `subject`, in stream order, starting at stream sequence `from`.
+    public func messages(stream: String, subject: String, from: UInt64, limit: Int) async throws(NATSError) -> [StoredMessage] {
+        var result: [StoredMessage] = []
+        var next = max(1, from)
+        while result.count < limit, let message = try await directGet(stream: stream, sequence: next, nextBySubject: subject) {
+            result.append(message)
+            next = message.sequence + 1
+        }
+        return result
+    }
+
+    // MARK: Consuming
+
+    /// Binds to an existing durable pull consumer. Create it first with `createOrUpdateConsumer`.
+    public func pullConsumer(stream: String, consumer: String) throws(NATSError) -> PullConsumer {
+        try PullConsumer(connection: connection, stream: stream, consumer: consumer)
+    }
+}
+
+/// A message delivered by a consumer, with its acknowledgement methods.
+public struct JetStreamMessage: Sendable {
+    public var message: NATSMessage
+    public var stream: String
+    public var consumer: String
+    public var streamSequence: UInt64
+    public var consumerSequence: UInt64
+    public var deliveries: Int
+    public var pending: UInt64
+    let connection: NATSConnection
+
+    public var subject: String { message.subject }
+    public var payload: [UInt8] { message.payload }
+    public var headers: NATSHeaders { message.headers }
+
+    /// Parses `$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<tm>.<pending>` (and the v2 form
+    /// with domain and account hash in front).
+    init?(message: NATSMessage, connection: NATSConnection) {
+        guard let reply = message.reply, reply.hasPrefix("$JS.ACK.") else { return nil }
+        let tokens = reply.split(separator: ".", omittingEmptySubsequences: false)
+        let base: Int
+        switch tokens.count {
+        case 9: base = 2
+        case 11, 12: base = 4
+        default: return nil
+        }
+        guard let deliveries = Int(tokens[base + 2]), let streamSequence = UInt64(tokens[base + 3]),
+              let consumerSequence = UInt64(tokens[base + 4]), let pending = UInt64(tokens[base + 6]) else { return nil }
+        self.message = message
+        self.stream = String(tokens[base])
+        self.consumer = String(tokens[base + 1])
+        self.deliveries = deliveries
+        self.streamSequence = streamSequence
+        self.consumerSequence = consumerSequence
+        self.pending = pending
+        self.connection = connection
+    }
+
+    private func respond(_ body: String) throws(NATSError) {
+        guard let reply = message.reply else { throw .invalid("message has no reply subject") }
+        try connection.publish(reply, payload: Array(body.utf8))
+    }
+
+    public func ack() throws(NATSError) { try respond("+ACK") }
+    /// Acknowledges and waits for the server to confirm it recorded the ack.
+    public func ackSync(timeout: Duration = .seconds(5)) async throws(NATSError) {
+        guard let reply = message.reply else { throw .invalid("message has no reply subject") }
+        _ = try await connection.request(reply, payload: Array("+ACK".utf8), timeout: timeout)
+    }
+    public func nak(delay: Duration? = nil) throws(NATSError) {
+        if let delay { try respond("-NAK {\"delay\":\(delay.milliseconds * 1_000_000)}") } else { try respond("-NAK") }
+    }
+    public func inProgress() throws(NATSError) { try respond("+WPI") }
+    public func term() throws(NATSError) { try respond("+TERM") }
+}
+
+/// Fetches batches from a durable pull consumer through a private inbox subscription.
+public final class PullConsumer: Sendable {
+    public let stream: String
+    public let consumer: String
+    let connection: NATSConnection
+    private let inbox: String
+    private let subscription: NATSSubscription
+
+    init(connection: NATSConnection, stream: String, consumer: String) throws(NATSError) {
+        self.connection = connection
+        self.stream = stream
+        self.consumer = consumer
+        self.inbox = connection.newInbox()
+        self.subscription = try connection.subscribe(inbox, bufferLimit: 1_000_000)
+    }
+
+    deinit { subscription.unsubscribe() }
+
+    /// Up to `batch` messages; returns early with fewer (possibly none) when `expires` passes.
+    public func fetch(batch: Int, expires: Duration = .seconds(1)) async throws(NATSError) -> [JetStreamMessage] {
+        let request = "{\"batch\":\(batch),\"expires\":\(expires.milliseconds * 1_000_000)}"
+        try connection.publish("$JS.API.CONSUMER.MSG.NEXT.\(stream).\(consumer)", payload: Array(request.utf8), reply: inbox)
+        let deadline = ContinuousClock.now.advanced(by: expires + .milliseconds(500))
+        var messages: [JetStreamMessage] = []
+        while messages.count < batch {
+            guard let received = await subscription.buffer.takeAll(until: deadline) else {
+                throw NATSError(.connectionClosed, message: "consumer \(consumer) subscription closed")
+            }
+            if received.isEmpty { break }  // deadline
+            var ended = false
+            for message in received {
+                if let status = message.headers.status, message.payload.isEmpty {
+                    switch status {
+                    case 100: continue  // heartbeat / flow control
+                    case 404, 408: ended = true  // no messages / request expired: this request is over
+                    case 409:
+                        let description = message.headers.statusDescription ?? ""
+                        if description.contains("Deleted") || description.contains("Leadership") {
+                            throw NATSError(.jetStream, message: "consumer \(consumer): \(description)")
+                        }
+                        ended = true
+                    default: ended = true
+                    }
+                } else if let jsMessage = JetStreamMessage(message: message, connection: connection) {
+                    messages.append(jsMessage)
+                }
+            }
+            if ended { break }
+        }
+        return messages
+    }
+}

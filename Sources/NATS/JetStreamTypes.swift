@@ -1,0 +1,192 @@
+/// JetStream API types (the JSON the server speaks on `$JS.API.>`), limited to the fields this project uses.
+/// Durations are nanoseconds on the wire.
+
+public struct StreamConfiguration: Codable, Sendable, Equatable {
+    public var name: String
+    public var subjects: [String]
+    public var retention: String = "limits"
+    public var maxMessagesPerSubject: Int64 = -1
+    public var maxMessages: Int64 = -1
+    public var maxBytes: Int64 = -1
+    public var maxAge: Int64 = 0
+    public var maxMessageSize: Int32 = -1
+    public var storage: String = "file"
+    public var replicas: Int = 1
+    public var duplicateWindow: Int64 = 120_000_000_000
+    public var allowDirect: Bool = true
+    public var allowRollup: Bool = false
+    public var discard: String = "old"
+    public var description: String?
+
+    public init(name: String, subjects: [String]) {
+        self.name = name
+        self.subjects = subjects
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case name, subjects, retention, storage, discard, description
+        case maxMessagesPerSubject = "max_msgs_per_subject"
+        case maxMessages = "max_msgs"
+        case maxBytes = "max_bytes"
+        case maxAge = "max_age"
+        case maxMessageSize = "max_msg_size"
+        case replicas = "num_replicas"
+        case duplicateWindow = "duplicate_window"
+        case allowDirect = "allow_direct"
+        case allowRollup = "allow_rollup_hdrs"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        name = try c.decode(String.self, forKey: .name)
+        subjects = try c.decodeIfPresent([String].self, forKey: .subjects) ?? []
+        retention = try c.decodeIfPresent(String.self, forKey: .retention) ?? "limits"
+        maxMessagesPerSubject = try c.decodeIfPresent(Int64.self, forKey: .maxMessagesPerSubject) ?? -1
+        maxMessages = try c.decodeIfPresent(Int64.self, forKey: .maxMessages) ?? -1
+        maxBytes = try c.decodeIfPresent(Int64.self, forKey: .maxBytes) ?? -1
+        maxAge = try c.decodeIfPresent(Int64.self, forKey: .maxAge) ?? 0
+        maxMessageSize = try c.decodeIfPresent(Int32.self, forKey: .maxMessageSize) ?? -1
+        storage = try c.decodeIfPresent(String.self, forKey: .storage) ?? "file"
+        replicas = try c.decodeIfPresent(Int.self, forKey: .replicas) ?? 1
+        duplicateWindow = try c.decodeIfPresent(Int64.self, forKey: .duplicateWindow) ?? 0
+        allowDirect = try c.decodeIfPresent(Bool.self, forKey: .allowDirect) ?? false
+        allowRollup = try c.decodeIfPresent(Bool.self, forKey: .allowRollup) ?? false
+        discard = try c.decodeIfPresent(String.self, forKey: .discard) ?? "old"
+        description = try c.decodeIfPresent(String.self, forKey: .description)
+    }
+}
+
+public struct StreamState: Codable, Sendable {
+    public var messages: UInt64
+    public var bytes: UInt64
+    public var firstSequence: UInt64
+    public var lastSequence: UInt64
+    public var consumerCount: Int?
+
+    enum CodingKeys: String, CodingKey {
+        case messages, bytes
+        case firstSequence = "first_seq"
+        case lastSequence = "last_seq"
+        case consumerCount = "consumer_count"
+    }
+}
+
+public struct StreamInfo: Codable, Sendable {
+    public var config: StreamConfiguration
+    public var state: StreamState
+}
+
+public struct ConsumerConfiguration: Codable, Sendable, Equatable {
+    public var durableName: String?
+    public var description: String?
+    public var deliverPolicy: String = "all"
+    public var startSequence: UInt64?
+    public var ackPolicy: String = "explicit"
+    /// Nanoseconds.
+    public var ackWait: Int64 = 30_000_000_000
+    public var maxDeliver: Int = -1
+    public var filterSubject: String?
+    public var replayPolicy: String = "instant"
+    public var maxAckPending: Int = 1000
+    public var maxWaiting: Int = 512
+    /// Nanoseconds; ephemeral consumers only.
+    public var inactiveThreshold: Int64?
+    public var headersOnly: Bool?
+    public var memoryStorage: Bool?
+
+    public init(durableName: String?) { self.durableName = durableName }
+
+    enum CodingKeys: String, CodingKey {
+        case description
+        case durableName = "durable_name"
+        case deliverPolicy = "deliver_policy"
+        case startSequence = "opt_start_seq"
+        case ackPolicy = "ack_policy"
+        case ackWait = "ack_wait"
+        case maxDeliver = "max_deliver"
+        case filterSubject = "filter_subject"
+        case replayPolicy = "replay_policy"
+        case maxAckPending = "max_ack_pending"
+        case maxWaiting = "max_waiting"
+        case inactiveThreshold = "inactive_threshold"
+        case headersOnly = "headers_only"
+        case memoryStorage = "mem_storage"
+    }
+}
+
+public struct SequenceInfo: Codable, Sendable {
+    public var consumerSequence: UInt64
+    public var streamSequence: UInt64
+    enum CodingKeys: String, CodingKey {
+        case consumerSequence = "consumer_seq"
+        case streamSequence = "stream_seq"
+    }
+}
+
+public struct ConsumerInfo: Codable, Sendable {
+    public var name: String
+    public var streamName: String
+    public var numPending: UInt64
+    public var numAckPending: Int
+    public var numRedelivered: Int
+    public var numWaiting: Int
+    public var delivered: SequenceInfo
+    public var ackFloor: SequenceInfo
+
+    enum CodingKeys: String, CodingKey {
+        case name, delivered
+        case streamName = "stream_name"
+        case numPending = "num_pending"
+        case numAckPending = "num_ack_pending"
+        case numRedelivered = "num_redelivered"
+        case numWaiting = "num_waiting"
+        case ackFloor = "ack_floor"
+    }
+}
+
+public struct PublishAck: Codable, Sendable, Equatable {
+    public var stream: String
+    public var sequence: UInt64
+    public var duplicate: Bool
+
+    public init(stream: String, sequence: UInt64, duplicate: Bool) {
+        self.stream = stream
+        self.sequence = sequence
+        self.duplicate = duplicate
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case stream, duplicate
+        case sequence = "seq"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        stream = try c.decode(String.self, forKey: .stream)
+        sequence = try c.decode(UInt64.self, forKey: .sequence)
+        duplicate = try c.decodeIfPresent(Bool.self, forKey: .duplicate) ?? false
+    }
+}
+
+struct APIError: Codable, Sendable {
+    var code: Int
+    var errCode: Int?
+    var description: String?
+    enum CodingKeys: String, CodingKey {
+        case code, description
+        case errCode = "err_code"
+    }
+}
+
+struct APIErrorEnvelope: Decodable {
+    var error: APIError?
+}
+
+/// Well-known JetStream `err_code` values.
+public enum JetStreamErrorCode {
+    public static let wrongLastSequence = 10071
+    public static let streamNotFound = 10059
+    public static let streamNameInUse = 10058
+    public static let consumerNotFound = 10014
+    public static let messageNotFound = 10037
+}

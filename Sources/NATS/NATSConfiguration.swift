@@ -1,0 +1,76 @@
+import Foundation
+
+/// How to reach NATS. `fromEnvironment` reads the variables documented in the README.
+public struct NATSConfiguration: Sendable {
+    public struct TLS: Sendable {
+        public var caFile: String?
+        public var certificateFile: String?
+        public var keyFile: String?
+        public var skipVerification = false
+        public init(caFile: String? = nil, certificateFile: String? = nil, keyFile: String? = nil) {
+            self.caFile = caFile
+            self.certificateFile = certificateFile
+            self.keyFile = keyFile
+        }
+    }
+
+    public var servers: [String]
+    public var name: String?
+    public var user: String?
+    public var password: String?
+    public var token: String?
+    public var credentialsFile: String?
+    public var tls: TLS?
+    public var connectTimeout: Duration = .seconds(2)
+    /// -1: reconnect forever.
+    public var maxReconnectAttempts = -1
+    public var reconnectWait: Duration = .milliseconds(250)
+    /// Bytes published while disconnected are buffered up to this size and sent after reconnecting.
+    public var reconnectBufferBytes = 8 * 1024 * 1024
+    public var pingInterval: Duration = .seconds(5)
+    /// Messages libnats may queue per subscription before it reports a slow consumer and drops.
+    public var subscriptionPendingLimit = 1_000_000
+    /// Share a bounded pool of libnats delivery threads instead of one thread per subscription.
+    public var sharedDeliveryThreads = false
+    /// Default timeout for requests (core and JetStream API).
+    public var requestTimeout: Duration = .seconds(5)
+
+    public init(servers: [String] = ["nats://localhost:4222"], name: String? = nil) {
+        self.servers = servers
+        self.name = name
+    }
+
+    public init(url: String, name: String? = nil) {
+        self.init(servers: Self.splitServers(url), name: name)
+    }
+
+    static func splitServers(_ list: String) -> [String] {
+        list.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+    }
+
+    /// `NATS_URL` (comma-separated), `NATS_USER`/`NATS_PASSWORD`, `NATS_TOKEN`, `NATS_CREDS`,
+    /// `NATS_CA`, `NATS_CERT`/`NATS_KEY`, `NATS_REQUEST_TIMEOUT_MS`.
+    public static func fromEnvironment(_ environment: [String: String], name: String) -> NATSConfiguration {
+        var configuration = NATSConfiguration(url: environment["NATS_URL"] ?? "nats://localhost:4222", name: name)
+        func value(_ key: String) -> String? { environment[key].flatMap { $0.isEmpty ? nil : $0 } }
+        configuration.user = value("NATS_USER")
+        configuration.password = value("NATS_PASSWORD")
+        configuration.token = value("NATS_TOKEN")
+        configuration.credentialsFile = value("NATS_CREDS")
+        if value("NATS_CA") != nil || value("NATS_CERT") != nil || configuration.servers.contains(where: { $0.hasPrefix("tls://") }) {
+            configuration.tls = TLS(caFile: value("NATS_CA"), certificateFile: value("NATS_CERT"), keyFile: value("NATS_KEY"))
+        }
+        if let timeout = value("NATS_REQUEST_TIMEOUT_MS").flatMap(Int.init), timeout > 0 {
+            configuration.requestTimeout = .milliseconds(timeout)
+        }
+        return configuration
+    }
+}
+
+public enum ConnectionStatus: String, Sendable {
+    case connecting, connected, disconnected, reconnecting, draining, closed
+}
+
+public enum ConnectionEvent: String, Sendable {
+    case disconnected, reconnected, closed
+}

@@ -1,0 +1,162 @@
+import NATS
+import NATSTesting
+import Synchronization
+import Testing
+
+@Suite("JetStream and KV against a real nats-server")
+struct JetStreamTests {
+    func setUp() async throws -> (NATSServerProcess, NATSConnection, JetStream) {
+        let server = try NATSServerProcess()
+        let connection = try await server.connect()
+        let js = connection.jetStream
+        var config = StreamConfiguration(name: "EVENTS", subjects: ["events.>"])
+        config.maxMessagesPerSubject = 1000
+        try await js.createOrUpdateStream(config)
+        return (server, connection, js)
+    }
+
+    @Test func publishDedupAndExpectedLastSubjectSequence() async throws {
+        let (server, _, js) = try await setUp()
+        defer { withExtendedLifetime(server) {} }
+        let first = try await js.publish("events.a", payload: [1], options: .init(messageID: "one"))
+        #expect(first == PublishAck(stream: "EVENTS", sequence: 1, duplicate: false))
+        let again = try await js.publish("events.a", payload: [1], options: .init(messageID: "one"))
+        #expect(again.duplicate)
+        #expect(again.sequence == 1)
+
+        let second = try await js.publish("events.a", payload: [2], options: .init(expectedLastSubjectSequence: 1))
+        #expect(second.sequence == 2)
+        do {
+            _ = try await js.publish("events.a", payload: [3], options: .init(expectedLastSubjectSequence: 1))
+            Issue.record("a stale expected sequence must be rejected")
+        } catch {
+            #expect(error.kind == .wrongLastSequence)
+            #expect(error.jetStreamCode == 10071)
+        }
+        let fresh = try await js.publish("events.b", payload: [4], options: .init(expectedLastSubjectSequence: 0))
+        #expect(fresh.sequence == 3)
+
+        do {
+            _ = try await js.publish("nostream.x", payload: [1])
+            Issue.record("publishing outside any stream must fail")
+        } catch {
+            #expect(error.jetStreamCode == JetStreamErrorCode.streamNotFound)
+        }
+
+        // Updating the stream config in place works.
+        var updated = StreamConfiguration(name: "EVENTS", subjects: ["events.>"])
+        updated.maxMessagesPerSubject = 5
+        let info = try await js.createOrUpdateStream(updated)
+        #expect(info.config.maxMessagesPerSubject == 5)
+        #expect(info.state.messages == 3)
+    }
+
+    @Test func pipelinedPublishAndReads() async throws {
+        let (server, _, js) = try await setUp()
+        defer { withExtendedLifetime(server) {} }
+        let messages = (0..<500).map { JetStream.OutgoingMessage(subject: "events.\($0 % 2)", payload: Array("\($0)".utf8)) }
+        let results = await js.publishPipelined(messages, window: 128)
+        let sequences = try results.map { try $0.get().sequence }
+        #expect(sequences == Array(1...500))
+
+        let bySequence = try #require(try await js.message(stream: "EVENTS", sequence: 10))
+        #expect(String(decoding: bySequence.payload, as: UTF8.self) == "9")
+        let last = try #require(try await js.lastMessage(stream: "EVENTS", subject: "events.1"))
+        #expect(last.sequence == 500)
+        let range = try await js.messages(stream: "EVENTS", subject: "events.0", from: 100, limit: 5)
+        #expect(range.map(\.sequence) == [101, 103, 105, 107, 109])
+        #expect(try await js.message(stream: "EVENTS", sequence: 10_000) == nil)
+    }
+
+    @Test func durablePullConsumerAckNakAndRedelivery() async throws {
+        let (server, _, js) = try await setUp()
+        defer { withExtendedLifetime(server) {} }
+        var consumerConfig = ConsumerConfiguration(durableName: "worker")
+        consumerConfig.ackWait = 500_000_000  // 0.5 s
+        consumerConfig.maxAckPending = 100
+        try await js.createOrUpdateConsumer(stream: "EVENTS", consumerConfig)
+        for index in 0..<10 { _ = try await js.publish("events.x", payload: [UInt8(index)]) }
+
+        let consumer = try js.pullConsumer(stream: "EVENTS", consumer: "worker")
+        let batch = try await consumer.fetch(batch: 10, expires: .seconds(2))
+        #expect(batch.map(\.streamSequence) == Array(1...10))
+        #expect(batch.allSatisfy { $0.deliveries == 1 })
+        for message in batch[0..<8] { try message.ack() }
+        try batch[8].nak()
+        // batch[9] is neither acked nor nacked: it comes back after ack_wait.
+        let redelivered = Mutex<[UInt64: Int]>([:])
+        try await eventually("nak and ack-wait redelivery", timeout: .seconds(10)) {
+            for message in try await consumer.fetch(batch: 5, expires: .milliseconds(300)) {
+                redelivered.withLock { $0[message.streamSequence] = message.deliveries }
+                try await message.ackSync()
+            }
+            return redelivered.withLock { $0.count } == 2
+        }
+        #expect(redelivered.withLock { $0 } == [9: 2, 10: 2])
+        let info = try await js.consumerInfo(stream: "EVENTS", consumer: "worker")
+        #expect(info.numAckPending == 0)
+        #expect(info.numPending == 0)
+
+        // The explicit durable consumer survives its subscriptions.
+        _ = consumer
+        let rebound = try js.pullConsumer(stream: "EVENTS", consumer: "worker")
+        _ = try await js.publish("events.x", payload: [42])
+        let next = try await rebound.fetch(batch: 1, expires: .seconds(2))
+        #expect(next.first?.streamSequence == 11)
+    }
+
+    @Test func keyValueCompareAndSetDeleteKeysAndWatch() async throws {
+        let (server, connection, _) = try await setUp()
+        defer { withExtendedLifetime(server) {} }
+        let kv = try await connection.keyValue(KeyValueConfiguration(bucket: "settings", history: 5))
+        #expect(try await kv.get("missing") == nil)
+        let r1 = try await kv.create("color", Array("red".utf8))
+        do {
+            try await kv.create("color", Array("blue".utf8))
+            Issue.record("create over an existing value must fail")
+        } catch {
+            #expect(error.kind == .wrongLastSequence)
+        }
+        let r2 = try await kv.update("color", Array("green".utf8), revision: r1)
+        #expect(r2 > r1)
+        do {
+            try await kv.update("color", Array("stale".utf8), revision: r1)
+            Issue.record("update with a stale revision must fail")
+        } catch {
+            #expect(error.kind == .wrongLastSequence)
+        }
+        #expect(try await kv.value("color")?.value == Array("green".utf8))
+        try await kv.put("size", Array("L".utf8))
+        #expect(Set(try await kv.keys()) == ["color", "size"])
+
+        let watch = try await kv.watch("color")
+        var iterator = watch.makeAsyncIterator()
+        #expect(try await iterator.nextEvent() == .entry(KeyValueEntry(key: "color", value: Array("green".utf8), revision: r2, createdNanoseconds: try #require(try await kv.get("color")).createdNanoseconds, operation: .put)))
+        #expect(try await iterator.nextEvent() == .initialValuesDone)
+        try await kv.put("color", Array("blue".utf8))
+        guard case .entry(let changed)? = try await iterator.nextEvent() else { Issue.record("no change seen"); return }
+        #expect(changed.value == Array("blue".utf8))
+        try await kv.delete("color")
+        guard case .entry(let deleted)? = try await iterator.nextEvent() else { Issue.record("no delete seen"); return }
+        #expect(deleted.operation == .delete)
+        watch.stop()
+
+        #expect(try await kv.value("color") == nil)
+        try await kv.create("color", Array("again".utf8))  // create succeeds over a delete marker
+        try await kv.purge("size")
+        #expect(try await kv.value("size") == nil)
+        #expect(try await kv.values(matching: "*").map(\.key) == ["color"])
+    }
+
+    @Test func streamSurvivesServerRestart() async throws {
+        let (server, connection, js) = try await setUp()
+        for index in 0..<20 { _ = try await js.publish("events.keep", payload: [UInt8(index)]) }
+        try server.restart()
+        try await eventually("reconnected", timeout: .seconds(15)) { connection.status == .connected }
+        try await eventually("JetStream back", timeout: .seconds(15)) { (try? await js.streamInfo("EVENTS")) != nil }
+        let info = try await js.streamInfo("EVENTS")
+        #expect(info.state.messages == 20)
+        let ack = try await js.publish("events.keep", payload: [99])
+        #expect(ack.sequence == 21)
+    }
+}
