@@ -269,7 +269,7 @@ public struct JetStreamMessage: Sendable {
         _ = try await connection.request(reply, payload: Array("+ACK".utf8), timeout: timeout)
     }
     public func nak(delay: Duration? = nil) throws(NATSError) {
-        if let delay { try respond("-NAK {\"delay\":\(delay.milliseconds * 1_000_000)}") } else { try respond("-NAK") }
+        if let delay { try respond("-NAK {\"delay\":\(delay.inMilliseconds * 1_000_000)}") } else { try respond("-NAK") }
     }
     public func inProgress() throws(NATSError) { try respond("+WPI") }
     public func term() throws(NATSError) { try respond("+TERM") }
@@ -295,7 +295,7 @@ public final class PullConsumer: Sendable {
 
     /// Up to `batch` messages; returns early with fewer (possibly none) when `expires` passes.
     public func fetch(batch: Int, expires: Duration = .seconds(1)) async throws(NATSError) -> [JetStreamMessage] {
-        let request = "{\"batch\":\(batch),\"expires\":\(expires.milliseconds * 1_000_000)}"
+        let request = "{\"batch\":\(batch),\"expires\":\(expires.inMilliseconds * 1_000_000)}"
         try connection.publish("$JS.API.CONSUMER.MSG.NEXT.\(stream).\(consumer)", payload: Array(request.utf8), reply: inbox)
         let deadline = ContinuousClock.now.advanced(by: expires + .milliseconds(500))
         var messages: [JetStreamMessage] = []

@@ -75,6 +75,26 @@ public final class KeyValue: Sendable {
         return try await executor.run { () throws(NATSError) in try handle.update(key, value, revision: revision) }
     }
 
+    /// `create` that reports an existing value as nil instead of an error.
+    public func createIfAbsent(_ key: String, _ value: [UInt8]) async throws(NATSError) -> UInt64? {
+        do {
+            return try await create(key, value)
+        } catch {
+            if error.kind == .wrongLastSequence { return nil }
+            throw error
+        }
+    }
+
+    /// `update` that reports a stale revision as nil instead of an error.
+    public func updateIfRevision(_ key: String, _ value: [UInt8], revision: UInt64) async throws(NATSError) -> UInt64? {
+        do {
+            return try await update(key, value, revision: revision)
+        } catch {
+            if error.kind == .wrongLastSequence { return nil }
+            throw error
+        }
+    }
+
     public func delete(_ key: String) async throws(NATSError) {
         let handle = self.handle
         try await executor.run { () throws(NATSError) in try handle.delete(key) }

@@ -105,7 +105,7 @@ public final class NATSConnection: Sendable {
     /// Round trip to the server: everything published before is processed by it when this returns.
     public func flush(timeout: Duration = .seconds(5)) async throws(NATSError) {
         let handle = self.handle
-        try await executor.run { () throws(NATSError) in try handle.flush(timeoutMilliseconds: timeout.milliseconds) }
+        try await executor.run { () throws(NATSError) in try handle.flush(timeoutMilliseconds: timeout.inMilliseconds) }
     }
 
     /// A bounded `AsyncSequence` of messages. See `NATSSubscription` for the overflow policy.
@@ -159,7 +159,7 @@ public final class NATSConnection: Sendable {
     public func drain(timeout: Duration = .seconds(5)) async {
         let events = eventsBox.stream()
         do {
-            try handle.drain(timeoutMilliseconds: timeout.milliseconds)
+            try handle.drain(timeoutMilliseconds: timeout.inMilliseconds)
         } catch {
             close()
             return
@@ -186,7 +186,7 @@ public final class NATSConnection: Sendable {
     func jetStreamContextHandle() throws(NATSError) -> JetStreamContextHandle {
         try jetStreamContext.withLock { (context) throws(NATSError) in
             if let context { return context }
-            let created = try JetStreamContextHandle(connection: handle, timeoutMilliseconds: configuration.requestTimeout.milliseconds)
+            let created = try JetStreamContextHandle(connection: handle, timeoutMilliseconds: configuration.requestTimeout.inMilliseconds)
             context = created
             return created
         }

@@ -52,7 +52,7 @@ public final class NATSServerProcess: @unchecked Sendable {
         """
         let configFile = storeDirectory.appendingPathComponent("server.conf")
         try config.write(to: configFile, atomically: true, encoding: .utf8)
-        FileManager.default.createFile(atPath: logFile.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: logFile.path, contents: nil)
         let process = Process()
         process.executableURL = URL(fileURLWithPath: Self.executable)
         process.arguments = ["-c", configFile.path, "-l", logFile.path]

@@ -67,13 +67,13 @@ final class ConnectionHandle: @unchecked Sendable {
             }
             if tls.skipVerification { try LibNATS.check(natsOptions_SkipServerVerification(options, true), "skip verification") }
         }
-        try LibNATS.check(natsOptions_SetTimeout(options, configuration.connectTimeout.milliseconds), "set timeout")
+        try LibNATS.check(natsOptions_SetTimeout(options, configuration.connectTimeout.inMilliseconds), "set timeout")
         try LibNATS.check(natsOptions_SetAllowReconnect(options, true), "allow reconnect")
         try LibNATS.check(natsOptions_SetMaxReconnect(options, Int32(configuration.maxReconnectAttempts)), "set max reconnect")
-        try LibNATS.check(natsOptions_SetReconnectWait(options, configuration.reconnectWait.milliseconds), "set reconnect wait")
+        try LibNATS.check(natsOptions_SetReconnectWait(options, configuration.reconnectWait.inMilliseconds), "set reconnect wait")
         try LibNATS.check(natsOptions_SetReconnectJitter(options, 100, 1000), "set reconnect jitter")
         try LibNATS.check(natsOptions_SetReconnectBufSize(options, Int32(configuration.reconnectBufferBytes)), "set reconnect buffer")
-        try LibNATS.check(natsOptions_SetPingInterval(options, configuration.pingInterval.milliseconds), "set ping interval")
+        try LibNATS.check(natsOptions_SetPingInterval(options, configuration.pingInterval.inMilliseconds), "set ping interval")
         try LibNATS.check(natsOptions_SetMaxPingsOut(options, 3), "set max pings out")
         // Bounded delivery threads: without this every async subscription gets a thread of its own.
         try LibNATS.check(natsOptions_UseGlobalMessageDelivery(options, configuration.sharedDeliveryThreads), "use global delivery")
@@ -161,7 +161,8 @@ final class ConnectionHandle: @unchecked Sendable {
 }
 
 extension Duration {
-    var milliseconds: Int64 {
+    /// Whole milliseconds (truncated), for C APIs and wire formats that take milliseconds.
+    public var inMilliseconds: Int64 {
         let (seconds, attoseconds) = components
         return seconds * 1000 + attoseconds / 1_000_000_000_000_000
     }

@@ -47,7 +47,7 @@ final class KeyValueHandle: @unchecked Sendable {
                 config.Bucket = bucket
                 config.Description = description
                 config.History = UInt8(clamping: configuration.history)
-                config.TTL = configuration.ttl?.milliseconds ?? 0
+                config.TTL = (configuration.ttl?.inMilliseconds ?? 0) * 1_000_000  // nanoseconds
                 config.MaxValueSize = Int32(clamping: configuration.maxValueSize ?? -1)
                 config.StorageType = configuration.memoryStorage ? js_MemoryStorage : js_FileStorage
                 config.Replicas = Int32(configuration.replicas)

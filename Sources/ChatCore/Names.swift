@@ -1,0 +1,84 @@
+/// Every NATS subject, stream, consumer and bucket name the system uses, in one place.
+///
+/// Untrusted values (room ids, user ids, gateway ids) only ever enter a subject or key through the
+/// functions here, and those take validated identifier types, so `a.b`, `*`, `>` or spaces can never
+/// address another subject.
+public enum ChatNames {
+    /// Request-reply endpoints of the chat-service, served in queue group `queueGroup`.
+    public static let servicePrefix = "chat.svc"
+    public static let serviceName = "chat"
+    public static let queueGroup = "chat-service"
+
+    public enum Endpoint: String, CaseIterable, Sendable {
+        case createRoom = "room.create"
+        case listRooms = "room.list"
+        case getRoom = "room.get"
+        case join = "room.join"
+        case leave = "room.leave"
+        case members = "room.members"
+        case send = "message.send"
+        case history = "message.history"
+        case heartbeat = "gateway.heartbeat"
+
+        public var subject: String { "\(ChatNames.servicePrefix).\(rawValue)" }
+        /// The `$SRV` endpoint name.
+        public var name: String { rawValue.replacingOccurrences(of: ".", with: "_") }
+    }
+
+    /// The event stream. Messages are stored here as their own MessageSent events, so a stored message
+    /// can never lack its event, and history is read from the same subjects.
+    public static let eventStream = "CHAT_EVENTS"
+    public static let eventStreamSubjects = ["chat.room.*.msg", "chat.room.*.presence", "chat.rooms.created"]
+    public static func messageSubject(_ room: RoomID) -> String { "chat.room.\(room.rawValue).msg" }
+    public static func presenceSubject(_ room: RoomID) -> String { "chat.room.\(room.rawValue).presence" }
+    public static let roomCreatedSubject = "chat.rooms.created"
+
+    /// Deliveries from the broadcaster to gateways: one subject per room, plus one for room-wide news.
+    public static let deliveryPrefix = "chat.deliver"
+    public static func deliverySubject(_ room: RoomID) -> String { "\(deliveryPrefix).room.\(room.rawValue)" }
+    public static let roomsDeliverySubject = "chat.deliver.rooms"
+
+    public static let broadcasterConsumer = "broadcaster"
+    public static let broadcasterServiceName = "broadcaster"
+
+    /// KV buckets.
+    public static let roomsBucket = "chat_rooms"
+    public static let membersBucket = "chat_members"
+    public static let idempotencyBucket = "chat_idempotency"
+    public static let gatewaysBucket = "chat_gateways"
+    public static let leasesBucket = "chat_leases"
+
+    public static func roomKey(_ room: RoomID) -> String { "id.\(room.rawValue)" }
+    public static func roomNameKey(_ name: RoomName) -> String { "name.\(hex(name.normalized))" }
+    public static func memberKey(_ room: RoomID, _ user: UserID) -> String { "\(room.rawValue).\(user.rawValue)" }
+    public static func memberPattern(_ room: RoomID) -> String { "\(room.rawValue).*" }
+    public static func idempotencyKey(_ room: RoomID, _ username: Username, _ clientMessageID: ClientMessageID) -> String {
+        "\(room.rawValue).\(hex(username.rawValue)).\(clientMessageID.rawValue)"
+    }
+    public static func gatewayKey(_ gateway: GatewayID) -> String { gateway.rawValue }
+
+    /// Event headers.
+    public static let eventTypeHeader = "Chat-Event"
+    public static let roomSeqHeader = "Chat-Seq"
+    public static let streamSeqHeader = "Chat-Stream-Seq"
+    public static let roomHeader = "Chat-Room"
+
+    /// Lowercase hex of the UTF-8 bytes: makes any string a safe KV key token.
+    public static func hex(_ text: String) -> String {
+        let digits = Array("0123456789abcdef".utf8)
+        var out: [UInt8] = []
+        out.reserveCapacity(text.utf8.count * 2)
+        for byte in text.utf8 {
+            out.append(digits[Int(byte >> 4)])
+            out.append(digits[Int(byte & 0x0f)])
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+}
+
+public enum ChatEventType: String, Codable, Sendable {
+    case messageSent = "MessageSent.v1"
+    case userJoined = "UserJoined.v1"
+    case userLeft = "UserLeft.v1"
+    case roomCreated = "RoomCreated.v1"
+}

@@ -1,0 +1,256 @@
+/// JSON bodies of the chat-service endpoints (`chat.svc.*`). Success replies are the response type;
+/// error replies are a `ChatError` body plus `Nats-Service-Error` / `Nats-Service-Error-Code` headers.
+///
+/// Ids arrive as plain strings and are validated by the service, so a bad id gets a precise error
+/// instead of a generic decoding failure.
+public enum ServiceAPI {
+    public struct CreateRoom: Codable, Sendable {
+        public var name: String
+        public init(name: String) { self.name = name }
+    }
+
+    public struct RoomRef: Codable, Sendable {
+        public var roomID: String
+        public init(roomID: String) { self.roomID = roomID }
+        enum CodingKeys: String, CodingKey { case roomID = "room_id" }
+    }
+
+    public struct ListRooms: Codable, Sendable {
+        public init() {}
+    }
+
+    public struct RoomList: Codable, Sendable {
+        public var rooms: [Room]
+        public var total: Int
+        public init(rooms: [Room]) {
+            self.rooms = rooms
+            self.total = rooms.count
+        }
+    }
+
+    public struct Join: Codable, Sendable {
+        public var roomID: String
+        public var userID: String
+        public var username: String
+        public var gatewayID: String
+        public init(roomID: String, userID: String, username: String, gatewayID: String) {
+            self.roomID = roomID
+            self.userID = userID
+            self.username = username
+            self.gatewayID = gatewayID
+        }
+        enum CodingKeys: String, CodingKey {
+            case username
+            case roomID = "room_id"
+            case userID = "user_id"
+            case gatewayID = "gateway_id"
+        }
+    }
+
+    public struct JoinResult: Codable, Sendable {
+        public var room: Room
+        /// The room's newest `seq` when the join was recorded (0: no messages yet).
+        public var lastSeq: UInt64
+        /// False when the user was already a member (no event was emitted).
+        public var joined: Bool
+        public init(room: Room, lastSeq: UInt64, joined: Bool) {
+            self.room = room
+            self.lastSeq = lastSeq
+            self.joined = joined
+        }
+        enum CodingKeys: String, CodingKey {
+            case room, joined
+            case lastSeq = "last_seq"
+        }
+    }
+
+    public struct Leave: Codable, Sendable {
+        public var roomID: String
+        public var userID: String
+        /// `leave` (asked by the client) or `disconnect` (socket closed).
+        public var reason: String?
+        public init(roomID: String, userID: String, reason: String? = nil) {
+            self.roomID = roomID
+            self.userID = userID
+            self.reason = reason
+        }
+        enum CodingKeys: String, CodingKey {
+            case reason
+            case roomID = "room_id"
+            case userID = "user_id"
+        }
+    }
+
+    public struct LeaveResult: Codable, Sendable {
+        public var roomID: RoomID
+        public var left: Bool
+        public init(roomID: RoomID, left: Bool) {
+            self.roomID = roomID
+            self.left = left
+        }
+        enum CodingKeys: String, CodingKey {
+            case left
+            case roomID = "room_id"
+        }
+    }
+
+    public struct MemberInfo: Codable, Sendable, Equatable {
+        public var userID: UserID
+        public var username: String
+        public init(userID: UserID, username: String) {
+            self.userID = userID
+            self.username = username
+        }
+        enum CodingKeys: String, CodingKey {
+            case username
+            case userID = "user_id"
+        }
+    }
+
+    public struct MemberList: Codable, Sendable {
+        public var roomID: RoomID
+        public var members: [MemberInfo]
+        public init(roomID: RoomID, members: [MemberInfo]) {
+            self.roomID = roomID
+            self.members = members
+        }
+        enum CodingKeys: String, CodingKey {
+            case members
+            case roomID = "room_id"
+        }
+    }
+
+    public struct Send: Codable, Sendable {
+        public var roomID: String
+        public var userID: String
+        public var username: String
+        public var content: String
+        public var clientMessageID: String?
+        public init(roomID: String, userID: String, username: String, content: String, clientMessageID: String? = nil) {
+            self.roomID = roomID
+            self.userID = userID
+            self.username = username
+            self.content = content
+            self.clientMessageID = clientMessageID
+        }
+        enum CodingKeys: String, CodingKey {
+            case username, content
+            case roomID = "room_id"
+            case userID = "user_id"
+            case clientMessageID = "client_msg_id"
+        }
+    }
+
+    public struct SendResult: Codable, Sendable {
+        public var message: ChatMessage
+        /// True when this was a retry of an earlier send with the same `client_msg_id`.
+        public var duplicate: Bool
+        public init(message: ChatMessage, duplicate: Bool) {
+            self.message = message
+            self.duplicate = duplicate
+        }
+    }
+
+    public struct History: Codable, Sendable {
+        public var roomID: String
+        public var limit: Int?
+        /// Messages with `seq` < `before` (older pages).
+        public var before: UInt64?
+        /// Messages with `seq` > `after` (resume / gap fill); wins over `before`.
+        public var after: UInt64?
+        public init(roomID: String, limit: Int? = nil, before: UInt64? = nil, after: UInt64? = nil) {
+            self.roomID = roomID
+            self.limit = limit
+            self.before = before
+            self.after = after
+        }
+        enum CodingKeys: String, CodingKey {
+            case limit, before, after
+            case roomID = "room_id"
+        }
+    }
+
+    public struct HistoryResult: Codable, Sendable {
+        public var roomID: RoomID
+        /// Oldest first.
+        public var messages: [ChatMessage]
+        public var hasMore: Bool
+        public var lastSeq: UInt64
+        public init(roomID: RoomID, messages: [ChatMessage], hasMore: Bool, lastSeq: UInt64) {
+            self.roomID = roomID
+            self.messages = messages
+            self.hasMore = hasMore
+            self.lastSeq = lastSeq
+        }
+        enum CodingKeys: String, CodingKey {
+            case messages
+            case roomID = "room_id"
+            case hasMore = "has_more"
+            case lastSeq = "last_seq"
+        }
+    }
+
+    public struct Heartbeat: Codable, Sendable {
+        public var gatewayID: String
+        public var connections: Int
+        public init(gatewayID: String, connections: Int) {
+            self.gatewayID = gatewayID
+            self.connections = connections
+        }
+        enum CodingKeys: String, CodingKey {
+            case connections
+            case gatewayID = "gateway_id"
+        }
+    }
+
+    public struct Ok: Codable, Sendable {
+        public var ok: Bool
+        public init() { ok = true }
+    }
+}
+
+/// The JSON coders used for every chat body: fixed key order, no escaping of `/`.
+public enum ChatJSON {
+    public static func encode(_ value: some Encodable) -> [UInt8] {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        // Encoding our own Codable types cannot fail.
+        return Array((try? encoder.encode(value)) ?? Data("{}".utf8))
+    }
+
+    public static func decode<T: Decodable>(_ type: T.Type, from bytes: [UInt8]) throws(ChatError) -> T {
+        do {
+            return try JSONDecoder().decode(type, from: Data(bytes))
+        } catch let error as DecodingError {
+            throw ChatError(.invalidRequest, describe(error))
+        } catch {
+            throw ChatError(.invalidRequest, "invalid JSON")
+        }
+    }
+
+    /// A short human explanation of a decoding failure, naming the field.
+    public static func describe(_ error: DecodingError) -> String {
+        func path(_ codingPath: [any CodingKey]) -> String {
+            codingPath.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".")
+        }
+        switch error {
+        case .keyNotFound(let key, _): return "missing field '\(key.stringValue)'"
+        case .typeMismatch(let type, let context): return "field '\(path(context.codingPath))' must be \(describe(type))"
+        case .valueNotFound(let type, let context): return "field '\(path(context.codingPath))' must be \(describe(type)), not null"
+        case .dataCorrupted(let context):
+            return context.codingPath.isEmpty ? "invalid JSON" : "field '\(path(context.codingPath))' is invalid: \(context.debugDescription)"
+        @unknown default: return "invalid request"
+        }
+    }
+
+    static func describe(_ type: Any.Type) -> String {
+        switch type {
+        case is String.Type: "a string"
+        case is Int.Type, is UInt64.Type, is Int64.Type: "an integer"
+        case is Bool.Type: "a boolean"
+        default: "of type \(type)"
+        }
+    }
+}
+
+import Foundation

@@ -1,0 +1,118 @@
+import ChatCore
+import Foundation
+import Logging
+import Metrics
+import NATS
+
+/// Decodes, validates and answers each `chat.svc.*` request. Every reply is a result or a `ChatError`
+/// body with `Nats-Service-Error` (text) and `Nats-Service-Error-Code` (HTTP-style status) headers.
+struct ChatHandlers: Sendable {
+    let store: ChatStore
+    let logger: Logger
+
+    func register(on service: NATSService) {
+        add(.createRoom, on: service) { (request: ServiceAPI.CreateRoom) throws(ChatError) in
+            guard let name = RoomName(request.name) else {
+                throw ChatError(.nameInvalid, "room name must be 1–\(RoomName.maxLength) characters without control characters")
+            }
+            return try await store.createRoom(name: name)
+        }
+        add(.listRooms, on: service) { (_: ServiceAPI.ListRooms) throws(ChatError) in
+            ServiceAPI.RoomList(rooms: try await store.listRooms())
+        }
+        add(.getRoom, on: service) { (request: ServiceAPI.RoomRef) throws(ChatError) in
+            try await store.room(try Self.room(request.roomID), withMembers: true)
+        }
+        add(.join, on: service) { (request: ServiceAPI.Join) throws(ChatError) in
+            try await store.join(
+                room: try Self.room(request.roomID), user: try Self.user(request.userID),
+                username: try Self.username(request.username), gateway: try Self.gateway(request.gatewayID)
+            )
+        }
+        add(.leave, on: service) { (request: ServiceAPI.Leave) throws(ChatError) in
+            let reason = request.reason == "disconnect" ? "disconnect" : "leave"
+            return try await store.leave(room: try Self.room(request.roomID), user: try Self.user(request.userID), reason: reason)
+        }
+        add(.members, on: service) { (request: ServiceAPI.RoomRef) throws(ChatError) in
+            let room = try Self.room(request.roomID)
+            return ServiceAPI.MemberList(roomID: room, members: try await store.members(of: room))
+        }
+        add(.send, on: service) { (request: ServiceAPI.Send) throws(ChatError) in
+            var clientMessageID: ClientMessageID?
+            if let raw = request.clientMessageID {
+                guard let valid = ClientMessageID(raw) else {
+                    throw ChatError(.invalidRequest, "client_msg_id must be 1–64 characters of A-Z a-z 0-9 _ -")
+                }
+                clientMessageID = valid
+            }
+            return try await store.send(
+                room: try Self.room(request.roomID), user: try Self.user(request.userID),
+                username: try Self.username(request.username), content: request.content, clientMessageID: clientMessageID
+            )
+        }
+        add(.history, on: service) { (request: ServiceAPI.History) throws(ChatError) in
+            if let limit = request.limit, limit < 1 { throw ChatError(.invalidRequest, "limit must be at least 1") }
+            return try await store.history(room: try Self.room(request.roomID), limit: request.limit, before: request.before, after: request.after)
+        }
+        add(.heartbeat, on: service) { (request: ServiceAPI.Heartbeat) throws(ChatError) in
+            try await store.heartbeat(gateway: try Self.gateway(request.gatewayID), connections: max(0, request.connections))
+            return ServiceAPI.Ok()
+        }
+    }
+
+    static func room(_ text: String) throws(ChatError) -> RoomID {
+        guard let id = RoomID(text) else { throw ChatError(.invalidRequest, "room_id must be a UUID") }
+        return id
+    }
+
+    static func user(_ text: String) throws(ChatError) -> UserID {
+        guard let id = UserID(text) else { throw ChatError(.invalidRequest, "user_id must be a UUID") }
+        return id
+    }
+
+    static func username(_ text: String) throws(ChatError) -> Username {
+        guard let name = Username(text) else {
+            throw ChatError(.usernameInvalid, "username must be 1–\(Username.maxLength) characters without control characters")
+        }
+        return name
+    }
+
+    static func gateway(_ text: String) throws(ChatError) -> GatewayID {
+        guard let id = GatewayID(text) else { throw ChatError(.invalidRequest, "gateway_id must be 1–64 characters of A-Z a-z 0-9 _ -") }
+        return id
+    }
+
+    private func add<Request: Decodable & Sendable, Response: Encodable & Sendable>(
+        _ endpoint: ChatNames.Endpoint, on service: NATSService,
+        _ body: @escaping @Sendable (Request) async throws(ChatError) -> Response
+    ) {
+        let logger = self.logger
+        let requests = Counter(label: "chat_service_requests_total", dimensions: [("endpoint", endpoint.name)])
+        let timer = Metrics.Timer(label: "chat_service_request_duration_seconds", dimensions: [("endpoint", endpoint.name)])
+        service.addEndpoint(name: endpoint.name, subject: endpoint.subject, queueGroup: ChatNames.queueGroup) { message in
+            let start = ContinuousClock.now
+            requests.increment()
+            defer { timer.recordInterval(since: start) }
+            do throws(ChatError) {
+                let request = try ChatJSON.decode(Request.self, from: message.payload.isEmpty ? Array("{}".utf8) : message.payload)
+                return ServiceReply(payload: ChatJSON.encode(try await body(request)))
+            } catch {
+                Counter(label: "chat_service_errors_total", dimensions: [("endpoint", endpoint.name), ("code", error.code.rawValue)]).increment()
+                let level: Logger.Level = error.code == .internal || error.code == .unavailable ? .warning : .debug
+                logger.log(level: level, "request failed", metadata: [
+                    "endpoint": "\(endpoint.name)", "error_code": "\(error.code.rawValue)", "error": "\(error.error)",
+                ])
+                var headers = NATSHeaders()
+                headers["Chat-Error-Code"] = error.code.rawValue
+                return .error(code: error.code.httpStatus, description: error.error, payload: ChatJSON.encode(error), headers: headers)
+            }
+        }
+    }
+}
+
+extension Metrics.Timer {
+    func recordInterval(since start: ContinuousClock.Instant) {
+        let elapsed = ContinuousClock.now - start
+        recordNanoseconds(elapsed.components.seconds * 1_000_000_000 + elapsed.components.attoseconds / 1_000_000_000)
+    }
+}

@@ -1,0 +1,105 @@
+import ChatCore
+import Foundation
+import Hummingbird
+import Logging
+import NATS
+import ServiceLifecycle
+import ServiceSupport
+import Synchronization
+
+/// The chat-service's long-running work: connect, ensure the stream and buckets, serve `chat.svc.*`
+/// in queue group `chat-service`, and (on the one replica holding the lease) expire the members of
+/// dead gateways. Stops taking requests on graceful shutdown and lets in-flight ones finish.
+public final class ChatServiceRunner: Service, Sendable {
+    struct State {
+        var connection: NATSConnection?
+        var service: NATSService?
+        var store: ChatStore?
+    }
+
+    public let configuration: ChatServiceConfiguration
+    let logger: Logger
+    private let state = Mutex(State())
+
+    public init(configuration: ChatServiceConfiguration, logger: Logger) {
+        self.configuration = configuration
+        var logger = logger
+        logger[metadataKey: LogKey.instance] = "\(configuration.instanceID)"
+        self.logger = logger
+    }
+
+    public var service: NATSService? { state.withLock { $0.service } }
+    public var store: ChatStore? { state.withLock { $0.store } }
+
+    public func run() async throws {
+        let connection = try await NATSConnection.connect(configuration.nats, logger: logger)
+        let store = try await ChatStore.open(connection: connection, configuration: configuration, logger: logger)
+        let service = NATSService(
+            connection: connection, name: ChatNames.serviceName, version: ChatVersion.current,
+            description: "nats-chat rooms, membership, messages and history", metadata: ["instance": configuration.instanceID],
+            logger: logger
+        )
+        ChatHandlers(store: store, logger: logger).register(on: service)
+        let leases = store.leases
+        let lease = Lease(bucket: leases, name: "presence-sweeper", holder: configuration.instanceID, duration: configuration.presenceTimeout / 2)
+        state.withLock { $0 = State(connection: connection, service: service, store: store) }
+
+        try await withGracefulShutdownHandler {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await service.run() }
+                group.addTask { await self.sweepPresence(store: store, lease: lease) }
+                try await group.next()
+                group.cancelAll()
+            }
+        } onGracefulShutdown: {
+            self.logger.info("shutting down: draining requests")
+            service.stop()
+        }
+        await connection.drain()
+    }
+
+    private func sweepPresence(store: ChatStore, lease: Lease) async {
+        let interval = configuration.presenceSweepInterval
+        await lease.whileLeader(logger: logger) {
+            while !Task.isCancelled {
+                do {
+                    try await store.sweepExpiredGateways(nowMilliseconds: ChatTime.now().milliseconds)
+                } catch {
+                    self.logger.warning("presence sweep failed", metadata: [LogKey.error: "\(error)"])
+                }
+                try? await Task.sleep(for: interval)
+            }
+        }
+    }
+
+    public func health() -> (healthy: Bool, body: [UInt8]) {
+        let (connection, service) = state.withLock { ($0.connection, $0.service) }
+        let status = connection?.status ?? .connecting
+        let body: [String: Any] = [
+            "status": status == .connected ? "ok" : "degraded",
+            "service": "chat-service",
+            "instance": configuration.instanceID,
+            "version": ChatVersion.current,
+            "nats": ["status": status.rawValue, "url": connection?.connectedURL ?? "", "reconnects": connection?.reconnects ?? 0],
+            "service_id": service?.id ?? "",
+        ]
+        let data = (try? JSONSerialization.data(withJSONObject: body, options: [.sortedKeys])) ?? Data()
+        return (status == .connected, Array(data))
+    }
+}
+
+/// Builds the chat-service application: the status HTTP server (`/health`, `/metrics`) plus the runner.
+/// Kept apart from `@main` so tests can boot the real thing on port 0.
+public func buildChatService(configuration: ChatServiceConfiguration, logger: Logger) -> (some ApplicationProtocol, ChatServiceRunner) {
+    Observability.bootstrapMetrics()
+    let runner = ChatServiceRunner(configuration: configuration, logger: logger)
+    let router = Router()
+    StatusRoutes.add(to: router) { runner.health() }
+    let app = Application(
+        router: router,
+        configuration: .init(address: .hostname(configuration.httpHost, port: configuration.httpPort), serverName: "chat-service"),
+        services: [runner],
+        logger: logger
+    )
+    return (app, runner)
+}

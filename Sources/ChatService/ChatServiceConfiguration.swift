@@ -1,0 +1,48 @@
+import ChatCore
+import NATS
+import ServiceSupport
+
+/// Settings of the chat-service, from environment variables (documented in the README).
+public struct ChatServiceConfiguration: Sendable {
+    public var nats: NATSConfiguration
+    /// Host and port of the /health + /metrics HTTP server (`HTTP_HOST`, `HTTP_PORT`; 0 picks a free port).
+    public var httpHost = "0.0.0.0"
+    public var httpPort = 3001
+    /// Messages kept per room (`CHAT_RETENTION_PER_ROOM`).
+    public var retentionPerRoom = 10_000
+    /// Max message size in UTF-8 bytes (`CHAT_MAX_CONTENT_BYTES`).
+    public var maxContentBytes = 4096
+    public var historyDefaultLimit = 50
+    public var historyMaxLimit = 200
+    /// How long a `client_msg_id` is remembered (`CHAT_IDEMPOTENCY_TTL_MS`, default 24 h).
+    public var idempotencyTTL: Duration = .seconds(24 * 3600)
+    /// JetStream duplicate window of the event stream (`CHAT_DUPLICATE_WINDOW_MS`, default 2 min).
+    public var duplicateWindow: Duration = .seconds(120)
+    /// A gateway that has not sent a heartbeat for this long is dead; its members are removed
+    /// (`CHAT_PRESENCE_TIMEOUT_MS`, default 6 s; gateways beat every 2 s).
+    public var presenceTimeout: Duration = .seconds(6)
+    public var presenceSweepInterval: Duration = .seconds(1)
+    /// Stream and bucket replicas (`CHAT_REPLICAS`; 3 on a 3-node cluster).
+    public var replicas = 1
+    /// A unique name of this instance (`INSTANCE_ID`, default random).
+    public var instanceID = "chat-" + String(makeUUID().prefix(8))
+
+    public init(nats: NATSConfiguration) { self.nats = nats }
+
+    public static func fromEnvironment(_ settings: Settings = Settings()) throws -> ChatServiceConfiguration {
+        var configuration = ChatServiceConfiguration(nats: .fromEnvironment(settings.values, name: "chat-service"))
+        configuration.httpHost = settings.string("HTTP_HOST", default: configuration.httpHost)
+        configuration.httpPort = try settings.int("HTTP_PORT", default: configuration.httpPort, range: 0...65535)
+        configuration.retentionPerRoom = try settings.int("CHAT_RETENTION_PER_ROOM", default: configuration.retentionPerRoom, range: 1...100_000_000)
+        configuration.maxContentBytes = try settings.int("CHAT_MAX_CONTENT_BYTES", default: configuration.maxContentBytes, range: 1...512 * 1024)
+        configuration.historyDefaultLimit = try settings.int("CHAT_HISTORY_DEFAULT_LIMIT", default: configuration.historyDefaultLimit, range: 1...10_000)
+        configuration.historyMaxLimit = try settings.int("CHAT_HISTORY_MAX_LIMIT", default: configuration.historyMaxLimit, range: 1...10_000)
+        configuration.idempotencyTTL = try settings.milliseconds("CHAT_IDEMPOTENCY_TTL_MS", default: configuration.idempotencyTTL)
+        configuration.duplicateWindow = try settings.milliseconds("CHAT_DUPLICATE_WINDOW_MS", default: configuration.duplicateWindow)
+        configuration.presenceTimeout = try settings.milliseconds("CHAT_PRESENCE_TIMEOUT_MS", default: configuration.presenceTimeout)
+        configuration.presenceSweepInterval = try settings.milliseconds("CHAT_PRESENCE_SWEEP_MS", default: configuration.presenceSweepInterval)
+        configuration.replicas = try settings.int("CHAT_REPLICAS", default: configuration.replicas, range: 1...5)
+        configuration.instanceID = settings.string("INSTANCE_ID", default: configuration.instanceID)
+        return configuration
+    }
+}

@@ -1,0 +1,471 @@
+import ChatCore
+import Foundation
+import Logging
+import NATS
+import Synchronization
+
+/// All chat state lives in JetStream and KV; this type is the only code that writes it.
+///
+/// - Rooms: KV `chat_rooms` (`id.<room>` → room, `name.<hex(lowercased name)>` → room id, for uniqueness).
+/// - Members: KV `chat_members` (`<room>.<user>` → member with the gateway that holds the connection).
+/// - Messages: stream `CHAT_EVENTS`, subject `chat.room.<room>.msg`, kept per room by
+///   `max_msgs_per_subject`; each stored message is its own MessageSent.v1 event.
+/// - Per-room `seq`: the previous message's `Chat-Seq` + 1, stored with
+///   `Nats-Expected-Last-Subject-Sequence`, so concurrent writers (any number of replicas) cannot
+///   both take a number; the loser re-reads and retries. No in-process counter is trusted: the cache
+///   below is only a hint that the server verifies on every write.
+public final class ChatStore: Sendable {
+    struct Position: Sendable {
+        var streamSequence: UInt64
+        var roomSeq: UInt64
+    }
+
+    struct IdempotencyRecord: Codable {
+        var messageID: String
+        var seq: UInt64
+        var streamSequence: UInt64
+        enum CodingKeys: String, CodingKey {
+            case seq
+            case messageID = "message_id"
+            case streamSequence = "stream_seq"
+        }
+    }
+
+    struct GatewayRecord: Codable {
+        var gatewayID: String
+        var lastSeenMilliseconds: Int64
+        var connections: Int
+        enum CodingKeys: String, CodingKey {
+            case connections
+            case gatewayID = "gateway_id"
+            case lastSeenMilliseconds = "last_seen_ms"
+        }
+    }
+
+    let connection: NATSConnection
+    let js: JetStream
+    let rooms: KeyValue
+    let members: KeyValue
+    let idempotency: KeyValue
+    let gateways: KeyValue
+    let leases: KeyValue
+    let configuration: ChatServiceConfiguration
+    let logger: Logger
+    private let roomCache = Mutex<[RoomID: Room]>([:])
+    private let positions = Mutex<[RoomID: Position]>([:])
+    private let roomWriters = KeyedSerializer<RoomID>()
+
+    private init(connection: NATSConnection, rooms: KeyValue, members: KeyValue, idempotency: KeyValue, gateways: KeyValue, leases: KeyValue, configuration: ChatServiceConfiguration, logger: Logger) {
+        self.connection = connection
+        self.js = connection.jetStream
+        self.rooms = rooms
+        self.members = members
+        self.idempotency = idempotency
+        self.gateways = gateways
+        self.leases = leases
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    /// The event stream's configuration; also used by the broadcaster's tests.
+    public static func eventStreamConfiguration(_ configuration: ChatServiceConfiguration) -> StreamConfiguration {
+        var stream = StreamConfiguration(name: ChatNames.eventStream, subjects: ChatNames.eventStreamSubjects)
+        stream.description = "nats-chat messages (MessageSent.v1, the history) and room events"
+        stream.maxMessagesPerSubject = Int64(configuration.retentionPerRoom)
+        stream.duplicateWindow = configuration.duplicateWindow.inMilliseconds * 1_000_000
+        stream.replicas = configuration.replicas
+        stream.allowDirect = true
+        stream.maxMessageSize = Int32(configuration.maxContentBytes * 2 + 4096)
+        return stream
+    }
+
+    /// Creates (or updates) the stream and buckets, then returns the store.
+    public static func open(connection: NATSConnection, configuration: ChatServiceConfiguration, logger: Logger) async throws(NATSError) -> ChatStore {
+        try await connection.jetStream.createOrUpdateStream(eventStreamConfiguration(configuration))
+        func bucket(_ name: String, history: Int = 1, ttl: Duration? = nil) async throws(NATSError) -> KeyValue {
+            var config = KeyValueConfiguration(bucket: name, history: history, ttl: ttl)
+            config.replicas = configuration.replicas
+            return try await connection.keyValue(config)
+        }
+        return ChatStore(
+            connection: connection,
+            rooms: try await bucket(ChatNames.roomsBucket),
+            members: try await bucket(ChatNames.membersBucket),
+            idempotency: try await bucket(ChatNames.idempotencyBucket, ttl: configuration.idempotencyTTL),
+            gateways: try await bucket(ChatNames.gatewaysBucket, ttl: .seconds(3600)),
+            leases: try await bucket(ChatNames.leasesBucket),
+            configuration: configuration,
+            logger: logger
+        )
+    }
+
+    /// Errors leaving the store are ChatErrors; storage failures become `unavailable`.
+    static func chatError(_ error: any Error) -> ChatError {
+        switch error {
+        case let error as ChatError: error
+        case let error as NATSError: ChatError(.unavailable, "chat storage unavailable (\(error.kind.rawValue))")
+        default: ChatError(.internal, "internal error")
+        }
+    }
+
+    // MARK: Rooms
+
+    public func createRoom(name: RoomName) async throws(ChatError) -> Room {
+        do {
+            let nameKey = ChatNames.roomNameKey(name)
+            if let existing = try await rooms.value(nameKey) {
+                let room = try await roomForNameEntry(existing, name: name)
+                throw ChatError(.roomExists, "a room named '\(name.rawValue)' already exists", room: room)
+            }
+            let now = ChatTime.now()
+            let room = Room(id: RoomID.random(), name: name.rawValue, createdAt: now.text)
+            // nil: another replica created the same name a moment ago.
+            let nameTaken = try await rooms.createIfAbsent(nameKey, Array(room.id.rawValue.utf8)) == nil
+            if nameTaken, let existing = try await rooms.value(nameKey) {
+                let room = try await roomForNameEntry(existing, name: name)
+                throw ChatError(.roomExists, "a room named '\(name.rawValue)' already exists", room: room)
+            }
+            try await rooms.put(ChatNames.roomKey(room.id), ChatJSON.encode(room))
+            roomCache.withLock { $0[room.id] = room }
+            var headers = NATSHeaders()
+            headers[ChatNames.eventTypeHeader] = ChatEventType.roomCreated.rawValue
+            _ = try await js.publish(ChatNames.roomCreatedSubject, payload: ChatJSON.encode(room), headers: headers, options: .init(messageID: "room-created:\(room.id)"))
+            logger.info("room created", metadata: ["room_id": "\(room.id)", "name": "\(room.name)"])
+            return room
+        } catch {
+            throw Self.chatError(error)
+        }
+    }
+
+    /// The room a name entry points to; repairs a room record lost to a crash between the two writes.
+    private func roomForNameEntry(_ entry: KeyValueEntry, name: RoomName) async throws(NATSError) -> Room {
+        guard let id = RoomID(String(decoding: entry.value, as: UTF8.self)) else {
+            throw NATSError(.protocolError, message: "corrupt room name entry \(entry.key)")
+        }
+        if let room = try await loadRoom(id) { return try await withMemberCount(room) }
+        let repaired = Room(id: id, name: name.rawValue, createdAt: ChatTime.format(Date(timeIntervalSince1970: Double(entry.createdNanoseconds) / 1e9)))
+        try await rooms.put(ChatNames.roomKey(id), ChatJSON.encode(repaired))
+        return repaired
+    }
+
+    private func loadRoom(_ id: RoomID) async throws(NATSError) -> Room? {
+        if let cached = roomCache.withLock({ $0[id] }) { return cached }
+        guard let entry = try await rooms.value(ChatNames.roomKey(id)), let room = try? ChatJSON.decode(Room.self, from: entry.value) else { return nil }
+        // Rooms never change after creation, so a positive lookup can be cached for good.
+        roomCache.withLock { $0[id] = room }
+        return room
+    }
+
+    public func room(_ id: RoomID, withMembers: Bool = false) async throws(ChatError) -> Room {
+        do {
+            guard let room = try await loadRoom(id) else { throw ChatError(.roomNotFound, "room \(id) does not exist") }
+            return withMembers ? try await withMemberCount(room) : room
+        } catch {
+            throw Self.chatError(error)
+        }
+    }
+
+    private func withMemberCount(_ room: Room) async throws(NATSError) -> Room {
+        var room = room
+        room.memberCount = try await members.values(matching: ChatNames.memberPattern(room.id)).count
+        return room
+    }
+
+    public func listRooms() async throws(ChatError) -> [Room] {
+        do {
+            let entries = try await rooms.values(matching: "id.*")
+            var counts: [String: Int] = [:]
+            for key in try await members.keys() {
+                if let dot = key.firstIndex(of: ".") { counts[String(key[..<dot]), default: 0] += 1 }
+            }
+            return entries.compactMap { entry -> Room? in
+                guard var room = try? ChatJSON.decode(Room.self, from: entry.value) else { return nil }
+                room.memberCount = counts[room.id.rawValue] ?? 0
+                return room
+            }.sorted { ($0.createdAt, $0.name) < ($1.createdAt, $1.name) }
+        } catch {
+            throw Self.chatError(error)
+        }
+    }
+
+    // MARK: Membership
+
+    public func join(room id: RoomID, user: UserID, username: Username, gateway: GatewayID) async throws(ChatError) -> ServiceAPI.JoinResult {
+        let room = try await room(id)
+        do {
+            let now = ChatTime.now()
+            let member = Member(userID: user, username: username.rawValue, gatewayID: gateway, joinedAt: now.text, joinedAtMilliseconds: now.milliseconds)
+            // nil: already a member; joining again changes nothing and emits nothing.
+            let joined = try await members.createIfAbsent(ChatNames.memberKey(id, user), ChatJSON.encode(member)) != nil
+            if joined {
+                // A join is also a sign of life of its gateway, so presence expiry never races a first heartbeat.
+                try await touchGateway(gateway, connections: nil)
+                try await publishPresence(.userJoined, room: id, user: user, username: username.rawValue, reason: nil)
+            }
+            let position = try await position(of: id)
+            return ServiceAPI.JoinResult(room: try await withMemberCount(room), lastSeq: position.roomSeq, joined: joined)
+        } catch {
+            throw Self.chatError(error)
+        }
+    }
+
+    public func leave(room id: RoomID, user: UserID, reason: String) async throws(ChatError) -> ServiceAPI.LeaveResult {
+        _ = try await room(id)
+        do {
+            return ServiceAPI.LeaveResult(roomID: id, left: try await removeMember(room: id, user: user, reason: reason))
+        } catch {
+            throw Self.chatError(error)
+        }
+    }
+
+    /// Deletes the membership (compare-and-set, so only one remover emits UserLeft) and emits the event.
+    func removeMember(room id: RoomID, user: UserID, reason: String) async throws(NATSError) -> Bool {
+        let key = ChatNames.memberKey(id, user)
+        guard let entry = try await members.value(key), let member = try? ChatJSON.decode(Member.self, from: entry.value) else { return false }
+        // Emptying the value by compare-and-set first: of two concurrent removers only one gets past here.
+        guard try await members.updateIfRevision(key, [], revision: entry.revision) != nil else { return false }
+        try await members.delete(key)
+        try await publishPresence(.userLeft, room: id, user: user, username: member.username, reason: reason)
+        return true
+    }
+
+    public func members(of id: RoomID) async throws(ChatError) -> [ServiceAPI.MemberInfo] {
+        _ = try await room(id)
+        do {
+            return try await members.values(matching: ChatNames.memberPattern(id)).compactMap { entry in
+                guard !entry.value.isEmpty, let member = try? ChatJSON.decode(Member.self, from: entry.value) else { return nil }
+                return ServiceAPI.MemberInfo(userID: member.userID, username: member.username)
+            }.sorted { ($0.username, $0.userID.rawValue) < ($1.username, $1.userID.rawValue) }
+        } catch {
+            throw Self.chatError(error)
+        }
+    }
+
+    public func isMember(room id: RoomID, user: UserID) async throws(ChatError) -> Bool {
+        do {
+            guard let entry = try await members.value(ChatNames.memberKey(id, user)) else { return false }
+            return !entry.value.isEmpty
+        } catch {
+            throw Self.chatError(error)
+        }
+    }
+
+    private func publishPresence(_ type: ChatEventType, room: RoomID, user: UserID, username: String, reason: String?) async throws(NATSError) {
+        let event = PresenceEvent(roomID: room, userID: user, username: username, timestamp: ChatTime.now().text, reason: reason)
+        var headers = NATSHeaders()
+        headers[ChatNames.eventTypeHeader] = type.rawValue
+        headers[ChatNames.roomHeader] = room.rawValue
+        _ = try await js.publish(ChatNames.presenceSubject(room), payload: ChatJSON.encode(event), headers: headers)
+    }
+
+    // MARK: Messages
+
+    private func position(of room: RoomID) async throws(NATSError) -> Position {
+        if let cached = positions.withLock({ $0[room] }) { return cached }
+        let position: Position
+        if let last = try await js.lastMessage(stream: ChatNames.eventStream, subject: ChatNames.messageSubject(room)) {
+            position = Position(streamSequence: last.sequence, roomSeq: Self.roomSeq(last))
+        } else {
+            position = Position(streamSequence: 0, roomSeq: 0)
+        }
+        positions.withLock { $0[room] = position }
+        return position
+    }
+
+    static func roomSeq(_ message: JetStream.StoredMessage) -> UInt64 {
+        message.headers[ChatNames.roomSeqHeader].flatMap(UInt64.init) ?? 0
+    }
+
+    public func send(room id: RoomID, user: UserID, username: Username, content: String, clientMessageID: ClientMessageID?) async throws(ChatError) -> ServiceAPI.SendResult {
+        guard !content.allSatisfy(\.isWhitespace) else { throw ChatError(.contentInvalid, "message content is empty") }
+        guard content.utf8.count <= configuration.maxContentBytes else {
+            throw ChatError(.contentTooLong, "message content is \(content.utf8.count) bytes; the limit is \(configuration.maxContentBytes)")
+        }
+        _ = try await room(id)
+        guard try await isMember(room: id, user: user) else { throw ChatError(.notMember, "join room \(id) before sending to it") }
+        do {
+            let idempotencyKey = clientMessageID.map { ChatNames.idempotencyKey(id, username, $0) }
+            if let idempotencyKey, let record = try await idempotency.value(idempotencyKey),
+               let original = try? JSONDecoder().decode(IdempotencyRecord.self, from: Data(record.value)),
+               let stored = try await storedMessage(at: original.streamSequence) {
+                return ServiceAPI.SendResult(message: stored, duplicate: true)
+            }
+            return try await roomWriters.run(id) {
+                try await self.append(room: id, user: user, username: username, content: content, clientMessageID: clientMessageID, idempotencyKey: idempotencyKey)
+            }
+        } catch {
+            throw Self.chatError(error)
+        }
+    }
+
+    /// Stores the next message of the room. Called one at a time per room (see `roomWriters`).
+    private func append(room id: RoomID, user: UserID, username: Username, content: String, clientMessageID: ClientMessageID?, idempotencyKey: String?) async throws -> ServiceAPI.SendResult {
+        do {
+            let messageID = makeUUID()
+            let now = ChatTime.now().text
+            // Within the duplicate window JetStream itself rejects a retry with the same msg id atomically.
+            let dedupID = idempotencyKey.map { "c:" + $0 } ?? "m:" + messageID
+            for _ in 0..<64 {
+                let last = try await position(of: id)
+                let message = ChatMessage(
+                    messageID: messageID, roomID: id, userID: user, username: username.rawValue, content: content,
+                    timestamp: now, seq: last.roomSeq + 1, clientMessageID: clientMessageID?.rawValue
+                )
+                var headers = NATSHeaders()
+                headers[ChatNames.eventTypeHeader] = ChatEventType.messageSent.rawValue
+                headers[ChatNames.roomSeqHeader] = String(message.seq)
+                headers[ChatNames.roomHeader] = id.rawValue
+                // nil: another writer took this seq; drop the hint and re-read the room's last message.
+                guard let ack = try await publishMessage(message, headers: headers, dedupID: dedupID, expectedLast: last.streamSequence) else {
+                    positions.withLock { $0[id] = nil }
+                    continue
+                }
+                if ack.duplicate, let stored = try await storedMessage(at: ack.sequence) {
+                    return ServiceAPI.SendResult(message: stored, duplicate: true)
+                }
+                positions.withLock { positions in
+                    if (positions[id]?.roomSeq ?? 0) < message.seq {
+                        positions[id] = Position(streamSequence: ack.sequence, roomSeq: message.seq)
+                    }
+                }
+                if let idempotencyKey {
+                    let record = IdempotencyRecord(messageID: messageID, seq: message.seq, streamSequence: ack.sequence)
+                    _ = try? await idempotency.put(idempotencyKey, Array((try? JSONEncoder().encode(record)) ?? Data()))
+                }
+                return ServiceAPI.SendResult(message: message, duplicate: false)
+            }
+            throw ChatError(.unavailable, "room \(id) is too busy, try again")
+        } catch {
+            throw Self.chatError(error)
+        }
+    }
+
+    private func publishMessage(_ message: ChatMessage, headers: NATSHeaders, dedupID: String, expectedLast: UInt64) async throws(NATSError) -> PublishAck? {
+        do {
+            return try await js.publish(
+                ChatNames.messageSubject(message.roomID), payload: ChatJSON.encode(message), headers: headers,
+                options: .init(messageID: dedupID, expectedLastSubjectSequence: expectedLast)
+            )
+        } catch {
+            if error.kind == .wrongLastSequence { return nil }
+            throw error
+        }
+    }
+
+    private func storedMessage(at sequence: UInt64) async throws(NATSError) -> ChatMessage? {
+        guard let stored = try await js.message(stream: ChatNames.eventStream, sequence: sequence) else { return nil }
+        return try? ChatJSON.decode(ChatMessage.self, from: stored.payload)
+    }
+
+    // MARK: History
+
+    /// Newest `limit` messages before `before` (or after `after`), oldest first.
+    ///
+    /// Cost does not grow with the room's size: the first and last messages of the room's subject are
+    /// direct gets; the page start is found by a binary search over stream sequences (each probe a
+    /// `next_by_subj` direct get, O(log n) probes, usually one because a room's sequences are dense);
+    /// then the page is read forward.
+    public func history(room id: RoomID, limit requested: Int?, before: UInt64?, after: UInt64?) async throws(ChatError) -> ServiceAPI.HistoryResult {
+        _ = try await room(id)
+        let limit = UInt64(min(max(requested ?? configuration.historyDefaultLimit, 1), configuration.historyMaxLimit))
+        do {
+            let subject = ChatNames.messageSubject(id)
+            let stream = ChatNames.eventStream
+            guard let last = try await js.lastMessage(stream: stream, subject: subject),
+                  let first = try await js.directGet(stream: stream, sequence: 1, nextBySubject: subject) else {
+                return ServiceAPI.HistoryResult(roomID: id, messages: [], hasMore: false, lastSeq: 0)
+            }
+            let newest = Self.roomSeq(last)
+            let oldest = Self.roomSeq(first)
+            let lower: UInt64, upper: UInt64, hasMore: Bool
+            if let after {
+                lower = max(after &+ 1, oldest)
+                upper = min(newest, lower &+ limit - 1)
+                hasMore = upper < newest
+            } else {
+                upper = min(newest, (before ?? UInt64.max) &- 1)
+                lower = max(oldest, upper >= limit ? upper - limit + 1 : 1)
+                hasMore = lower > oldest
+            }
+            guard upper >= lower, upper >= oldest, lower <= newest else {
+                return ServiceAPI.HistoryResult(roomID: id, messages: [], hasMore: false, lastSeq: newest)
+            }
+            guard let start = try await locate(lower, subject: subject, first: first, oldest: oldest, last: last, newest: newest) else {
+                return ServiceAPI.HistoryResult(roomID: id, messages: [], hasMore: false, lastSeq: newest)
+            }
+            var messages: [ChatMessage] = []
+            let stored = try await js.messages(stream: stream, subject: subject, from: start, limit: Int(upper - lower + 1))
+            for item in stored {
+                guard let message = try? ChatJSON.decode(ChatMessage.self, from: item.payload), message.seq <= upper else { break }
+                messages.append(message)
+            }
+            return ServiceAPI.HistoryResult(roomID: id, messages: messages, hasMore: hasMore, lastSeq: newest)
+        } catch {
+            throw Self.chatError(error)
+        }
+    }
+
+    /// Stream sequence of the room's message with `seq == target` (oldest ≤ target ≤ newest).
+    private func locate(_ target: UInt64, subject: String, first: JetStream.StoredMessage, oldest: UInt64, last: JetStream.StoredMessage, newest: UInt64) async throws(NATSError) -> UInt64? {
+        if target == oldest { return first.sequence }
+        if target == newest { return last.sequence }
+        // Each room message has its own stream sequence, so S(target) lies within [low, high].
+        var low = first.sequence + (target - oldest)
+        var high = last.sequence - (newest - target)
+        // In a room with no interleaved traffic the low bound is exactly right: one probe.
+        var probe = low
+        while low <= high {
+            guard let found = try await js.directGet(stream: ChatNames.eventStream, sequence: probe, nextBySubject: subject) else { return nil }
+            let seq = Self.roomSeq(found)
+            if seq == target { return found.sequence }
+            if seq < target {
+                low = found.sequence + 1
+            } else {
+                high = probe - 1  // the first room message at or after `probe` is already past the target
+            }
+            guard low <= high else { break }
+            probe = low + (high - low) / 2
+        }
+        return nil
+    }
+
+    // MARK: Presence
+
+    func touchGateway(_ gateway: GatewayID, connections: Int?) async throws(NATSError) {
+        let record = GatewayRecord(gatewayID: gateway.rawValue, lastSeenMilliseconds: ChatTime.now().milliseconds, connections: connections ?? -1)
+        try await gateways.put(ChatNames.gatewayKey(gateway), Array((try? JSONEncoder().encode(record)) ?? Data()))
+    }
+
+    public func heartbeat(gateway: GatewayID, connections: Int) async throws(ChatError) {
+        do {
+            try await touchGateway(gateway, connections: connections)
+        } catch {
+            throw Self.chatError(error)
+        }
+    }
+
+    /// Removes every member held by a gateway that stopped heartbeating, emitting UserLeft for each.
+    /// Run by the presence leader only. Returns how many members were removed.
+    @discardableResult
+    public func sweepExpiredGateways(nowMilliseconds: Int64) async throws(NATSError) -> Int {
+        let timeout = configuration.presenceTimeout.inMilliseconds
+        var dead: Set<String> = []
+        var alive: Set<String> = []
+        for entry in try await gateways.values(matching: ">") {
+            guard let record = try? JSONDecoder().decode(GatewayRecord.self, from: Data(entry.value)) else { continue }
+            if record.lastSeenMilliseconds + timeout < nowMilliseconds { dead.insert(entry.key) } else { alive.insert(entry.key) }
+        }
+        guard !dead.isEmpty else { return 0 }
+        var removed = 0
+        for entry in try await members.values(matching: ">") {
+            guard !entry.value.isEmpty, let member = try? ChatJSON.decode(Member.self, from: entry.value),
+                  dead.contains(member.gatewayID.rawValue), !alive.contains(member.gatewayID.rawValue) else { continue }
+            let parts = entry.key.split(separator: ".")
+            guard parts.count == 2, let room = RoomID(String(parts[0])) else { continue }
+            if try await removeMember(room: room, user: member.userID, reason: "gateway_expired") { removed += 1 }
+        }
+        for gateway in dead { try await gateways.delete(gateway) }
+        if removed > 0 { logger.notice("removed members of expired gateways", metadata: ["gateways": "\(dead.sorted())", "members": "\(removed)"]) }
+        return removed
+    }
+}

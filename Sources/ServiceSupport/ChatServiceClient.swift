@@ -1,0 +1,36 @@
+import ChatCore
+import NATS
+
+/// Typed calls to the chat-service endpoints. Transport failures (no chat-service running, timeout,
+/// NATS down) become `unavailable`; service errors arrive as the `ChatError` the service sent.
+public struct ChatServiceClient: Sendable {
+    public let connection: NATSConnection
+    public let timeout: Duration
+
+    public init(connection: NATSConnection, timeout: Duration = .seconds(5)) {
+        self.connection = connection
+        self.timeout = timeout
+    }
+
+    public func call<Response: Decodable>(_ endpoint: ChatNames.Endpoint, _ request: some Encodable, as type: Response.Type = Response.self) async throws(ChatError) -> Response {
+        let reply: NATSMessage
+        do {
+            reply = try await connection.request(endpoint.subject, payload: ChatJSON.encode(request), timeout: timeout)
+        } catch {
+            switch error.kind {
+            case .noResponders: throw ChatError(.unavailable, "chat service unavailable (no instance is running)")
+            case .timeout: throw ChatError(.unavailable, "chat service did not answer within \(timeout)")
+            default: throw ChatError(.unavailable, "chat service unreachable (\(error.kind.rawValue))")
+            }
+        }
+        if let status = reply.headers["Nats-Service-Error-Code"] {
+            if let error = try? ChatJSON.decode(ChatError.self, from: reply.payload) { throw error }
+            throw ChatError(.internal, "chat service error \(status): \(reply.headers["Nats-Service-Error"] ?? "")")
+        }
+        do {
+            return try ChatJSON.decode(Response.self, from: reply.payload)
+        } catch {
+            throw ChatError(.internal, "unexpected chat service reply: \(error.error)")
+        }
+    }
+}

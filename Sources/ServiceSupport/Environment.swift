@@ -1,0 +1,91 @@
+import Foundation
+import Logging
+import Metrics
+import Prometheus
+
+/// Reads typed settings from environment variables; an unparsable value fails start-up with a clear error.
+public struct Settings: Sendable {
+    public let values: [String: String]
+
+    public init(_ values: [String: String] = ProcessInfo.processInfo.environment) { self.values = values }
+
+    public func string(_ key: String, default value: String) -> String {
+        values[key].flatMap { $0.isEmpty ? nil : $0 } ?? value
+    }
+
+    public func optional(_ key: String) -> String? { values[key].flatMap { $0.isEmpty ? nil : $0 } }
+
+    public func int(_ key: String, default value: Int, range: ClosedRange<Int> = Int.min...Int.max) throws -> Int {
+        guard let text = optional(key) else { return value }
+        guard let parsed = Int(text), range.contains(parsed) else {
+            throw ConfigurationError("\(key)=\(text) must be an integer in \(range.lowerBound)...\(range.upperBound)")
+        }
+        return parsed
+    }
+
+    public func milliseconds(_ key: String, default value: Duration) throws -> Duration {
+        guard optional(key) != nil else { return value }
+        return .milliseconds(try int(key, default: 0, range: 1...Int(Int32.max)))
+    }
+
+    public func bool(_ key: String, default value: Bool) throws -> Bool {
+        guard let text = optional(key)?.lowercased() else { return value }
+        switch text {
+        case "1", "true", "yes", "on": return true
+        case "0", "false", "no", "off": return false
+        default: throw ConfigurationError("\(key)=\(text) must be true or false")
+        }
+    }
+}
+
+public struct ConfigurationError: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// Process-wide logging and metrics set-up, done once (tests boot several apps in one process).
+public enum Observability {
+    /// The registry `/metrics` renders. Bootstrapped as the global metrics factory on first use.
+    public static let registry: PrometheusCollectorRegistry = {
+        let registry = PrometheusCollectorRegistry()
+        var factory = PrometheusMetricsFactory(registry: registry)
+        factory.defaultDurationHistogramBuckets = [
+            .microseconds(250), .microseconds(500), .milliseconds(1), .milliseconds(2), .milliseconds(5),
+            .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100), .milliseconds(250),
+            .milliseconds(500), .seconds(1), .seconds(2.5), .seconds(5),
+        ]
+        MetricsSystem.bootstrap(factory)
+        return registry
+    }()
+
+    /// Call before creating any metric.
+    public static func bootstrapMetrics() { _ = registry }
+
+    private static let loggingBootstrapped: Void = {
+        let level = ProcessInfo.processInfo.environment["LOG_LEVEL"].flatMap { Logger.Level(rawValue: $0.lowercased()) } ?? .info
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+    }()
+
+    /// Logs to stderr at `LOG_LEVEL` (trace…critical, default info). Executables call this first.
+    public static func bootstrapLogging() { _ = loggingBootstrapped }
+
+    public static func renderMetrics() -> String { registry.emitToString() }
+}
+
+/// Log metadata keys used across services, in one place.
+public enum LogKey {
+    public static let connectionID = "conn_id"
+    public static let userID = "user_id"
+    public static let username = "username"
+    public static let roomID = "room_id"
+    public static let requestID = "request_id"
+    public static let endpoint = "endpoint"
+    public static let error = "error"
+    public static let errorCode = "error_code"
+    public static let gatewayID = "gateway_id"
+    public static let instance = "instance"
+}

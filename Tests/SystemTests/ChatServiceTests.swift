@@ -1,0 +1,254 @@
+import ChatCore
+import ChatService
+import Foundation
+import NATS
+import NATSTesting
+import ServiceSupport
+import Synchronization
+import Testing
+
+@Suite("chat-service against a real nats-server")
+struct ChatServiceTests {
+    @Test func roomsCreateDuplicateGetListAndValidation() async throws {
+        let fixture = try await ChatFixture()
+        try await fixture.startReplica()
+        let room = try await fixture.createRoom("  General  ")
+        #expect(room.name == "General")
+        #expect(room.createdAt.hasSuffix("Z"))
+
+        let duplicate = await expectChatError(.roomExists) { _ = try await fixture.createRoom("general") }
+        #expect(duplicate?.code == .roomExists)
+        #expect(duplicate?.room?.id == room.id, "the existing room comes with room_exists")
+
+        for bad in ["", "   ", String(repeating: "x", count: 65), "tab\tname", "bell\u{7}"] {
+            let error = await expectChatError(.nameInvalid) { _ = try await fixture.createRoom(bad) }
+            #expect(error?.code == .nameInvalid, "name \(bad.debugDescription)")
+        }
+        #expect(try await fixture.createRoom(String(repeating: "é", count: 64)).name.count == 64)
+
+        let fetched: Room = try await fixture.chat.call(.getRoom, ServiceAPI.RoomRef(roomID: room.id.rawValue.uppercased()))
+        #expect(fetched.id == room.id)
+        let missing = await expectChatError(.roomNotFound) {
+            let _: Room = try await fixture.chat.call(.getRoom, ServiceAPI.RoomRef(roomID: RoomID.random().rawValue))
+        }
+        #expect(missing != nil)
+        for hostile in ["a.b", "*", ">", " \(room.id)", "\(room.id).x", "../\(room.id)", "chat.room.*.msg"] {
+            let error = await expectChatError(.invalidRequest) {
+                let _: Room = try await fixture.chat.call(.getRoom, ServiceAPI.RoomRef(roomID: hostile))
+            }
+            #expect(error?.code == .invalidRequest, "hostile id \(hostile)")
+        }
+        let user = UserID.random()
+        _ = try await fixture.join(room.id, user, "ann")
+        let list: ServiceAPI.RoomList = try await fixture.chat.call(.listRooms, ServiceAPI.ListRooms())
+        #expect(list.total == 2)
+        #expect(list.rooms.first { $0.id == room.id }?.memberCount == 1)
+
+        let garbage = try await fixture.client.request(ChatNames.Endpoint.createRoom.subject, payload: Array("not json".utf8))
+        #expect(garbage.headers["Nats-Service-Error-Code"] == "400")
+        #expect(try ChatJSON.decode(ChatError.self, from: garbage.payload).code == .invalidRequest)
+        let mistyped = try await fixture.client.request(ChatNames.Endpoint.createRoom.subject, payload: Array("{\"name\":42}".utf8))
+        #expect(try ChatJSON.decode(ChatError.self, from: mistyped.payload).error.contains("name"))
+    }
+
+    @Test func joinLeaveMembersAndEvents() async throws {
+        let fixture = try await ChatFixture()
+        try await fixture.startReplica()
+        let room = try await fixture.createRoom("lobby")
+        let (ann, bob) = (UserID.random(), UserID.random())
+        let first = try await fixture.join(room.id, ann, "ann")
+        #expect(first.joined)
+        #expect(first.lastSeq == 0)
+        #expect(try await fixture.join(room.id, ann, "ann").joined == false, "joining twice is idempotent")
+        _ = try await fixture.join(room.id, bob, "bob")
+        let members: ServiceAPI.MemberList = try await fixture.chat.call(.members, ServiceAPI.RoomRef(roomID: room.id.rawValue))
+        #expect(members.members.map(\.username) == ["ann", "bob"])
+
+        let js = fixture.client.jetStream
+        let joinedEvent = try #require(try await js.lastMessage(stream: ChatNames.eventStream, subject: ChatNames.presenceSubject(room.id)))
+        #expect(joinedEvent.headers[ChatNames.eventTypeHeader] == "UserJoined.v1")
+        #expect(try ChatJSON.decode(PresenceEvent.self, from: joinedEvent.payload).username == "bob")
+
+        let left: ServiceAPI.LeaveResult = try await fixture.chat.call(.leave, ServiceAPI.Leave(roomID: room.id.rawValue, userID: bob.rawValue))
+        #expect(left.left)
+        let leftAgain: ServiceAPI.LeaveResult = try await fixture.chat.call(.leave, ServiceAPI.Leave(roomID: room.id.rawValue, userID: bob.rawValue))
+        #expect(!leftAgain.left)
+        let leftEvent = try #require(try await js.lastMessage(stream: ChatNames.eventStream, subject: ChatNames.presenceSubject(room.id)))
+        #expect(leftEvent.headers[ChatNames.eventTypeHeader] == "UserLeft.v1")
+        let notMember = await expectChatError(.notMember) { _ = try await fixture.send(room.id, bob, "bob", "hi") }
+        #expect(notMember != nil)
+        let badUser = await expectChatError(.usernameInvalid) { _ = try await fixture.join(room.id, UserID.random(), "\u{0}evil") }
+        #expect(badUser != nil)
+        let badGateway = await expectChatError(.invalidRequest) { _ = try await fixture.join(room.id, UserID.random(), "eve", gateway: "gw.*") }
+        #expect(badGateway != nil)
+        let noRoom = await expectChatError(.roomNotFound) { _ = try await fixture.join(RoomID.random(), ann, "ann") }
+        #expect(noRoom != nil)
+    }
+
+    @Test func sendValidatesAndNumbersMessagesAndRetriesAreIdempotent() async throws {
+        let fixture = try await ChatFixture { $0.duplicateWindow = .milliseconds(300) }
+        try await fixture.startReplica()
+        let room = try await fixture.createRoom("numbers")
+        let ann = UserID.random()
+        _ = try await fixture.join(room.id, ann, "ann")
+        var seqs: [UInt64] = []
+        for index in 0..<5 { seqs.append(try await fixture.send(room.id, ann, "ann", "m\(index)").message.seq) }
+        #expect(seqs == [1, 2, 3, 4, 5])
+
+        #expect(await expectChatError(.contentTooLong) { _ = try await fixture.send(room.id, ann, "ann", String(repeating: "a", count: 4097)) } != nil)
+        #expect(try await fixture.send(room.id, ann, "ann", String(repeating: "€", count: 1365)).message.seq == 6, "4095 bytes fit")
+        #expect(await expectChatError(.contentInvalid) { _ = try await fixture.send(room.id, ann, "ann", "  \n ") } != nil)
+        #expect(await expectChatError(.invalidRequest) { _ = try await fixture.send(room.id, ann, "ann", "x", clientID: "bad id!") } != nil)
+
+        let original = try await fixture.send(room.id, ann, "ann", "once", clientID: "c-1")
+        #expect(!original.duplicate)
+        // A retry inside JetStream's duplicate window, also from a new connection of the same user.
+        let annAgain = UserID.random()
+        _ = try await fixture.join(room.id, annAgain, "ann")
+        let retry = try await fixture.send(room.id, annAgain, "ann", "once", clientID: "c-1")
+        #expect(retry.duplicate)
+        #expect(retry.message.messageID == original.message.messageID)
+        #expect(retry.message.seq == original.message.seq)
+        // Wait out the 300 ms duplicate window (the passage of time is what this step tests).
+        try await Task.sleep(for: .milliseconds(600))
+        let late = try await fixture.send(room.id, ann, "ann", "once", clientID: "c-1")
+        #expect(late.duplicate)
+        #expect(late.message.messageID == original.message.messageID)
+        let history = try await fixture.history(room.id)
+        #expect(history.messages.map(\.seq) == Array(1...7), "retries stored nothing new")
+        #expect(history.messages.filter { $0.content == "once" }.count == 1)
+    }
+
+    @Test func seqHasNoHolesWithTwoReplicasWritingOneRoom() async throws {
+        let fixture = try await ChatFixture()
+        try await fixture.startReplica(instance: "a")
+        try await fixture.startReplica(instance: "b")
+        let room = try await fixture.createRoom("busy")
+        let users = (0..<4).map { _ in UserID.random() }
+        for (index, user) in users.enumerated() { _ = try await fixture.join(room.id, user, "u\(index)") }
+        let seqs = try await withThrowingTaskGroup(of: UInt64.self) { group in
+            for index in 0..<200 {
+                group.addTask { try await fixture.send(room.id, users[index % 4], "u\(index % 4)", "n\(index)").message.seq }
+            }
+            return try await group.reduce(into: [UInt64]()) { $0.append($1) }
+        }
+        #expect(seqs.sorted() == Array(1...200))
+        let stats = try await fixture.client.request("$SRV.STATS.chat")
+        #expect(!stats.payload.isEmpty)
+        var all: [ChatMessage] = []
+        var after: UInt64 = 0
+        while true {
+            let page = try await fixture.history(room.id, limit: 200, after: after)
+            all += page.messages
+            guard page.hasMore, let last = page.messages.last else { break }
+            after = last.seq
+        }
+        #expect(all.map(\.seq) == Array(1...200))
+        #expect(Set(all.map(\.content)).count == 200)
+    }
+
+    @Test func historyPagesOnInterleavedRooms() async throws {
+        let fixture = try await ChatFixture()
+        try await fixture.startReplica()
+        let (a, b) = (try await fixture.createRoom("a"), try await fixture.createRoom("b"))
+        let ann = UserID.random()
+        _ = try await fixture.join(a.id, ann, "ann")
+        _ = try await fixture.join(b.id, ann, "ann")
+        for index in 0..<260 {
+            _ = try await fixture.send(a.id, ann, "ann", "a\(index + 1)")
+            if index % 3 == 0 { _ = try await fixture.send(b.id, ann, "ann", "b\(index)") }
+        }
+        let newest = try await fixture.history(a.id)
+        #expect(newest.messages.map(\.seq) == Array(211...260))
+        #expect(newest.hasMore)
+        #expect(newest.messages.last?.content == "a260")
+        let older = try await fixture.history(a.id, limit: 100, before: 211)
+        #expect(older.messages.map(\.seq) == Array(111...210))
+        let oldest = try await fixture.history(a.id, limit: 200, before: 11)
+        #expect(oldest.messages.map(\.seq) == Array(1...10))
+        #expect(!oldest.hasMore)
+        let resume = try await fixture.history(a.id, limit: 5, after: 100)
+        #expect(resume.messages.map(\.seq) == [101, 102, 103, 104, 105])
+        #expect(resume.hasMore)
+        let capped = try await fixture.history(a.id, limit: 1000)
+        #expect(capped.messages.count == 200, "limit is capped at CHAT_HISTORY_MAX_LIMIT")
+        #expect(try await fixture.history(b.id, limit: 3).messages.map(\.content) == ["b252", "b255", "b258"])
+        let empty = try await fixture.createRoom("empty")
+        #expect(try await fixture.history(empty.id).messages.isEmpty)
+        #expect(await expectChatError(.invalidRequest) { _ = try await fixture.history(a.id, limit: 0) } != nil)
+    }
+
+    @Test func retentionKeepsTheNewestMessagesPerRoom() async throws {
+        let fixture = try await ChatFixture { $0.retentionPerRoom = 20 }
+        try await fixture.startReplica()
+        let room = try await fixture.createRoom("short")
+        let ann = UserID.random()
+        _ = try await fixture.join(room.id, ann, "ann")
+        for index in 0..<50 { _ = try await fixture.send(room.id, ann, "ann", "\(index)") }
+        let page = try await fixture.history(room.id, limit: 100)
+        #expect(page.messages.map(\.seq) == Array(31...50))
+        #expect(!page.hasMore)
+        #expect(try await fixture.send(room.id, ann, "ann", "next").message.seq == 51)
+    }
+
+    @Test func survivesChatServiceAndServerRestart() async throws {
+        let fixture = try await ChatFixture()
+        try await fixture.startReplica()
+        let room = try await fixture.createRoom("durable")
+        let ann = UserID.random()
+        _ = try await fixture.join(room.id, ann, "ann")
+        for index in 0..<10 { _ = try await fixture.send(room.id, ann, "ann", "\(index)") }
+        await fixture.stopReplica(0)
+        try fixture.server.restart()
+        try await fixture.startReplica(instance: "after-restart")
+        #expect(try await fixture.history(room.id).messages.map(\.seq) == Array(1...10))
+        #expect(try await fixture.send(room.id, ann, "ann", "again").message.seq == 11, "membership and seq survived")
+        let list: ServiceAPI.RoomList = try await fixture.chat.call(.listRooms, ServiceAPI.ListRooms())
+        #expect(list.rooms.map(\.name) == ["durable"])
+    }
+
+    @Test func membersOfADeadGatewayExpireWithUserLeft() async throws {
+        let fixture = try await ChatFixture { $0.presenceTimeout = .seconds(2) }
+        try await fixture.startReplica(instance: "one")
+        try await fixture.startReplica(instance: "two")
+        let room = try await fixture.createRoom("presence")
+        let (ghost, alive) = (UserID.random(), UserID.random())
+        _ = try await fixture.join(room.id, ghost, "ghost", gateway: "gw-dead")
+        _ = try await fixture.join(room.id, alive, "alive", gateway: "gw-alive")
+        let start = ContinuousClock.now
+        // gw-alive keeps beating; gw-dead never does again.
+        let beating = Task {
+            while !Task.isCancelled {
+                let _: ServiceAPI.Ok? = try? await fixture.chat.call(.heartbeat, ServiceAPI.Heartbeat(gatewayID: "gw-alive", connections: 1))
+                try? await Task.sleep(for: .milliseconds(300))
+            }
+        }
+        defer { beating.cancel() }
+        try await eventually("ghost removed", timeout: .seconds(10)) {
+            let members: ServiceAPI.MemberList = try await fixture.chat.call(.members, ServiceAPI.RoomRef(roomID: room.id.rawValue))
+            return members.members.map(\.username) == ["alive"]
+        }
+        #expect(ContinuousClock.now - start < .seconds(10))
+        let event = try #require(try await fixture.client.jetStream.lastMessage(stream: ChatNames.eventStream, subject: ChatNames.presenceSubject(room.id)))
+        let left = try ChatJSON.decode(PresenceEvent.self, from: event.payload)
+        #expect(event.headers[ChatNames.eventTypeHeader] == "UserLeft.v1")
+        #expect(left.username == "ghost")
+        #expect(left.reason == "gateway_expired")
+        // Exactly one UserLeft although two replicas run.
+        let info = try await fixture.client.jetStream.streamInfo(ChatNames.eventStream)
+        let events = try await fixture.client.jetStream.messages(stream: ChatNames.eventStream, subject: ChatNames.presenceSubject(room.id), from: 1, limit: Int(info.state.lastSequence))
+        #expect(events.filter { $0.headers[ChatNames.eventTypeHeader] == "UserLeft.v1" }.count == 1)
+    }
+
+    @Test func serviceInfoListsEveryEndpoint() async throws {
+        let fixture = try await ChatFixture()
+        try await fixture.startReplica()
+        let reply = try await fixture.client.request("$SRV.INFO.chat")
+        let info = try #require(try JSONSerialization.jsonObject(with: Data(reply.payload)) as? [String: Any])
+        #expect(info["name"] as? String == "chat")
+        #expect(info["version"] as? String == ChatVersion.current)
+        let endpoints = try #require(info["endpoints"] as? [[String: Any]])
+        #expect(Set(endpoints.compactMap { $0["subject"] as? String }) == Set(ChatNames.Endpoint.allCases.map(\.subject)))
+        #expect(endpoints.allSatisfy { $0["queue_group"] as? String == ChatNames.queueGroup })
+    }
+}
