@@ -37,6 +37,8 @@ public enum ChatNames {
     public static let deliveryPrefix = "chat.deliver"
     public static func deliverySubject(_ room: RoomID) -> String { "\(deliveryPrefix).room.\(room.rawValue)" }
     public static let roomsDeliverySubject = "chat.deliver.rooms"
+    /// Typing notices, published by gateways directly (ephemeral, never stored).
+    public static func typingSubject(_ room: RoomID) -> String { "chat.typing.\(room.rawValue)" }
 
     public static let broadcasterConsumer = "broadcaster"
     public static let broadcasterServiceName = "broadcaster"
@@ -62,6 +64,7 @@ public enum ChatNames {
     public static let roomSeqHeader = "Chat-Seq"
     public static let streamSeqHeader = "Chat-Stream-Seq"
     public static let roomHeader = "Chat-Room"
+    public static let userHeader = "Chat-User"
 
     /// Lowercase hex of the UTF-8 bytes: makes any string a safe KV key token.
     public static func hex(_ text: String) -> String {

@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import Metrics
 import NATS
+import ServiceSupport
 
 /// Decodes, validates and answers each `chat.svc.*` request. Every reply is a result or a `ChatError`
 /// body with `Nats-Service-Error` (text) and `Nats-Service-Error-Code` (HTTP-style status) headers.
@@ -110,9 +111,3 @@ struct ChatHandlers: Sendable {
     }
 }
 
-extension Metrics.Timer {
-    func recordInterval(since start: ContinuousClock.Instant) {
-        let elapsed = ContinuousClock.now - start
-        recordNanoseconds(elapsed.components.seconds * 1_000_000_000 + elapsed.components.attoseconds / 1_000_000_000)
-    }
-}

@@ -8,7 +8,7 @@ import Synchronization
 /// memory without bound and never blocks the libnats thread.
 enum AppendOutcome<Element: Sendable> { case queued, dropped, wake(CheckedContinuation<[Element]?, Never>) }
 
-final class MessageBuffer<Element: Sendable>: Sendable {
+public final class MessageBuffer<Element: Sendable>: Sendable {
     private struct State {
         var items: [Element] = []
         var waiter: CheckedContinuation<[Element]?, Never>?
@@ -17,13 +17,13 @@ final class MessageBuffer<Element: Sendable>: Sendable {
     }
 
     private let state = Mutex(State())
-    let limit: Int
+    public let limit: Int
 
-    init(limit: Int) { self.limit = max(1, limit) }
+    public init(limit: Int) { self.limit = max(1, limit) }
 
     /// Returns false when the element was dropped (buffer full or finished).
     @discardableResult
-    func append(_ element: Element) -> Bool {
+    public func append(_ element: Element) -> Bool {
         let outcome: AppendOutcome<Element> = state.withLock { state in
             guard !state.finished else { return .dropped }
             if let waiter = state.waiter {
@@ -46,7 +46,7 @@ final class MessageBuffer<Element: Sendable>: Sendable {
         }
     }
 
-    func finish() {
+    public func finish() {
         let waiter = state.withLock { state in
             state.finished = true
             defer { state.waiter = nil }
@@ -55,11 +55,11 @@ final class MessageBuffer<Element: Sendable>: Sendable {
         waiter?.resume(returning: nil)
     }
 
-    var dropped: Int { state.withLock { $0.dropped } }
-    var count: Int { state.withLock { $0.items.count } }
+    public var dropped: Int { state.withLock { $0.dropped } }
+    public var count: Int { state.withLock { $0.items.count } }
 
     /// Everything queued, waiting if nothing is; nil once finished and empty, or when the task is cancelled.
-    func takeAll() async -> [Element]? {
+    public func takeAll() async -> [Element]? {
         if let ready = takeReady() { return ready.isEmpty ? nil : ready }
         return await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<[Element]?, Never>) in
@@ -84,7 +84,7 @@ final class MessageBuffer<Element: Sendable>: Sendable {
     }
 
     /// Like `takeAll`, but returns [] when nothing arrived before `deadline`.
-    func takeAll(until deadline: ContinuousClock.Instant) async -> [Element]? {
+    public func takeAll(until deadline: ContinuousClock.Instant) async -> [Element]? {
         if let ready = takeReady() { return ready.isEmpty ? nil : ready }
         let timer = Task { [weak self] in
             try? await Task.sleep(until: deadline)
@@ -95,7 +95,7 @@ final class MessageBuffer<Element: Sendable>: Sendable {
     }
 
     /// Resumes a waiting consumer with an empty batch.
-    func wake() {
+    public func wake() {
         let waiter = state.withLock { state in
             defer { state.waiter = nil }
             return state.waiter

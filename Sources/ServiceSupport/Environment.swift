@@ -89,3 +89,11 @@ public enum LogKey {
     public static let gatewayID = "gateway_id"
     public static let instance = "instance"
 }
+
+extension Metrics.Timer {
+    /// Records the time since `start`.
+    public func recordInterval(since start: ContinuousClock.Instant) {
+        let elapsed = ContinuousClock.now - start
+        recordNanoseconds(elapsed.components.seconds * 1_000_000_000 + elapsed.components.attoseconds / 1_000_000_000)
+    }
+}

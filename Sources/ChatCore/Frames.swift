@@ -1,0 +1,177 @@
+import Foundation
+
+/// The WebSocket protocol: the seed's frames plus the optional extensions (documented in the README).
+
+/// A parsed client → server frame.
+public enum ClientFrame: Sendable, Equatable {
+    case join(roomID: String, since: UInt64?)
+    case leave(roomID: String?)
+    case message(content: String, roomID: String?, clientMessageID: String?)
+    case history(roomID: String, limit: Int?, before: UInt64?)
+    case members(roomID: String)
+    case roomList
+    case typing(roomID: String)
+
+    public var type: String {
+        switch self {
+        case .join: "join"
+        case .leave: "leave"
+        case .message: "message"
+        case .history: "history"
+        case .members: "members"
+        case .roomList: "room_list"
+        case .typing: "typing"
+        }
+    }
+
+    private struct Envelope: Decodable { var type: String }
+    private struct Join: Decodable {
+        var room_id: String
+        var since: UInt64?
+    }
+    private struct Leave: Decodable { var room_id: String? }
+    private struct Message: Decodable {
+        var content: String
+        var room_id: String?
+        var client_msg_id: String?
+    }
+    private struct History: Decodable {
+        var room_id: String
+        var limit: Int?
+        var before: UInt64?
+    }
+    private struct RoomRef: Decodable { var room_id: String }
+
+    /// Parses one text frame; every failure is an `invalid_request` naming the problem.
+    public static func parse(_ bytes: [UInt8]) throws(ChatError) -> ClientFrame {
+        let envelope = try ChatJSON.decode(Envelope.self, from: bytes)
+        switch envelope.type {
+        case "join":
+            let frame = try ChatJSON.decode(Join.self, from: bytes)
+            return .join(roomID: frame.room_id, since: frame.since)
+        case "leave":
+            return .leave(roomID: try ChatJSON.decode(Leave.self, from: bytes).room_id)
+        case "message":
+            let frame = try ChatJSON.decode(Message.self, from: bytes)
+            return .message(content: frame.content, roomID: frame.room_id, clientMessageID: frame.client_msg_id)
+        case "history":
+            let frame = try ChatJSON.decode(History.self, from: bytes)
+            return .history(roomID: frame.room_id, limit: frame.limit, before: frame.before)
+        case "members":
+            return .members(roomID: try ChatJSON.decode(RoomRef.self, from: bytes).room_id)
+        case "room_list":
+            return .roomList
+        case "typing":
+            return .typing(roomID: try ChatJSON.decode(RoomRef.self, from: bytes).room_id)
+        default:
+            let shown = envelope.type.count > 32 ? String(envelope.type.prefix(32)) + "…" : envelope.type
+            throw ChatError(.invalidRequest, "unknown message type '\(shown)'")
+        }
+    }
+}
+
+/// Server → client frames, encoded once to bytes.
+public enum ServerFrame {
+    private struct Typed<Body: Encodable>: Encodable {
+        var type: String
+        var body: Body
+        enum CodingKeys: String, CodingKey { case type }
+        func encode(to encoder: any Encoder) throws {
+            var container = encoder.container(keyedBy: CodingKeys.self)
+            try container.encode(type, forKey: .type)
+            try body.encode(to: encoder)
+        }
+    }
+
+    public static func encode(type: String, _ body: some Encodable) -> [UInt8] {
+        ChatJSON.encode(Typed(type: type, body: body))
+    }
+
+    private static func fields(_ pairs: [String: String]) -> [String: String] { pairs }
+
+    public static func connected(userID: UserID, username: String, gatewayID: String) -> [UInt8] {
+        encode(type: "connected", ["user_id": userID.rawValue, "username": username, "gateway_id": gatewayID])
+    }
+
+    public static func joined(room: Room, lastSeq: UInt64) -> [UInt8] {
+        struct Body: Encodable {
+            var room_id: RoomID
+            var room: Room
+            var last_seq: UInt64
+        }
+        return encode(type: "joined", Body(room_id: room.id, room: room, last_seq: lastSeq))
+    }
+
+    public static func left(roomID: RoomID) -> [UInt8] { encode(type: "left", ["room_id": roomID.rawValue]) }
+
+    public static func message(_ message: ChatMessage) -> [UInt8] { encode(type: "message", message) }
+
+    public static func presence(_ type: ChatEventType, _ event: PresenceEvent) -> [UInt8] {
+        encode(type: type == .userJoined ? "user_joined" : "user_left", [
+            "room_id": event.roomID.rawValue, "username": event.username, "user_id": event.userID.rawValue,
+        ])
+    }
+
+    public static func roomCreated(_ room: Room) -> [UInt8] {
+        struct Body: Encodable { var room: Room }
+        return encode(type: "room_created", Body(room: room))
+    }
+
+    public static func error(_ error: ChatError, clientMessageID: String? = nil, retryAfterMilliseconds: Int? = nil) -> [UInt8] {
+        struct Body: Encodable {
+            var error: String
+            var code: ChatErrorCode
+            var client_msg_id: String?
+            var retry_after_ms: Int?
+            var room: Room?
+        }
+        return encode(type: "error", Body(error: error.error, code: error.code, client_msg_id: clientMessageID, retry_after_ms: retryAfterMilliseconds, room: error.room))
+    }
+
+    public static func ack(clientMessageID: String, message: ChatMessage) -> [UInt8] {
+        struct Body: Encodable {
+            var client_msg_id: String
+            var message_id: String
+            var seq: UInt64
+            var room_id: RoomID
+        }
+        return encode(type: "ack", Body(client_msg_id: clientMessageID, message_id: message.messageID, seq: message.seq, room_id: message.roomID))
+    }
+
+    public static func history(_ result: ServiceAPI.HistoryResult) -> [UInt8] {
+        struct Body: Encodable {
+            var room_id: RoomID
+            var messages: [ChatMessage]
+            var has_more: Bool
+        }
+        return encode(type: "history", Body(room_id: result.roomID, messages: result.messages, has_more: result.hasMore))
+    }
+
+    public static func members(_ list: ServiceAPI.MemberList) -> [UInt8] { encode(type: "members", list) }
+
+    public static func roomList(_ rooms: [Room]) -> [UInt8] {
+        struct Body: Encodable { var rooms: [Room] }
+        return encode(type: "room_list", Body(rooms: rooms))
+    }
+
+    public static func typing(roomID: RoomID, userID: UserID, username: String) -> [UInt8] {
+        encode(type: "typing", ["room_id": roomID.rawValue, "user_id": userID.rawValue, "username": username])
+    }
+
+    /// The frame a client receives for an event of the event stream; nil for unknown event types.
+    public static func forEvent(type: String?, payload: [UInt8]) -> (frame: [UInt8], room: RoomID?, seq: UInt64?)? {
+        switch type.flatMap(ChatEventType.init(rawValue:)) {
+        case .messageSent:
+            guard let message = try? ChatJSON.decode(ChatMessage.self, from: payload) else { return nil }
+            return (Self.message(message), message.roomID, message.seq)
+        case .userJoined, .userLeft:
+            guard let event = try? ChatJSON.decode(PresenceEvent.self, from: payload) else { return nil }
+            return (presence(ChatEventType(rawValue: type!)!, event), event.roomID, nil)
+        case .roomCreated:
+            guard let room = try? ChatJSON.decode(Room.self, from: payload) else { return nil }
+            return (roomCreated(room), nil, nil)
+        case nil:
+            return nil
+        }
+    }
+}

@@ -1,0 +1,93 @@
+import ChatCore
+import Foundation
+import HTTPTypes
+import Hummingbird
+import JWTKit
+
+/// Who a WebSocket client is, decided before the upgrade.
+struct Identity: Sendable {
+    var userID: UserID
+    var username: Username
+}
+
+/// Claims accepted in a gateway JWT (HS256): `sub` (a UUID becomes the user id), `username` or
+/// `name`, and `exp`, which is required.
+struct ChatClaims: JWTPayload {
+    var sub: SubjectClaim?
+    var exp: ExpirationClaim
+    var username: String?
+    var name: String?
+
+    func verify(using algorithm: some JWTAlgorithm) async throws {
+        try exp.verifyNotExpired()
+    }
+}
+
+/// Origin check and optional JWT authentication for `/ws`.
+struct Authenticator: Sendable {
+    let allowedOrigins: Set<String>
+    let keys: JWTKeyCollection?
+
+    static func make(configuration: GatewayConfiguration) async -> Authenticator {
+        var keys: JWTKeyCollection?
+        if let secret = configuration.jwtSecret {
+            let collection = JWTKeyCollection()
+            await collection.add(hmac: HMACKey(from: secret), digestAlgorithm: .sha256)
+            keys = collection
+        }
+        return Authenticator(allowedOrigins: Set(configuration.allowedOrigins), keys: keys)
+    }
+
+    /// Throws the HTTP error to answer instead of upgrading.
+    func identify(_ request: Request) async throws(GatewayHTTPError) -> Identity {
+        if !allowedOrigins.isEmpty, let origin = request.headers[.origin], !allowedOrigins.contains(origin) {
+            throw GatewayHTTPError(.forbidden, ChatError(.forbidden, "origin \(origin.prefix(100)) is not allowed"))
+        }
+        let query = request.uri.queryParameters
+        if let keys {
+            var token = query["token"].map(String.init)
+            if token == nil, let header = request.headers[.authorization], header.lowercased().hasPrefix("bearer ") {
+                token = String(header.dropFirst(7)).trimmingCharacters(in: .whitespaces)
+            }
+            guard let token, !token.isEmpty else {
+                throw GatewayHTTPError(.unauthorized, ChatError(.unauthorized, "a token is required (?token= or Authorization: Bearer)"))
+            }
+            let claims: ChatClaims
+            do {
+                claims = try await keys.verify(token, as: ChatClaims.self)
+            } catch {
+                throw GatewayHTTPError(.unauthorized, ChatError(.unauthorized, "invalid or expired token"))
+            }
+            guard let username = Username(claims.username ?? claims.name ?? claims.sub?.value ?? "") else {
+                throw GatewayHTTPError(.unauthorized, ChatError(.unauthorized, "the token has no valid username claim"))
+            }
+            return Identity(userID: claims.sub.flatMap { UserID($0.value) } ?? UserID.random(), username: username)
+        }
+        guard let raw = query["username"] else {
+            throw GatewayHTTPError(.badRequest, ChatError(.usernameInvalid, "the username query parameter is required: /ws?username=NAME"))
+        }
+        guard let username = Username(String(raw)) else {
+            throw GatewayHTTPError(.badRequest, ChatError(.usernameInvalid, "username must be 1–\(Username.maxLength) characters without control characters"))
+        }
+        return Identity(userID: UserID.random(), username: username)
+    }
+}
+
+/// An HTTP error answered as `{"error": text, "code": code}` (plus `room` for `room_exists`).
+struct GatewayHTTPError: HTTPResponseError {
+    let status: HTTPResponse.Status
+    let error: ChatError
+
+    init(_ status: HTTPResponse.Status, _ error: ChatError) {
+        self.status = status
+        self.error = error
+    }
+
+    init(_ error: ChatError) {
+        self.init(HTTPResponse.Status(code: error.code.httpStatus), error)
+    }
+
+    func response(from request: Request, context: some RequestContext) throws -> Response {
+        Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: ChatJSON.encode(error))))
+    }
+}

@@ -1,0 +1,184 @@
+import ChatCore
+import Foundation
+import HummingbirdWebSocket
+import Logging
+import NATS
+import NIOCore
+import ServiceSupport
+
+/// One WebSocket connection's protocol handling: reads client frames in order, answers each one, and
+/// keeps the connection's room memberships. Runs alongside the connection's writer task.
+struct ChatSession {
+    let connection: ClientConnection
+    let gateway: GatewayCore
+    var logger: Logger
+    var rooms: [RoomID] = []  // in join order; the last is the default room
+    var workers: [RoomID: RoomWorker] = [:]
+    var bucket: TokenBucket
+    var lastTyping: [RoomID: ContinuousClock.Instant] = [:]
+
+    init(connection: ClientConnection, gateway: GatewayCore) {
+        self.connection = connection
+        self.gateway = gateway
+        self.logger = connection.logger
+        self.bucket = TokenBucket(rate: gateway.configuration.ratePerSecond, burst: gateway.configuration.rateBurst)
+    }
+
+    var chat: ChatServiceClient { gateway.chat }
+
+    func send(_ bytes: [UInt8]) { connection.send(bytes) }
+
+    func sendError(_ error: ChatError, clientMessageID: String? = nil, retryAfterMilliseconds: Int? = nil) {
+        gateway.metrics.error(error.code).increment()
+        send(ServerFrame.error(error, clientMessageID: clientMessageID, retryAfterMilliseconds: retryAfterMilliseconds))
+    }
+
+    /// Handles one inbound WebSocket message.
+    mutating func handle(_ message: WebSocketMessage) async {
+        let bytes: [UInt8]
+        switch message {
+        case .text(let text): bytes = Array(text.utf8)
+        case .binary:
+            gateway.metrics.framesIn("binary").increment()
+            sendError(ChatError(.invalidRequest, "binary frames are not supported; send JSON text frames"))
+            return
+        }
+        let frame: ClientFrame
+        do {
+            frame = try ClientFrame.parse(bytes)
+        } catch {
+            gateway.metrics.framesIn("invalid").increment()
+            sendError(error)
+            return
+        }
+        gateway.metrics.framesIn(frame.type).increment()
+        do throws(ChatError) {
+            try await handle(frame)
+        } catch {
+            var clientMessageID: String?
+            if case .message(_, _, let id) = frame { clientMessageID = id }
+            if error.code == .internal || error.code == .unavailable {
+                logger.warning("request failed", metadata: ["type": "\(frame.type)", LogKey.errorCode: "\(error.code.rawValue)", LogKey.error: "\(error.error)"])
+            }
+            sendError(error, clientMessageID: clientMessageID)
+        }
+    }
+
+    private func roomID(_ text: String) throws(ChatError) -> RoomID {
+        guard let id = RoomID(text) else { throw ChatError(.roomNotFound, "room \(text.prefix(64)) does not exist (room ids are UUIDs)") }
+        return id
+    }
+
+    private func joinedRoom(_ text: String?) throws(ChatError) -> RoomID {
+        if let text {
+            let id = try roomID(text)
+            guard rooms.contains(id) else { throw ChatError(.notInRoom, "you are not in room \(id); join it first") }
+            return id
+        }
+        guard let last = rooms.last else { throw ChatError(.notInRoom, "join a room first") }
+        return last
+    }
+
+    private mutating func handle(_ frame: ClientFrame) async throws(ChatError) {
+        switch frame {
+        case .join(let text, let since):
+            try await join(try roomID(text), since: since)
+
+        case .leave(let text):
+            let room = try joinedRoom(text)
+            let _: ServiceAPI.LeaveResult = try await chat.call(.leave, ServiceAPI.Leave(roomID: room.rawValue, userID: connection.userID.rawValue, reason: "leave"))
+            detach(room)
+            send(ServerFrame.left(roomID: room))
+
+        case .message(let content, let text, let clientMessageID):
+            let room = try joinedRoom(text)
+            if case .limited(let retryAfter) = bucket.take(now: .now) {
+                gateway.metrics.error(.rateLimited).increment()
+                send(ServerFrame.error(ChatError(.rateLimited, "too many messages; slow down"), clientMessageID: clientMessageID, retryAfterMilliseconds: retryAfter))
+                return
+            }
+            let start = ContinuousClock.now
+            let result: ServiceAPI.SendResult = try await chat.call(.send, ServiceAPI.Send(
+                roomID: room.rawValue, userID: connection.userID.rawValue, username: connection.username.rawValue,
+                content: content, clientMessageID: clientMessageID
+            ))
+            gateway.metrics.sendLatency.recordInterval(since: start)
+            if let clientMessageID { send(ServerFrame.ack(clientMessageID: clientMessageID, message: result.message)) }
+
+        case .history(let text, let limit, let before):
+            let room = try roomID(text)
+            if let limit, limit < 1 { throw ChatError(.invalidRequest, "limit must be at least 1") }
+            let result: ServiceAPI.HistoryResult = try await chat.call(.history, ServiceAPI.History(roomID: room.rawValue, limit: limit, before: before))
+            send(ServerFrame.history(result))
+
+        case .members(let text):
+            let room = try roomID(text)
+            let list: ServiceAPI.MemberList = try await chat.call(.members, ServiceAPI.RoomRef(roomID: room.rawValue))
+            send(ServerFrame.members(list))
+
+        case .roomList:
+            let list: ServiceAPI.RoomList = try await chat.call(.listRooms, ServiceAPI.ListRooms())
+            send(ServerFrame.roomList(list.rooms))
+
+        case .typing(let text):
+            let room = try joinedRoom(text)
+            let now = ContinuousClock.now
+            if let last = lastTyping[room], now - last < gateway.configuration.typingInterval { return }
+            lastTyping[room] = now
+            var headers = NATSHeaders()
+            headers[ChatNames.userHeader] = connection.userID.rawValue
+            let frame = ServerFrame.typing(roomID: room, userID: connection.userID, username: connection.username.rawValue)
+            do {
+                try gateway.connection.publish(ChatNames.typingSubject(room), payload: frame, headers: headers)
+            } catch {
+                throw ChatError(.unavailable, "could not send typing notice")
+            }
+        }
+    }
+
+    private mutating func join(_ room: RoomID, since: UInt64?) async throws(ChatError) {
+        if rooms.contains(room) {
+            // Already joined: answer again so a client can re-sync, but change nothing.
+            let info: Room = try await chat.call(.getRoom, ServiceAPI.RoomRef(roomID: room.rawValue))
+            send(ServerFrame.joined(room: info, lastSeq: 0))
+            return
+        }
+        guard rooms.count < gateway.configuration.maxRoomsPerConnection else {
+            throw ChatError(.tooManyRooms, "a connection may join at most \(gateway.configuration.maxRoomsPerConnection) rooms")
+        }
+        let worker: RoomWorker
+        do {
+            worker = try await gateway.hub.retain(room)
+        } catch {
+            throw ChatError(.unavailable, "could not subscribe to the room")
+        }
+        let result: ServiceAPI.JoinResult
+        do {
+            result = try await chat.call(.join, ServiceAPI.Join(
+                roomID: room.rawValue, userID: connection.userID.rawValue, username: connection.username.rawValue, gatewayID: gateway.configuration.gatewayID
+            ))
+        } catch {
+            gateway.hub.release(room)
+            throw error
+        }
+        rooms.append(room)
+        workers[room] = worker
+        send(ServerFrame.joined(room: result.room, lastSeq: result.lastSeq))
+        await worker.add(connection, cursor: since, joinSeq: result.lastSeq)
+    }
+
+    private mutating func detach(_ room: RoomID) {
+        rooms.removeAll { $0 == room }
+        lastTyping[room] = nil
+        workers.removeValue(forKey: room)?.remove(connection.id)
+        gateway.hub.release(room)
+    }
+
+    /// The socket closed: leave every room (members see user_left) and stop delivering.
+    mutating func disconnected() async {
+        for room in rooms {
+            let _: ServiceAPI.LeaveResult? = try? await chat.call(.leave, ServiceAPI.Leave(roomID: room.rawValue, userID: connection.userID.rawValue, reason: "disconnect"))
+            detach(room)
+        }
+    }
+}

@@ -1,0 +1,178 @@
+import ChatCore
+import Foundation
+import Hummingbird
+import HummingbirdWebSocket
+import Logging
+import NATS
+import NIOCore
+import ServiceLifecycle
+import ServiceSupport
+
+/// Request context that keeps the channel, so a stuck socket can be closed hard.
+public struct GatewayRequestContext: RequestContext, WebSocketRequestContext {
+    public var coreContext: CoreRequestContextStorage
+    public let webSocket: WebSocketHandlerReference<Self>
+    let channel: any Channel
+
+    public init(source: ApplicationRequestContextSource) {
+        self.coreContext = .init(source: source)
+        self.webSocket = .init()
+        self.channel = source.channel
+    }
+
+    /// REST bodies are small JSON documents.
+    public var maxUploadSize: Int { 16 * 1024 }
+}
+
+/// Builds the gateway: connects to NATS (waiting for it), then returns the HTTP/WebSocket application
+/// and the core service. Run both in one `ServiceGroup` with the core last, so on SIGTERM the core
+/// closes every socket with 1001 before the HTTP server stops. Tests boot it on port 0.
+public func buildGateway(
+    configuration: GatewayConfiguration, logger: Logger,
+    onServerRunning: @escaping @Sendable (any Channel) async -> Void = { _ in }
+) async throws -> (app: some ApplicationProtocol, core: GatewayCore) {
+    Observability.bootstrapMetrics()
+    var logger = logger
+    logger[metadataKey: LogKey.gatewayID] = "\(configuration.gatewayID)"
+    let connection = try await NATSConnection.connect(configuration.nats, logger: logger)
+    let core = GatewayCore(configuration: configuration, connection: connection, auth: await Authenticator.make(configuration: configuration), logger: logger)
+
+    let router = Router(context: GatewayRequestContext.self)
+    router.middlewares.add(LogRequestsMiddleware(.debug))
+    StatusRoutes.add(to: router) { core.health() }
+    addRESTRoutes(to: router, core: core)
+    if let webRoot = configuration.webRoot {
+        router.middlewares.add(FileMiddleware(webRoot, searchForIndexHtml: true))
+    }
+    addWebSocketRoute(to: router, core: core)
+
+    let wsConfiguration = WebSocketServerConfiguration(
+        maxFrameSize: configuration.maxFrameBytes,
+        autoPing: .enabled(timePeriod: configuration.pingInterval),
+        closeTimeout: .seconds(2),
+        validateUTF8: true
+    )
+    let app = Application(
+        router: router,
+        server: .http1WebSocketUpgrade(webSocketRouter: router, configuration: .init(ws: wsConfiguration)),
+        configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "gateway"),
+        onServerRunning: onServerRunning,
+        logger: logger
+    )
+    return (app, core)
+}
+
+/// JSON helpers of the REST routes.
+enum REST {
+    static func reply(_ bytes: [UInt8], status: HTTPResponse.Status = .ok) -> Response {
+        Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
+    }
+
+    static func call<T: Decodable>(_ core: GatewayCore, _ endpoint: ChatNames.Endpoint, _ body: some Encodable) async throws(GatewayHTTPError) -> T {
+        do {
+            return try await core.chat.call(endpoint, body)
+        } catch {
+            core.metrics.error(error.code).increment()
+            throw GatewayHTTPError(error)
+        }
+    }
+
+    static func roomID(_ context: GatewayRequestContext) throws(GatewayHTTPError) -> RoomID {
+        guard let text = context.parameters.get("id"), let id = RoomID(text) else {
+            throw GatewayHTTPError(.notFound, ChatError(.roomNotFound, "room not found (room ids are UUIDs)"))
+        }
+        return id
+    }
+}
+
+func addRESTRoutes(to router: Router<GatewayRequestContext>, core: GatewayCore) {
+    let api = router.group("api/v1")
+    api.get("rooms") { _, _ -> Response in
+        let list: ServiceAPI.RoomList = try await REST.call(core, .listRooms, ServiceAPI.ListRooms())
+        return REST.reply(ChatJSON.encode(list))
+    }
+    api.post("rooms") { request, context -> Response in
+        var request = request
+        let body: ByteBuffer
+        do {
+            body = try await request.collectBody(upTo: context.maxUploadSize)
+        } catch {
+            throw GatewayHTTPError(.contentTooLarge, ChatError(.invalidRequest, "request body larger than \(context.maxUploadSize) bytes"))
+        }
+        let create: ServiceAPI.CreateRoom
+        do throws(ChatError) {
+            create = try ChatJSON.decode(ServiceAPI.CreateRoom.self, from: Array(buffer: body))
+        } catch {
+            throw GatewayHTTPError(error)
+        }
+        let room: Room = try await REST.call(core, .createRoom, create)
+        return REST.reply(ChatJSON.encode(room), status: .created)
+    }
+    api.get("rooms/:id") { _, context -> Response in
+        let room: Room = try await REST.call(core, .getRoom, ServiceAPI.RoomRef(roomID: try REST.roomID(context).rawValue))
+        return REST.reply(ChatJSON.encode(room))
+    }
+    api.get("rooms/:id/history") { request, context -> Response in
+        let id = try REST.roomID(context)
+        let query = request.uri.queryParameters
+        var limit: Int?
+        var before: UInt64?
+        if let text = query["limit"] {
+            guard let value = Int(text), value >= 1 else { throw GatewayHTTPError(.badRequest, ChatError(.invalidRequest, "limit must be a positive integer")) }
+            limit = value
+        }
+        if let text = query["before"] {
+            guard let value = UInt64(text) else { throw GatewayHTTPError(.badRequest, ChatError(.invalidRequest, "before must be a message seq (a non-negative integer)")) }
+            before = value
+        }
+        let result: ServiceAPI.HistoryResult = try await REST.call(core, .history, ServiceAPI.History(roomID: id.rawValue, limit: limit, before: before))
+        struct Body: Encodable {
+            var room_id: RoomID
+            var messages: [ChatMessage]
+            var has_more: Bool
+        }
+        return REST.reply(ChatJSON.encode(Body(room_id: result.roomID, messages: result.messages, has_more: result.hasMore)))
+    }
+}
+
+func addWebSocketRoute(to router: Router<GatewayRequestContext>, core: GatewayCore) {
+    router.ws("/ws") { request, _ in
+        _ = try await core.auth.identify(request)
+        return .upgrade([:])
+    } onUpgrade: { inbound, outbound, context in
+        let identity = try await core.auth.identify(context.request)
+        let connectionID = String(makeUUID().prefix(13))
+        var logger = core.logger
+        logger[metadataKey: LogKey.connectionID] = "\(connectionID)"
+        logger[metadataKey: LogKey.userID] = "\(identity.userID)"
+        logger[metadataKey: LogKey.username] = "\(identity.username)"
+        let client = ClientConnection(
+            id: connectionID, userID: identity.userID, username: identity.username,
+            queueLimit: core.configuration.outboundQueueLimit, channel: context.requestContext.channel,
+            logger: logger, metrics: core.metrics
+        )
+        core.register(client)
+        defer { core.unregister(client) }
+        logger.info("client connected")
+        client.send(ServerFrame.connected(userID: identity.userID, username: identity.username.rawValue, gatewayID: core.configuration.gatewayID))
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { await client.runWriter(outbound) }
+            group.addTask {
+                var session = ChatSession(connection: client, gateway: core)
+                do {
+                    for try await message in inbound.messages(maxSize: core.configuration.maxFrameBytes) {
+                        await session.handle(message)
+                    }
+                } catch {
+                    await session.disconnected()
+                    client.queue.finish()
+                    throw error  // e.g. message too large: the WebSocket layer closes with 1009
+                }
+                await session.disconnected()
+                client.queue.finish()
+            }
+            try await group.waitForAll()
+        }
+        logger.info("client disconnected")
+    }
+}

@@ -1,0 +1,66 @@
+import ChatCore
+import NATS
+import ServiceSupport
+
+/// Gateway settings from environment variables (all documented in the README).
+public struct GatewayConfiguration: Sendable {
+    public var nats: NATSConfiguration
+    public var host = "0.0.0.0"
+    /// `PORT` (seed default 3000; 0 picks a free port).
+    public var port = 3000
+    /// `GATEWAY_ID`: this instance's id, recorded with every membership it holds.
+    public var gatewayID = "gw-" + String(makeUUID().prefix(8))
+    /// `MAX_FRAME_BYTES`: larger client frames close the socket with 1009.
+    public var maxFrameBytes = 16 * 1024
+    /// `RATE_LIMIT_PER_SEC` / `RATE_LIMIT_BURST`: messages a connection may send (token bucket).
+    public var ratePerSecond = 10.0
+    public var rateBurst = 20.0
+    /// `MAX_ROOMS_PER_CONNECTION`.
+    public var maxRoomsPerConnection = 20
+    /// `OUTBOUND_QUEUE_LIMIT`: frames queued for one socket; beyond it the client is too slow and is
+    /// disconnected (close code 1008).
+    public var outboundQueueLimit = 1024
+    /// `ALLOWED_ORIGINS`: comma-separated browser origins allowed to open `/ws` (empty: any).
+    public var allowedOrigins: [String] = []
+    /// `AUTH_JWT_SECRET`: when set, `/ws` needs an HS256 JWT (`?token=` or `Authorization: Bearer`).
+    public var jwtSecret: String?
+    /// `PING_INTERVAL_MS`: WebSocket ping period; a peer that misses a pong is disconnected.
+    public var pingInterval: Duration = .seconds(15)
+    /// `REQUEST_TIMEOUT_MS`: how long to wait for the chat-service.
+    public var requestTimeout: Duration = .seconds(5)
+    /// `HEARTBEAT_INTERVAL_MS`: presence heartbeat to the chat-service.
+    public var heartbeatInterval: Duration = .seconds(2)
+    /// `SHUTDOWN_GRACE_MS`: how long SIGTERM waits for sockets to close after sending 1001.
+    public var shutdownGrace: Duration = .seconds(5)
+    /// `TYPING_INTERVAL_MS`: at most one typing notice per user per room per interval.
+    public var typingInterval: Duration = .seconds(2)
+    /// `WEB_ROOT`: directory with the browser UI (served at `/`).
+    public var webRoot: String?
+
+    public init(nats: NATSConfiguration) { self.nats = nats }
+
+    public static func fromEnvironment(_ settings: Settings = Settings()) throws -> GatewayConfiguration {
+        var c = GatewayConfiguration(nats: .fromEnvironment(settings.values, name: "gateway"))
+        c.host = settings.string("HOST", default: c.host)
+        c.port = try settings.int("PORT", default: c.port, range: 0...65535)
+        c.gatewayID = settings.string("GATEWAY_ID", default: c.gatewayID)
+        guard GatewayID(c.gatewayID) != nil else { throw ConfigurationError("GATEWAY_ID must be 1–64 characters of A-Z a-z 0-9 _ -") }
+        c.nats.name = "gateway-" + c.gatewayID
+        c.maxFrameBytes = try settings.int("MAX_FRAME_BYTES", default: c.maxFrameBytes, range: 256...(16 * 1024 * 1024))
+        c.ratePerSecond = Double(try settings.int("RATE_LIMIT_PER_SEC", default: Int(c.ratePerSecond), range: 1...100_000))
+        c.rateBurst = Double(try settings.int("RATE_LIMIT_BURST", default: Int(c.rateBurst), range: 1...100_000))
+        c.maxRoomsPerConnection = try settings.int("MAX_ROOMS_PER_CONNECTION", default: c.maxRoomsPerConnection, range: 1...10_000)
+        c.outboundQueueLimit = try settings.int("OUTBOUND_QUEUE_LIMIT", default: c.outboundQueueLimit, range: 8...1_000_000)
+        c.allowedOrigins = settings.optional("ALLOWED_ORIGINS").map { $0.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty } } ?? []
+        c.jwtSecret = settings.optional("AUTH_JWT_SECRET")
+        c.pingInterval = try settings.milliseconds("PING_INTERVAL_MS", default: c.pingInterval)
+        c.requestTimeout = try settings.milliseconds("REQUEST_TIMEOUT_MS", default: c.requestTimeout)
+        c.heartbeatInterval = try settings.milliseconds("HEARTBEAT_INTERVAL_MS", default: c.heartbeatInterval)
+        c.shutdownGrace = try settings.milliseconds("SHUTDOWN_GRACE_MS", default: c.shutdownGrace)
+        c.typingInterval = try settings.milliseconds("TYPING_INTERVAL_MS", default: c.typingInterval)
+        c.webRoot = settings.optional("WEB_ROOT")
+        return c
+    }
+}
+
+import Foundation

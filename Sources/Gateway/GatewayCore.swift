@@ -1,0 +1,105 @@
+import ChatCore
+import Foundation
+import HummingbirdWebSocket
+import Logging
+import NATS
+import NIOWebSocket
+import ServiceLifecycle
+import ServiceSupport
+import Synchronization
+
+/// The gateway's shared parts and its long-running duties: presence heartbeats to the chat-service,
+/// NATS state for health and metrics, and on shutdown closing every socket with 1001 (going away)
+/// so clients reconnect to another gateway.
+public final class GatewayCore: Service, Sendable {
+    public let configuration: GatewayConfiguration
+    public let connection: NATSConnection
+    let chat: ChatServiceClient
+    let hub: RoomHub
+    let metrics = GatewayMetrics()
+    let logger: Logger
+    let auth: Authenticator
+    private let clients = Mutex<[String: ClientConnection]>([:])
+
+    init(configuration: GatewayConfiguration, connection: NATSConnection, auth: Authenticator, logger: Logger) {
+        self.configuration = configuration
+        self.connection = connection
+        self.logger = logger
+        self.chat = ChatServiceClient(connection: connection, timeout: configuration.requestTimeout)
+        self.hub = RoomHub(connection: connection, chat: chat, logger: logger, metrics: metrics)
+        self.auth = auth
+    }
+
+    public var connectionCount: Int { clients.withLock { $0.count } }
+    public var roomCount: Int { hub.roomCount }
+
+    func register(_ client: ClientConnection) {
+        let count = clients.withLock { clients in
+            clients[client.id] = client
+            return clients.count
+        }
+        metrics.connections.record(count)
+    }
+
+    func unregister(_ client: ClientConnection) {
+        let count = clients.withLock { clients in
+            clients[client.id] = nil
+            return clients.count
+        }
+        metrics.connections.record(count)
+    }
+
+    public func run() async throws {
+        metrics.natsConnected.record(connection.isConnected ? 1 : 0)
+        await withGracefulShutdownHandler {
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask { await self.heartbeat() }
+                group.addTask {
+                    for await event in self.connection.events() {
+                        self.metrics.natsConnected.record(event == .reconnected ? 1 : 0)
+                    }
+                }
+                await group.next()
+                group.cancelAll()
+            }
+        } onGracefulShutdown: {
+            self.logger.info("shutting down: closing WebSockets with 1001")
+            for client in self.clients.withLock({ Array($0.values) }) {
+                client.close(.goingAway, reason: "server shutting down")
+            }
+        }
+        // Wait (bounded) for sockets to close and their memberships to be released.
+        let deadline = ContinuousClock.now.advanced(by: configuration.shutdownGrace)
+        while connectionCount > 0, ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        for client in clients.withLock({ Array($0.values) }) { client.channel.close(promise: nil) }
+        await connection.drain()
+    }
+
+    private func heartbeat() async {
+        while !Task.isCancelled {
+            do {
+                let _: ServiceAPI.Ok = try await chat.call(.heartbeat, ServiceAPI.Heartbeat(gatewayID: configuration.gatewayID, connections: connectionCount))
+            } catch {
+                logger.debug("heartbeat failed", metadata: [LogKey.error: "\(error)"])
+            }
+            try? await Task.sleep(for: configuration.heartbeatInterval)
+        }
+    }
+
+    func health() -> (healthy: Bool, body: [UInt8]) {
+        let status = connection.status
+        let body: [String: Any] = [
+            "status": status == .connected ? "ok" : "degraded",
+            "service": "gateway",
+            "instance": configuration.gatewayID,
+            "version": ChatVersion.current,
+            "nats": ["status": status.rawValue, "url": connection.connectedURL ?? "", "reconnects": connection.reconnects],
+            "connections": connectionCount,
+            "rooms": roomCount,
+        ]
+        let data = (try? JSONSerialization.data(withJSONObject: body, options: [.sortedKeys])) ?? Data()
+        return (status == .connected, Array(data))
+    }
+}

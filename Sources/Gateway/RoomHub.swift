@@ -1,0 +1,273 @@
+import ChatCore
+import Logging
+import NATS
+import NIOCore
+import ServiceSupport
+import Synchronization
+
+/// The gateway's rooms: a room exists here only while it has local members. Each has one delivery
+/// subscription (events arrive once per gateway, however many members) and one worker task that
+/// handles its deliveries and membership changes strictly in order.
+final class RoomHub: Sendable {
+    private struct Entry {
+        var worker: RoomWorker
+        var members: Int
+    }
+
+    let connection: NATSConnection
+    let chat: ChatServiceClient
+    let logger: Logger
+    let metrics: GatewayMetrics
+    private let rooms = Mutex<[RoomID: Entry]>([:])
+
+    init(connection: NATSConnection, chat: ChatServiceClient, logger: Logger, metrics: GatewayMetrics) {
+        self.connection = connection
+        self.chat = chat
+        self.logger = logger
+        self.metrics = metrics
+    }
+
+    var roomCount: Int { rooms.withLock { $0.count } }
+
+    /// Counts one more local member of `room`, creating its worker and subscriptions when it is the first.
+    /// The subscription is confirmed by the server before this returns, so no delivery for a join made
+    /// afterwards can be missed.
+    func retain(_ room: RoomID) async throws(NATSError) -> RoomWorker {
+        let (worker, created) = rooms.withLock { rooms -> (RoomWorker, Bool) in
+            if var entry = rooms[room] {
+                entry.members += 1
+                rooms[room] = entry
+                return (entry.worker, false)
+            }
+            let worker = RoomWorker(room: room, hub: self)
+            rooms[room] = Entry(worker: worker, members: 1)
+            return (worker, true)
+        }
+        if created {
+            do {
+                try worker.start()
+                try await connection.flush()
+            } catch {
+                release(room)
+                throw error
+            }
+        }
+        return worker
+    }
+
+    /// Counts one local member less; the last one stops the room's worker and subscriptions.
+    func release(_ room: RoomID) {
+        let stopped: RoomWorker? = rooms.withLock { rooms in
+            guard var entry = rooms[room] else { return nil }
+            entry.members -= 1
+            if entry.members > 0 {
+                rooms[room] = entry
+                return nil
+            }
+            rooms[room] = nil
+            return entry.worker
+        }
+        stopped?.stop()
+    }
+}
+
+/// One room on one gateway. All state is owned by the worker task; everything reaches it through the
+/// inbox in arrival order: deliveries from the broadcaster, typing notices, member adds and removes.
+///
+/// Guarantees per socket: messages in `seq` order, none twice, none missing. Deliveries at or below
+/// the room's last delivered `seq` (or stream sequence) are duplicates and dropped; a delivery beyond
+/// the next expected `seq` means a gap, filled from the chat-service's history before going on. A
+/// member that joins (or resumes with `since`) gets what it missed from history, then live messages.
+final class RoomWorker: Sendable {
+    enum Event: Sendable {
+        case delivery(NATSMessage)
+        case typing(NATSMessage)
+        case add(ClientConnection, cursor: UInt64?, joinSeq: UInt64, done: CheckedContinuation<Void, Never>)
+        case remove(String)
+    }
+
+    struct Member {
+        var connection: ClientConnection
+        /// The last `seq` this member has been sent.
+        var cursor: UInt64
+    }
+
+    let room: RoomID
+    unowned let hub: RoomHub
+    let inbox = MessageBuffer<Event>(limit: 100_000)
+    private let subscriptions = Mutex<[NATSCallbackSubscription]>([])
+    private let started = Mutex<Task<Void, Never>?>(nil)
+
+    init(room: RoomID, hub: RoomHub) {
+        self.room = room
+        self.hub = hub
+    }
+
+    func start() throws(NATSError) {
+        let inbox = self.inbox
+        let metrics = hub.metrics
+        let deliveries = try hub.connection.subscribe(ChatNames.deliverySubject(room)) { message in
+            if !inbox.append(.delivery(message)) { metrics.deliveriesDropped.increment() }
+        }
+        let typing = try hub.connection.subscribe(ChatNames.typingSubject(room)) { message in
+            _ = inbox.append(.typing(message))
+        }
+        subscriptions.withLock { $0 = [deliveries, typing] }
+        let task = Task { await self.run() }
+        started.withLock { $0 = task }
+    }
+
+    func stop() {
+        subscriptions.withLock { subscriptions in
+            subscriptions.forEach { $0.unsubscribe() }
+            subscriptions = []
+        }
+        inbox.finish()
+    }
+
+    /// Adds a member and returns once its catch-up (messages after `cursor`) has been queued.
+    func add(_ connection: ClientConnection, cursor: UInt64?, joinSeq: UInt64) async {
+        await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+            if !inbox.append(.add(connection, cursor: cursor, joinSeq: joinSeq, done: done)) { done.resume() }
+        }
+    }
+
+    func remove(_ connectionID: String) {
+        _ = inbox.append(.remove(connectionID))
+    }
+
+    // MARK: The worker (state below is only touched by `run`)
+
+    private func run() async {
+        var state = RoomState(room: room)
+        while let batch = await inbox.takeAll() {
+            for event in batch {
+                await handle(event, &state)
+            }
+        }
+    }
+
+    struct RoomState {
+        let room: RoomID
+        var members: [String: Member] = [:]
+        /// Highest `seq` delivered to the room's members; nil until the first member's join tells us.
+        var lastSeq: UInt64?
+        var lastStreamSeq: UInt64 = 0
+        /// Deliveries that arrived before `lastSeq` was known.
+        var early: [NATSMessage] = []
+        init(room: RoomID) { self.room = room }
+    }
+
+    private func handle(_ event: Event, _ state: inout RoomState) async {
+        switch event {
+        case .delivery(let message):
+            if state.lastSeq == nil {
+                state.early.append(message)
+            } else {
+                await deliver(message, &state)
+            }
+        case .typing(let message):
+            let sender = message.headers[ChatNames.userHeader]
+            let frame = ByteBuffer(bytes: message.payload)
+            for member in state.members.values where member.connection.userID.rawValue != sender {
+                member.connection.send(frame)
+            }
+        case .add(let connection, let cursor, let joinSeq, let done):
+            if state.lastSeq == nil {
+                state.lastSeq = joinSeq
+                let early = state.early
+                state.early = []
+                for message in early { await deliver(message, &state) }
+            }
+            let roomSeq = state.lastSeq ?? joinSeq
+            let start = min(cursor ?? joinSeq, roomSeq)
+            var member = Member(connection: connection, cursor: start)
+            if start < roomSeq {
+                await catchUp(&member, to: roomSeq)
+            }
+            state.members[connection.id] = member
+            done.resume()
+        case .remove(let id):
+            state.members[id] = nil
+        }
+    }
+
+    /// Sends `member` the messages after its cursor up to `target`, from history.
+    private func catchUp(_ member: inout Member, to target: UInt64) async {
+        while member.cursor < target {
+            guard let page = await history(after: member.cursor, limit: Int(min(target - member.cursor, 200))), !page.isEmpty else { return }
+            for message in page where message.seq > member.cursor && message.seq <= target {
+                member.connection.send(ServerFrame.message(message))
+                member.cursor = message.seq
+            }
+        }
+    }
+
+    private func deliver(_ message: NATSMessage, _ state: inout RoomState) async {
+        let streamSeq = message.headers[ChatNames.streamSeqHeader].flatMap(UInt64.init) ?? 0
+        if streamSeq != 0, streamSeq <= state.lastStreamSeq {
+            hub.metrics.duplicatesDropped.increment()
+            return
+        }
+        guard let seq = message.headers[ChatNames.roomSeqHeader].flatMap(UInt64.init) else {
+            // Presence and other room events: no per-room seq, deduplicated by stream sequence.
+            state.lastStreamSeq = max(state.lastStreamSeq, streamSeq)
+            let frame = ByteBuffer(bytes: message.payload)
+            for member in state.members.values { member.connection.send(frame) }
+            return
+        }
+        let last = state.lastSeq ?? 0
+        if seq <= last {
+            hub.metrics.duplicatesDropped.increment()
+            state.lastStreamSeq = max(state.lastStreamSeq, streamSeq)
+            return
+        }
+        if seq > last + 1 {
+            await fillGap(from: last, to: seq - 1, &state)
+        }
+        let frame = ByteBuffer(bytes: message.payload)
+        for id in state.members.keys {
+            guard var member = state.members[id], member.cursor < seq else { continue }
+            member.connection.send(frame)
+            member.cursor = seq
+            state.members[id] = member
+        }
+        state.lastSeq = seq
+        state.lastStreamSeq = max(state.lastStreamSeq, streamSeq)
+    }
+
+    /// Fetches and delivers the messages (`after`, `through`] that never arrived live.
+    private func fillGap(from after: UInt64, to through: UInt64, _ state: inout RoomState) async {
+        var cursor = after
+        while cursor < through {
+            guard let page = await history(after: cursor, limit: Int(min(through - cursor, 200))), !page.isEmpty else {
+                hub.logger.warning("gap could not be filled", metadata: ["room_id": "\(room)", "after": "\(cursor)", "through": "\(through)"])
+                break
+            }
+            for message in page where message.seq > cursor && message.seq <= through {
+                hub.metrics.gapFills.increment()
+                let frame = ByteBuffer(bytes: ServerFrame.message(message))
+                for id in state.members.keys {
+                    guard var member = state.members[id], member.cursor < message.seq else { continue }
+                    member.connection.send(frame)
+                    member.cursor = message.seq
+                    state.members[id] = member
+                }
+                cursor = message.seq
+            }
+        }
+        state.lastSeq = max(state.lastSeq ?? 0, cursor)
+    }
+
+    private func history(after: UInt64, limit: Int) async -> [ChatMessage]? {
+        for attempt in 0..<3 {
+            do {
+                let result: ServiceAPI.HistoryResult = try await hub.chat.call(.history, ServiceAPI.History(roomID: room.rawValue, limit: limit, after: after))
+                return result.messages
+            } catch {
+                hub.logger.warning("history fetch failed", metadata: ["room_id": "\(room)", "attempt": "\(attempt)", "error": "\(error)"])
+            }
+        }
+        return nil
+    }
+}
