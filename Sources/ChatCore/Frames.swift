@@ -27,7 +27,7 @@ public enum ClientFrame: Sendable, Equatable {
     private struct Envelope: Decodable { var type: String }
     private struct Join: Decodable {
         var room_id: String
-        var since: UInt64?
+        var since: Double?
     }
     private struct Leave: Decodable { var room_id: String? }
     private struct Message: Decodable {
@@ -37,8 +37,18 @@ public enum ClientFrame: Sendable, Equatable {
     }
     private struct History: Decodable {
         var room_id: String
-        var limit: Int?
-        var before: UInt64?
+        var limit: Double?
+        var before: Double?
+    }
+
+    /// Numbers are read as JSON numbers and then checked, so `-1` or `1e300` get a precise error
+    /// instead of a generic "invalid JSON".
+    private static func count(_ value: Double?, _ field: String) throws(ChatError) -> UInt64? {
+        guard let value else { return nil }
+        guard value >= 0, value <= 9_007_199_254_740_991, value.rounded() == value else {
+            throw ChatError(.invalidRequest, "field '\(field)' must be a non-negative integer")
+        }
+        return UInt64(value)
     }
     private struct RoomRef: Decodable { var room_id: String }
 
@@ -48,7 +58,7 @@ public enum ClientFrame: Sendable, Equatable {
         switch envelope.type {
         case "join":
             let frame = try ChatJSON.decode(Join.self, from: bytes)
-            return .join(roomID: frame.room_id, since: frame.since)
+            return .join(roomID: frame.room_id, since: try count(frame.since, "since"))
         case "leave":
             return .leave(roomID: try ChatJSON.decode(Leave.self, from: bytes).room_id)
         case "message":
@@ -56,7 +66,8 @@ public enum ClientFrame: Sendable, Equatable {
             return .message(content: frame.content, roomID: frame.room_id, clientMessageID: frame.client_msg_id)
         case "history":
             let frame = try ChatJSON.decode(History.self, from: bytes)
-            return .history(roomID: frame.room_id, limit: frame.limit, before: frame.before)
+            let limit = try count(frame.limit, "limit").map { Int(min($0, UInt64(Int.max))) }
+            return .history(roomID: frame.room_id, limit: limit, before: try count(frame.before, "before"))
         case "members":
             return .members(roomID: try ChatJSON.decode(RoomRef.self, from: bytes).room_id)
         case "room_list":

@@ -235,7 +235,9 @@ public enum ChatJSON {
         }
         switch error {
         case .keyNotFound(let key, _): return "missing field '\(key.stringValue)'"
-        case .typeMismatch(let type, let context): return "field '\(path(context.codingPath))' must be \(describe(type))"
+        case .typeMismatch(let type, let context):
+            if context.codingPath.isEmpty { return "the message must be a JSON object" }
+            return "field '\(path(context.codingPath))' must be \(describe(type))"
         case .valueNotFound(let type, let context): return "field '\(path(context.codingPath))' must be \(describe(type)), not null"
         case .dataCorrupted(let context):
             return context.codingPath.isEmpty ? "invalid JSON" : "field '\(path(context.codingPath))' is invalid: \(context.debugDescription)"
@@ -247,6 +249,7 @@ public enum ChatJSON {
         switch type {
         case is String.Type: "a string"
         case is Int.Type, is UInt64.Type, is Int64.Type: "an integer"
+        case is Double.Type: "a number"
         case is Bool.Type: "a boolean"
         default: "of type \(type)"
         }

@@ -1,0 +1,125 @@
+@testable import ChatCore
+import Foundation
+import Testing
+
+@Suite("Identifiers and names: nothing unsafe reaches a subject or key")
+struct ValidationTests {
+    @Test(arguments: ["a.b", "*", ">", "", " ", "room id", "../etc/passwd", "chat.room.>", "0000000-0000-0000-0000-000000000000",
+                      "00000000-0000-0000-0000-00000000000g", "00000000_0000-0000-0000-000000000000", "00000000-0000-0000-0000-0000000000000"])
+    func hostileRoomIDsAreRejected(_ text: String) {
+        #expect(RoomID(text) == nil)
+        #expect(UserID(text) == nil)
+    }
+
+    @Test func uuidsAreCanonicalised() throws {
+        let id = try #require(RoomID("6F9619FF-8B86-D011-B42D-00C04FC964FF"))
+        #expect(id.rawValue == "6f9619ff-8b86-d011-b42d-00c04fc964ff")
+        #expect(ChatNames.messageSubject(id) == "chat.room.6f9619ff-8b86-d011-b42d-00c04fc964ff.msg")
+        let random = RoomID.random()
+        #expect(RoomID(random.rawValue) == random)
+        #expect(random.rawValue.count == 36)
+    }
+
+    @Test func tokensAllowOnlySafeCharacters() {
+        #expect(GatewayID("gw-1_A") != nil)
+        for bad in ["gw.1", "gw*", "gw>", "gw 1", "", String(repeating: "a", count: 65), "gw/1", "é"] {
+            #expect(GatewayID(bad) == nil, "\(bad)")
+            #expect(ClientMessageID(bad) == nil, "\(bad)")
+        }
+    }
+
+    @Test func usernamesAndRoomNames() throws {
+        #expect(Username("  ann  ")?.rawValue == "ann")
+        #expect(Username(String(repeating: "x", count: 32)) != nil)
+        #expect(Username(String(repeating: "x", count: 33)) == nil)
+        #expect(Username("") == nil)
+        #expect(Username("a\u{0}b") == nil)
+        #expect(Username("a\nb") == nil)
+        #expect(Username("evil\u{202E}txt") == nil, "right-to-left override is refused")
+        #expect(Username("<img src=x>")?.rawValue == "<img src=x>", "HTML is data, escaped by clients")
+        #expect(Username("👩‍💻 dev")?.rawValue == "👩‍💻 dev")
+        #expect(RoomName("General")?.normalized == RoomName(" general ")?.normalized)
+        #expect(RoomName(String(repeating: "é", count: 64)) != nil)
+        #expect(RoomName(String(repeating: "é", count: 65)) == nil)
+    }
+
+    @Test func keysHexEncodeUntrustedText() throws {
+        let room = try #require(RoomID("6f9619ff-8b86-d011-b42d-00c04fc964ff"))
+        let key = ChatNames.idempotencyKey(room, try #require(Username("a.b *>")), try #require(ClientMessageID("c-1")))
+        #expect(key == "6f9619ff-8b86-d011-b42d-00c04fc964ff.612e62202a3e.c-1")
+        #expect(ChatNames.roomNameKey(try #require(RoomName("Ab"))) == ChatNames.roomNameKey(try #require(RoomName("aB"))))
+    }
+}
+
+@Suite("WebSocket frames")
+struct FrameTests {
+    func parse(_ text: String) throws(ChatError) -> ClientFrame { try ClientFrame.parse(Array(text.utf8)) }
+
+    @Test func seedFramesParse() throws {
+        #expect(try parse(#"{"type":"join","room_id":"r"}"#) == .join(roomID: "r", since: nil))
+        #expect(try parse(#"{"type":"join","room_id":"r","since":7}"#) == .join(roomID: "r", since: 7))
+        #expect(try parse(#"{"type":"leave"}"#) == .leave(roomID: nil))
+        #expect(try parse(#"{"type":"message","content":"Hello!"}"#) == .message(content: "Hello!", roomID: nil, clientMessageID: nil))
+        #expect(try parse(#"{"type":"history","room_id":"r","limit":5,"before":9}"#) == .history(roomID: "r", limit: 5, before: 9))
+        #expect(try parse(#"{"type":"members","room_id":"r"}"#) == .members(roomID: "r"))
+        #expect(try parse(#"{"type":"room_list"}"#) == .roomList)
+        #expect(try parse(#"{"type":"typing","room_id":"r","extra":true}"#) == .typing(roomID: "r"))
+    }
+
+    @Test(arguments: [
+        (#"not json"#, "invalid JSON"),
+        (#"{"type":"dance"}"#, "unknown message type 'dance'"),
+        (#"{"room_id":"r"}"#, "missing field 'type'"),
+        (#"{"type":"join"}"#, "missing field 'room_id'"),
+        (#"{"type":"join","room_id":5}"#, "field 'room_id' must be a string"),
+        (#"{"type":"message","content":null}"#, "field 'content' must be a string, not null"),
+        (#"{"type":"join","room_id":"r","since":-1}"#, "field 'since'"),
+        (#"{"type":"join","room_id":"r","since":1e300}"#, "field 'since'"),
+        (#"[1,2]"#, "must be a JSON object"),
+        (#"{"type":"history","room_id":"r","limit":2.5}"#, "field 'limit' must be a non-negative integer"),
+    ])
+    func badFramesGetPreciseErrors(_ input: String, _ expected: String) {
+        do {
+            _ = try parse(input)
+            Issue.record("\(input) parsed")
+        } catch {
+            #expect(error.code == .invalidRequest)
+            #expect(error.error.contains(expected), "\(error.error)")
+        }
+    }
+
+    @Test func deepNestingIsAnErrorNotACrash() {
+        let deep = String(repeating: "[", count: 100_000) + String(repeating: "]", count: 100_000)
+        #expect(throws: ChatError.self) { _ = try parse(deep) }
+    }
+
+    @Test func serverFramesKeepTheSeedShapeAndEscapeNothingAway() throws {
+        let room = RoomID.random()
+        let message = ChatMessage(messageID: "m", roomID: room, userID: UserID.random(), username: "ann", content: "<script>\"x\"</script>", timestamp: "t", seq: 3)
+        let json = try #require(try JSONSerialization.jsonObject(with: Data(ServerFrame.message(message))) as? [String: Any])
+        #expect(json["type"] as? String == "message")
+        #expect(json["room_id"] as? String == room.rawValue)
+        #expect(json["content"] as? String == "<script>\"x\"</script>")
+        #expect(json["seq"] as? Int == 3)
+        for key in ["message_id", "user_id", "username", "timestamp"] { #expect(json[key] != nil, "\(key)") }
+
+        let error = try #require(try JSONSerialization.jsonObject(with: Data(ServerFrame.error(ChatError(.rateLimited, "slow"), clientMessageID: "c", retryAfterMilliseconds: 50))) as? [String: Any])
+        #expect(error["type"] as? String == "error")
+        #expect(error["code"] as? String == "rate_limited")
+        #expect(error["retry_after_ms"] as? Int == 50)
+        #expect(error["client_msg_id"] as? String == "c")
+
+        let event = PresenceEvent(roomID: room, userID: UserID.random(), username: "bob", timestamp: "t")
+        let frame = try #require(ServerFrame.forEvent(type: "UserLeft.v1", payload: ChatJSON.encode(event)))
+        #expect(frame.room == room)
+        #expect(frame.seq == nil)
+        let presence = try #require(try JSONSerialization.jsonObject(with: Data(frame.frame)) as? [String: Any])
+        #expect(presence["type"] as? String == "user_left")
+        #expect(ServerFrame.forEvent(type: "Bogus.v9", payload: []) == nil)
+    }
+
+    @Test func timestampsAreRFC3339UTC() {
+        let text = ChatTime.format(Date(timeIntervalSince1970: 1_705_314_600.5))
+        #expect(text == "2024-01-15T10:30:00.500Z")
+    }
+}
