@@ -101,7 +101,7 @@ let package = Package(
         .executableTarget(name: "gateway", dependencies: ["Gateway", "ServiceSupport"], swiftSettings: swiftSettings),
         .executableTarget(name: "chat-service", dependencies: ["ChatService", "ServiceSupport"], swiftSettings: swiftSettings),
         .executableTarget(name: "broadcaster", dependencies: ["Broadcaster", "ServiceSupport"], swiftSettings: swiftSettings),
-        .executableTarget(name: "nats-bench", dependencies: ["NATS", "NATSTesting"], swiftSettings: swiftSettings),
+        .executableTarget(name: "nats-bench", dependencies: ["CNATS", "NATS", "NATSTesting"], swiftSettings: swiftSettings),
         .testTarget(
             name: "NATSTests",
             dependencies: ["NATS", "NATSTesting"],

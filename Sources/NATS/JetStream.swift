@@ -156,7 +156,8 @@ public struct JetStream: Sendable {
     }
 
     static func decodeAck(_ payload: [UInt8], subject: String) throws(NATSError) -> PublishAck {
-        try decode(payload, as: PublishAck.self, context: "publish \(subject)")
+        if let ack = PublishAck.parseFast(payload) { return ack }
+        return try decode(payload, as: PublishAck.self, context: "publish \(subject)")
     }
 
     // MARK: Reading

@@ -168,6 +168,46 @@ public struct PublishAck: Codable, Sendable, Equatable {
     }
 }
 
+extension PublishAck {
+    /// The common acknowledgement `{"stream":"S","seq":N}` (optionally `"duplicate":true`, `"domain"`)
+    /// without JSONDecoder, which dominates the cost of a pipelined publish. Anything else (errors,
+    /// unexpected shapes) returns nil and takes the full decoder.
+    static func parseFast(_ payload: [UInt8]) -> PublishAck? {
+        guard payload.first == UInt8(ascii: "{"), payload.count < 512 else { return nil }
+        func find(_ key: String) -> Int? {
+            let needle = Array("\"\(key)\":".utf8)
+            guard payload.count >= needle.count else { return nil }
+            for index in 0...(payload.count - needle.count) where payload[index] == needle[0] {
+                if Array(payload[index..<(index + needle.count)]) == needle { return index + needle.count }
+            }
+            return nil
+        }
+        if find("error") != nil { return nil }
+        guard var index = find("stream"), index < payload.count, payload[index] == UInt8(ascii: "\"") else { return nil }
+        index += 1
+        var stream: [UInt8] = []
+        while index < payload.count, payload[index] != UInt8(ascii: "\"") {
+            if payload[index] == UInt8(ascii: "\\") { return nil }
+            stream.append(payload[index])
+            index += 1
+        }
+        guard var digit = find("seq") else { return nil }
+        var sequence: UInt64 = 0
+        var digits = 0
+        while digit < payload.count, payload[digit] >= 0x30, payload[digit] <= 0x39 {
+            let (product, overflow1) = sequence.multipliedReportingOverflow(by: 10)
+            let (sum, overflow2) = product.addingReportingOverflow(UInt64(payload[digit] - 0x30))
+            guard !overflow1, !overflow2 else { return nil }
+            sequence = sum
+            digit += 1
+            digits += 1
+        }
+        guard digits > 0 else { return nil }
+        let duplicate = find("duplicate").map { Array(payload[$0..<min($0 + 4, payload.count)]) == Array("true".utf8) } ?? false
+        return PublishAck(stream: String(decoding: stream, as: UTF8.self), sequence: sequence, duplicate: duplicate)
+    }
+}
+
 struct APIError: Codable, Sendable {
     var code: Int
     var errCode: Int?

@@ -78,6 +78,7 @@ final class ConnectionHandle: @unchecked Sendable {
         // Bounded delivery threads: without this every async subscription gets a thread of its own.
         try LibNATS.check(natsOptions_UseGlobalMessageDelivery(options, configuration.sharedDeliveryThreads), "use global delivery")
         try LibNATS.check(natsOptions_SetMaxPendingMsgs(options, Int32(configuration.subscriptionPendingLimit)), "set max pending")
+        try LibNATS.check(natsOptions_SetSendAsap(options, configuration.sendAsap), "set send asap")
         // Fail requests at once on disconnect rather than letting every caller wait out its timeout.
         try LibNATS.check(natsOptions_SetFailRequestsOnDisconnect(options, true), "fail requests on disconnect")
 
