@@ -178,7 +178,11 @@ extension PublishAck {
             let needle = Array("\"\(key)\":".utf8)
             guard payload.count >= needle.count else { return nil }
             for index in 0...(payload.count - needle.count) where payload[index] == needle[0] {
-                if Array(payload[index..<(index + needle.count)]) == needle { return index + needle.count }
+                if Array(payload[index..<(index + needle.count)]) == needle {
+                    var value = index + needle.count
+                    while value < payload.count, payload[value] == UInt8(ascii: " ") { value += 1 }
+                    return value
+                }
             }
             return nil
         }

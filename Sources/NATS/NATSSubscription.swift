@@ -1,18 +1,19 @@
 import Synchronization
 
-/// A bounded single-consumer queue between a libnats delivery thread and one Swift task.
+/// A bounded single-consumer queue between a libnats delivery thread (or any producer) and one task.
 ///
-/// The consumer takes everything queued in one lock acquisition, so the cost of waking a task is paid
-/// per batch, not per message. Overflow policy: when `limit` elements are queued, new elements are
-/// dropped and counted (the same policy as a NATS slow consumer), so a stalled consumer can never grow
-/// memory without bound and never blocks the libnats thread.
-enum AppendOutcome<Element: Sendable> { case queued, dropped, wake(CheckedContinuation<[Element]?, Never>) }
-
+/// The consumer takes everything queued in one lock acquisition, and a producer only resumes the
+/// consumer when it is parked, handing it no element: by the time the consumer runs, more elements
+/// have usually arrived, so the cost of waking a task is paid per batch, not per message.
+/// Overflow policy: when `limit` elements are queued, new elements are dropped and counted (the same
+/// policy as a NATS slow consumer), so a stalled consumer never grows memory without bound and never
+/// blocks the producer.
 public final class MessageBuffer<Element: Sendable>: Sendable {
     private struct State {
         var items: [Element] = []
-        var waiter: CheckedContinuation<[Element]?, Never>?
+        var waiter: CheckedContinuation<Void, Never>?
         var finished = false
+        var woken = false
         var dropped = 0
     }
 
@@ -24,68 +25,87 @@ public final class MessageBuffer<Element: Sendable>: Sendable {
     /// Returns false when the element was dropped (buffer full or finished).
     @discardableResult
     public func append(_ element: Element) -> Bool {
-        let outcome: AppendOutcome<Element> = state.withLock { state in
-            guard !state.finished else { return .dropped }
-            if let waiter = state.waiter {
-                state.waiter = nil
-                return .wake(waiter)
-            }
+        let (accepted, waiter): (Bool, CheckedContinuation<Void, Never>?) = state.withLock { state in
+            guard !state.finished else { return (false, nil) }
             if state.items.count >= limit {
                 state.dropped += 1
-                return .dropped
+                return (false, nil)
             }
             state.items.append(element)
-            return .queued
+            defer { state.waiter = nil }
+            return (true, state.waiter)
         }
-        switch outcome {
-        case .queued: return true
-        case .dropped: return false
-        case .wake(let waiter):
-            waiter.resume(returning: [element])
-            return true
-        }
+        waiter?.resume()
+        return accepted
     }
 
+    /// Ends the sequence: queued elements are still returned, then `takeAll` returns nil.
     public func finish() {
         let waiter = state.withLock { state in
             state.finished = true
             defer { state.waiter = nil }
             return state.waiter
         }
-        waiter?.resume(returning: nil)
+        waiter?.resume()
     }
 
     public var dropped: Int { state.withLock { $0.dropped } }
     public var count: Int { state.withLock { $0.items.count } }
 
-    /// Everything queued, waiting if nothing is; nil once finished and empty, or when the task is cancelled.
+    private enum Take {
+        case batch([Element])
+        case finished
+        case woken
+        case wait
+    }
+
+    private func take(_ state: inout State) -> Take {
+        if !state.items.isEmpty {
+            let batch = state.items
+            state.items = []
+            state.items.reserveCapacity(min(batch.count, 1024))
+            return .batch(batch)
+        }
+        if state.finished { return .finished }
+        if state.woken {
+            state.woken = false
+            return .woken
+        }
+        return .wait
+    }
+
+    /// Everything queued, waiting if nothing is; nil once finished and empty, or when the task is
+    /// cancelled; [] when `wake()` was called with nothing queued.
     public func takeAll() async -> [Element]? {
-        if let ready = takeReady() { return ready.isEmpty ? nil : ready }
-        return await withTaskCancellationHandler {
-            await withCheckedContinuation { (continuation: CheckedContinuation<[Element]?, Never>) in
-                let immediate: [Element]?? = state.withLock { state in
-                    if !state.items.isEmpty {
-                        defer { state.items.removeAll(keepingCapacity: true) }
-                        return .some(state.items)
+        while true {
+            switch state.withLock({ take(&$0) }) {
+            case .batch(let batch): return batch
+            case .finished: return nil
+            case .woken: return []
+            case .wait: break
+            }
+            if Task.isCancelled { return nil }
+            await withTaskCancellationHandler {
+                await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                    let ready = state.withLock { state in
+                        if !state.items.isEmpty || state.finished || state.woken || Task.isCancelled { return true }
+                        state.waiter = continuation
+                        return false
                     }
-                    if state.finished || Task.isCancelled { return .some(nil) }
-                    state.waiter = continuation
-                    return .none
+                    if ready { continuation.resume() }
                 }
-                if let immediate { continuation.resume(returning: immediate) }
+            } onCancel: {
+                let waiter = state.withLock { state in
+                    defer { state.waiter = nil }
+                    return state.waiter
+                }
+                waiter?.resume()
             }
-        } onCancel: {
-            let waiter = state.withLock { state in
-                defer { state.waiter = nil }
-                return state.waiter
-            }
-            waiter?.resume(returning: nil)
         }
     }
 
     /// Like `takeAll`, but returns [] when nothing arrived before `deadline`.
     public func takeAll(until deadline: ContinuousClock.Instant) async -> [Element]? {
-        if let ready = takeReady() { return ready.isEmpty ? nil : ready }
         let timer = Task { [weak self] in
             try? await Task.sleep(until: deadline)
             if !Task.isCancelled { self?.wake() }
@@ -94,26 +114,14 @@ public final class MessageBuffer<Element: Sendable>: Sendable {
         return await takeAll()
     }
 
-    /// Resumes a waiting consumer with an empty batch.
+    /// Makes a waiting (or the next) `takeAll` return [] if nothing is queued.
     public func wake() {
         let waiter = state.withLock { state in
+            state.woken = true
             defer { state.waiter = nil }
             return state.waiter
         }
-        waiter?.resume(returning: [])
-    }
-
-    /// nil: nothing ready, must wait; []: finished; else the batch.
-    private func takeReady() -> [Element]? {
-        state.withLock { state in
-            if !state.items.isEmpty {
-                let batch = state.items
-                state.items = []
-                state.items.reserveCapacity(min(batch.count, 1024))
-                return batch
-            }
-            return state.finished ? [] : nil
-        }
+        waiter?.resume()
     }
 }
 
