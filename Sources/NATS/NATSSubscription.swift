@@ -155,7 +155,10 @@ public final class NATSSubscription: AsyncSequence, Sendable {
         var batch: [NATSMessage] = []
         var index = 0
 
-        public mutating func next() async -> NATSMessage? {
+        /// Returns buffered messages without leaving the caller's actor; only an empty buffer awaits.
+        /// (A plain nonisolated `next()` would hop executors twice per message when iterated from an
+        /// actor, which costs far more than the message itself.)
+        public mutating func next(isolation actor: isolated (any Actor)? = #isolation) async -> NATSMessage? {
             if index < batch.count {
                 defer { index += 1 }
                 return batch[index]
@@ -169,8 +172,10 @@ public final class NATSSubscription: AsyncSequence, Sendable {
             }
         }
 
-        /// The rest of the current batch plus anything queued, without waiting (for batch processing).
-        public mutating func nextBatch() async -> [NATSMessage]? {
+        public mutating func next() async -> NATSMessage? { await next(isolation: nil) }
+
+        /// The rest of the current batch plus anything queued (for batch processing).
+        public mutating func nextBatch(isolation actor: isolated (any Actor)? = #isolation) async -> [NATSMessage]? {
             if index < batch.count {
                 defer { batch = []; index = 0 }
                 return Array(batch[index...])

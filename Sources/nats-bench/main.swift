@@ -174,6 +174,7 @@ struct Bench {
             defer { subscription.unsubscribe() }
             try await subscriber.flush()
             let start = ContinuousClock.now
+            // One element at a time, as an ordinary `for await` consumer would.
             let consumer = Task {
                 var count = 0
                 for await _ in subscription {
