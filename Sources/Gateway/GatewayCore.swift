@@ -59,6 +59,9 @@ public final class GatewayCore: Service, Sendable {
                         self.metrics.natsConnected.record(event == .reconnected ? 1 : 0)
                     }
                 }
+                // The handler below only closes the sockets; this ends the loops above, else run()
+                // never returns and the ServiceGroup (and the process) waits forever after SIGTERM.
+                group.addTask { try? await gracefulShutdown() }
                 await group.next()
                 group.cancelAll()
             }
