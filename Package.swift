@@ -13,6 +13,7 @@ let package = Package(
         .executable(name: "chat-service", targets: ["chat-service"]),
         .executable(name: "broadcaster", targets: ["broadcaster"]),
         .executable(name: "nats-bench", targets: ["nats-bench"]),
+        .executable(name: "chat-history-bench", targets: ["chat-history-bench"]),
     ],
     dependencies: [
         // traits: [] keeps SwiftPM from reordering trait flags (full rebuilds) and drops swift-configuration.
@@ -101,6 +102,11 @@ let package = Package(
         .executableTarget(name: "gateway", dependencies: ["Gateway", "ServiceSupport"], swiftSettings: swiftSettings),
         .executableTarget(name: "chat-service", dependencies: ["ChatService", "ServiceSupport"], swiftSettings: swiftSettings),
         .executableTarget(name: "broadcaster", dependencies: ["Broadcaster", "ServiceSupport"], swiftSettings: swiftSettings),
+        .executableTarget(
+            name: "chat-history-bench",
+            dependencies: ["ChatService", "ChatCore", "NATS", "NATSTesting", "ServiceSupport"],
+            swiftSettings: swiftSettings
+        ),
         .executableTarget(name: "nats-bench", dependencies: ["CNATS", "NATS", "NATSTesting"], swiftSettings: swiftSettings),
         .testTarget(
             name: "NATSTests",
