@@ -1,48 +1,37 @@
 /// Validated values. Each initializer returns nil for anything unsafe, so code that holds one of these
 /// types may put it into a NATS subject or KV key.
 
-/// A lowercase canonical UUID (8-4-4-4-12 hex). Uppercase input is accepted and lowercased.
-public struct RoomID: Hashable, Sendable, Codable, CustomStringConvertible {
+/// A lowercase canonical UUID (8-4-4-4-12 hex); uppercase input is accepted and lowercased. `Kind`
+/// keeps room ids and user ids apart in the type system.
+public struct UUIDIdentifier<Kind>: Hashable, Sendable, Codable, CustomStringConvertible {
     public let rawValue: String
+
     public init?(_ text: String) {
         guard let canonical = canonicalUUID(text) else { return nil }
         rawValue = canonical
     }
-    public static func random() -> RoomID { RoomID(newUUID())! }
+
+    public static func random() -> Self { Self(newUUID())! }
     public var description: String { rawValue }
+
     public init(from decoder: any Decoder) throws {
         let text = try decoder.singleValueContainer().decode(String.self)
-        guard let id = RoomID(text) else {
-            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "not a room id"))
+        guard let id = Self(text) else {
+            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "not a UUID"))
         }
         self = id
     }
+
     public func encode(to encoder: any Encoder) throws {
         var container = encoder.singleValueContainer()
         try container.encode(rawValue)
     }
 }
 
-public struct UserID: Hashable, Sendable, Codable, CustomStringConvertible {
-    public let rawValue: String
-    public init?(_ text: String) {
-        guard let canonical = canonicalUUID(text) else { return nil }
-        rawValue = canonical
-    }
-    public static func random() -> UserID { UserID(newUUID())! }
-    public var description: String { rawValue }
-    public init(from decoder: any Decoder) throws {
-        let text = try decoder.singleValueContainer().decode(String.self)
-        guard let id = UserID(text) else {
-            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "not a user id"))
-        }
-        self = id
-    }
-    public func encode(to encoder: any Encoder) throws {
-        var container = encoder.singleValueContainer()
-        try container.encode(rawValue)
-    }
-}
+public enum RoomKind {}
+public enum UserKind {}
+public typealias RoomID = UUIDIdentifier<RoomKind>
+public typealias UserID = UUIDIdentifier<UserKind>
 
 /// A gateway instance id: 1–64 of `[A-Za-z0-9_-]`.
 public struct GatewayID: Hashable, Sendable, Codable, CustomStringConvertible {
