@@ -74,17 +74,7 @@ public final class ChatServiceRunner: Service, Sendable {
 
     public func health() -> (healthy: Bool, body: [UInt8]) {
         let (connection, service) = state.withLock { ($0.connection, $0.service) }
-        let status = connection?.status ?? .connecting
-        let body: [String: Any] = [
-            "status": status == .connected ? "ok" : "degraded",
-            "service": "chat-service",
-            "instance": configuration.instanceID,
-            "version": ChatVersion.current,
-            "nats": ["status": status.rawValue, "url": connection?.connectedURL ?? "", "reconnects": connection?.reconnects ?? 0],
-            "service_id": service?.id ?? "",
-        ]
-        let data = (try? JSONSerialization.data(withJSONObject: body, options: [.sortedKeys])) ?? Data()
-        return (status == .connected, Array(data))
+        return HealthReport.make(service: "chat-service", instance: configuration.instanceID, connection: connection, extra: ["service_id": service?.id ?? ""])
     }
 }
 

@@ -1,18 +1,7 @@
 import Broadcaster
-import Foundation
-import Logging
 import ServiceSupport
 
-Observability.bootstrapLogging()
-let logger = Logger(label: "broadcaster")
-do {
-    let configuration = try BroadcasterConfiguration.fromEnvironment()
-    let (app, _) = buildBroadcaster(configuration: configuration, logger: logger)
+await ServiceMain.run("broadcaster") { logger in
+    let (app, _) = buildBroadcaster(configuration: try BroadcasterConfiguration.fromEnvironment(), logger: logger)
     try await app.runService()
-} catch let error as ConfigurationError {
-    logger.critical("invalid configuration: \(error)")
-    exit(2)
-} catch {
-    logger.critical("broadcaster stopped: \(error)")
-    exit(1)
 }
