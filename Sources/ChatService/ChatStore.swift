@@ -54,6 +54,8 @@ public final class ChatStore: Sendable {
     private let roomCache = Mutex<[RoomID: Room]>([:])
     private let positions = Mutex<[RoomID: Position]>([:])
     private let roomWriters = KeyedSerializer<RoomID>()
+    /// When this replica last recorded each gateway as alive (joins count as a sign of life).
+    private let gatewaysTouched = Mutex<[GatewayID: ContinuousClock.Instant]>([:])
 
     private init(connection: NATSConnection, rooms: KeyValue, members: KeyValue, idempotency: KeyValue, gateways: KeyValue, leases: KeyValue, configuration: ChatServiceConfiguration, logger: Logger) {
         self.connection = connection
@@ -198,8 +200,17 @@ public final class ChatStore: Sendable {
             // nil: already a member; joining again changes nothing and emits nothing.
             let joined = try await members.createIfAbsent(ChatNames.memberKey(id, user), ChatJSON.encode(member)) != nil
             if joined {
-                // A join is also a sign of life of its gateway, so presence expiry never races a first heartbeat.
-                try await touchGateway(gateway, connections: nil)
+                // A join is also a sign of life of its gateway, so a gateway that dies before its first
+                // heartbeat still has a record for presence expiry to find. Once a second is plenty.
+                let now = ContinuousClock.now
+                let stale = gatewaysTouched.withLock { touched in
+                    guard let last = touched[gateway], now - last < .seconds(1) else {
+                        touched[gateway] = now
+                        return true
+                    }
+                    return false
+                }
+                if stale { try await touchGateway(gateway, connections: nil) }
                 try await publishPresence(.userJoined, room: id, user: user, username: username.rawValue, reason: nil)
             }
             let position = try await position(of: id)
