@@ -180,7 +180,15 @@ public final class BroadcasterRunner: Service, Sendable {
 
     private func pump(_ consumer: PullConsumer, connection: NATSConnection) async throws {
         while !Task.isCancelled {
-            let batch = try await consumer.fetch(batch: configuration.batchSize, expires: .seconds(1))
+            // A fetch returns when its batch is full or it expires, so one fetch of `batchSize` held
+            // every event of a quiet room back for up to its 1 s expiry. Wait for the first event
+            // alone, then take only what the server already has (its `pending`), which comes at once.
+            var batch = try await consumer.fetch(batch: 1, expires: .seconds(1))
+            guard let first = batch.first else { continue }
+            let more = min(Int(clamping: first.pending), configuration.batchSize - 1)
+            if more > 0 {
+                batch += try await consumer.fetch(batch: more, expires: .seconds(1))
+            }
             guard let last = batch.last else { continue }
             let start = ContinuousClock.now
             var redelivered: Int64 = 0
