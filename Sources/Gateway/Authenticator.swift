@@ -3,6 +3,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import JWTKit
+import NIOCore
 
 /// Who a WebSocket client is, decided before the upgrade.
 struct Identity: Sendable {
@@ -89,5 +90,45 @@ struct GatewayHTTPError: HTTPResponseError {
 
     func response(from request: Request, context: some RequestContext) throws -> Response {
         Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: ChatJSON.encode(error))))
+    }
+}
+
+/// Hummingbird-websocket answers every refused upgrade with a bare `400` (`Content-Length: 0`): the
+/// status and body of the error thrown by the upgrade check are lost. For a refused `/ws` upgrade this
+/// handler, added first in the pipeline (next to the socket: the gateway serves plain HTTP, no TLS
+/// handler sits there), replaces the bytes of that response with the real one — the error's status
+/// and `{"error","code"}` body — and drops the rest; the upgrader then closes the connection as before.
+final class RefusedUpgradeResponder: ChannelOutboundHandler, RemovableChannelHandler {
+    typealias OutboundIn = IOData
+    typealias OutboundOut = IOData
+
+    private let response: ByteBuffer
+    private var written = false
+
+    init(_ error: GatewayHTTPError) {
+        let body = ChatJSON.encode(error.error)
+        var response = ByteBuffer()
+        response.writeString("HTTP/1.1 \(error.status.code) \(error.status.reasonPhrase)\r\n")
+        response.writeString("Content-Type: application/json\r\nContent-Length: \(body.count)\r\nConnection: close\r\n")
+        if error.status == .unauthorized { response.writeString("WWW-Authenticate: Bearer\r\n") }
+        response.writeString("\r\n")
+        response.writeBytes(body)
+        self.response = response
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        if written {
+            promise?.succeed(())
+            return
+        }
+        written = true
+        context.write(wrapOutboundOut(.byteBuffer(response)), promise: promise)
+    }
+
+    /// Installs the responder on `channel` before the upgrade is refused.
+    static func install(on channel: any Channel, for error: GatewayHTTPError) async {
+        try? await channel.eventLoop.submit {
+            try channel.pipeline.syncOperations.addHandler(RefusedUpgradeResponder(error), position: .first)
+        }.get()
     }
 }

@@ -136,8 +136,14 @@ func addRESTRoutes(to router: Router<GatewayRequestContext>, core: GatewayCore) 
 }
 
 func addWebSocketRoute(to router: Router<GatewayRequestContext>, core: GatewayCore) {
-    router.ws("/ws") { request, _ in
-        _ = try await core.auth.identify(request)
+    router.ws("/ws") { request, context in
+        do throws(GatewayHTTPError) {
+            _ = try await core.auth.identify(request)
+        } catch {
+            // Without this the client would get a bare 400 instead of this error's status and JSON body.
+            await RefusedUpgradeResponder.install(on: context.channel, for: error)
+            throw error
+        }
         return .upgrade([:])
     } onUpgrade: { inbound, outbound, context in
         let identity = try await core.auth.identify(context.request)
