@@ -57,6 +57,7 @@ public final class GatewayCore: Service, Sendable {
                 group.addTask {
                     for await event in self.connection.events() {
                         self.metrics.natsConnected.record(event == .reconnected ? 1 : 0)
+                        if event == .reconnected { self.hub.resyncAll() }
                     }
                 }
                 // The handler below only closes the sockets; this ends the loops above, else run()

@@ -55,6 +55,11 @@ final class RoomHub: Sendable {
         return worker
     }
 
+    /// After a NATS reconnect: every room checks history for messages whose deliveries were lost.
+    func resyncAll() {
+        for worker in rooms.withLock({ $0.values.map(\.worker) }) { worker.resync() }
+    }
+
     /// Counts one local member less; the last one stops the room's worker and subscriptions.
     func release(_ room: RoomID) {
         let stopped: RoomWorker? = rooms.withLock { rooms in
@@ -84,6 +89,7 @@ final class RoomWorker: Sendable {
         case typing(NATSMessage)
         case add(ClientConnection, cursor: UInt64?, joinSeq: UInt64, done: CheckedContinuation<Void, Never>)
         case remove(String)
+        case resync
     }
 
     struct Member {
@@ -134,6 +140,10 @@ final class RoomWorker: Sendable {
 
     func remove(_ connectionID: String) {
         _ = inbox.append(.remove(connectionID))
+    }
+
+    func resync() {
+        _ = inbox.append(.resync)
     }
 
     // MARK: The worker (state below is only touched by `run`)
@@ -189,7 +199,43 @@ final class RoomWorker: Sendable {
             done.resume()
         case .remove(let id):
             state.members[id] = nil
+        case .resync:
+            await resync(&state)
         }
+    }
+
+    /// Deliveries published while this gateway was disconnected from NATS are lost (core NATS is at
+    /// most once), and if no later message comes, nothing reveals the gap. So after a reconnect the
+    /// room fetches whatever history has beyond its last delivered `seq` (retrying while the
+    /// chat-service itself is still reconnecting); later deliveries of those are dropped by `seq`.
+    private func resync(_ state: inout RoomState) async {
+        guard var cursor = state.lastSeq else { return }
+        let pageSize = 200
+        var failures = 0
+        while true {
+            guard let page = await history(after: cursor, limit: pageSize) else {
+                failures += 1
+                if failures >= 40 {
+                    hub.logger.warning("resync after reconnect gave up", metadata: ["room_id": "\(room)", "after": "\(cursor)"])
+                    break
+                }
+                try? await Task.sleep(for: .milliseconds(250))
+                continue
+            }
+            for message in page where message.seq > cursor {
+                hub.metrics.gapFills.increment()
+                let frame = ByteBuffer(bytes: ServerFrame.message(message))
+                for id in state.members.keys {
+                    guard var member = state.members[id], member.cursor < message.seq else { continue }
+                    member.connection.send(frame)
+                    member.cursor = message.seq
+                    state.members[id] = member
+                }
+                cursor = message.seq
+            }
+            if page.count < pageSize { break }
+        }
+        state.lastSeq = max(state.lastSeq ?? 0, cursor)
     }
 
     /// Sends `member` the messages after its cursor up to `target`, from history.
