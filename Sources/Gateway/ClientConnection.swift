@@ -42,7 +42,9 @@ public final class ClientConnection: Sendable {
     @discardableResult
     public func send(_ frame: ByteBuffer) -> Bool {
         if queue.append(.frame(frame)) { return true }
-        disconnectSlowClient()
+        // Refused because the queue is full (a slow client) or finished (the socket is closing, e.g. a
+        // room event raced a normal disconnect): only the first one is a slow-client disconnect.
+        if queue.count >= queue.limit { disconnectSlowClient() }
         return false
     }
 
