@@ -14,6 +14,8 @@ let package = Package(
         .executable(name: "broadcaster", targets: ["broadcaster"]),
         .executable(name: "nats-bench", targets: ["nats-bench"]),
         .executable(name: "chat-history-bench", targets: ["chat-history-bench"]),
+        .executable(name: "chat-bench", targets: ["chat-bench"]),
+        .executable(name: "chat-baseline", targets: ["chat-baseline"]),
     ],
     dependencies: [
         // traits: [] keeps SwiftPM from reordering trait flags (full rebuilds) and drops swift-configuration.
@@ -26,6 +28,7 @@ let package = Package(
         .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.7.1"),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
         .package(url: "https://github.com/hummingbird-project/swift-websocket.git", from: "1.6.2"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
     ],
     targets: [
         .systemLibrary(
@@ -105,6 +108,31 @@ let package = Package(
         .executableTarget(
             name: "chat-history-bench",
             dependencies: ["ChatService", "ChatCore", "NATS", "NATSTesting", "ServiceSupport"],
+            swiftSettings: swiftSettings
+        ),
+        // chat-bench: a load generator speaking only the public WebSocket protocol (plain SwiftNIO, no TLS).
+        .target(
+            name: "ChatBench",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(name: "chat-bench", dependencies: ["ChatBench"], swiftSettings: swiftSettings),
+        // chat-baseline: a single-process in-memory broadcast server on the same stack (benchmark fixture).
+        .executableTarget(
+            name: "chat-baseline",
+            dependencies: [
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
+            ],
             swiftSettings: swiftSettings
         ),
         .executableTarget(name: "nats-bench", dependencies: ["CNATS", "NATS", "NATSTesting"], swiftSettings: swiftSettings),

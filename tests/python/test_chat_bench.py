@@ -1,0 +1,110 @@
+"""Smoke runs of chat-bench (issue 8): a few seconds, small numbers, zero loss required.
+
+chat-bench speaks only the public WebSocket protocol, so the same smoke run goes against the real
+system (nats-server + chat-service + broadcaster + gateway, started by ``system.py``) and against the
+in-memory ``chat-baseline``. chat-bench itself exits non-zero on any loss, duplicate, reordering,
+error frame or unexpected close; the tests also read its ``--json`` report and check the counts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from system import REPO_ROOT, Process, System, free_port, http_get, resolve_binary
+
+SMOKE_TIMEOUT = 120
+
+
+def binary(name: str) -> Path:
+    path = resolve_binary(os.environ.get(f"{name.upper().replace('-', '_')}_BIN", f".build/debug/{name}"))
+    deadline = time.monotonic() + 60  # a concurrent `swift build` may be relinking it
+    while not (path.is_file() and os.access(path, os.X_OK)):
+        if time.monotonic() > deadline:
+            pytest.fail(f"{path} not found: run `swift build` first")
+        time.sleep(0.5)
+    return path
+
+
+def run_bench(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], dict | None]:
+    report = tmp_path / f"bench-{time.monotonic_ns()}.json"
+    process = subprocess.run(
+        [str(binary("chat-bench")), *args, "--json", str(report), "--deadline", "90"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=SMOKE_TIMEOUT,
+    )
+    data = json.loads(report.read_text()) if report.exists() else None
+    return process, data
+
+
+def assert_clean_smoke(process: subprocess.CompletedProcess[str], report: dict | None, members: int) -> None:
+    output = f"stdout:\n{process.stdout}\nstderr:\n{process.stderr}"
+    assert process.returncode == 0, output
+    assert "result: OK" in process.stdout, output
+    assert report is not None and report["ok"], output
+    [phase] = report["phases"]
+    checks = phase["checks"]
+    assert checks == {"missing": 0, "duplicates": 0, "reordered": 0, "stale": 0, "foreignRoom": 0,
+                      "unexpectedCloses": 0, "unacked": 0}, output
+    assert phase["errors"] == {}, output
+    assert phase["sent"] >= 40, output  # 2 rooms x 10 msgs/s x 3 s, give or take a tick
+    assert phase["acks"] == phase["sent"], output
+    # Every message reaches every member of its room, the sender included.
+    assert phase["delivered"] == phase["sent"] * members, output
+    assert phase["latency"]["count"] == phase["delivered"], output
+
+
+class Baseline(Process):
+    kind = "chat-baseline"
+
+    def __init__(self, system: System):
+        self.port = free_port()
+        super().__init__(system, "chat-baseline", [str(binary("chat-baseline")), "--port", str(self.port)], dict(os.environ))
+
+    def probe(self) -> bool:
+        try:
+            return http_get(f"http://127.0.0.1:{self.port}/health", timeout=1)[0] == 200
+        except OSError:
+            return False
+
+
+def test_smoke_against_the_system(make_system, tmp_path):
+    system = make_system()
+    gateway = system.gateway
+    process, report = run_bench(
+        tmp_path, "smoke", "--url", gateway.ws_url(), "--api", gateway.base_url, "--label", "nats-chat",
+        "--gateway-pid", str(gateway.pid),
+    )
+    assert_clean_smoke(process, report, members=5)
+    assert [p["name"] for p in report["phases"][0]["processes"]] == ["gateway", "chat-bench"]
+    gateway.assert_running()
+
+
+def test_smoke_against_the_baseline(tmp_path):
+    system = System(tmp_path / "baseline")
+    baseline = Baseline(system)
+    try:
+        baseline.start().wait_ready()
+        process, report = run_bench(tmp_path, "smoke", "--url", f"ws://127.0.0.1:{baseline.port}/ws", "--label", "baseline")
+        assert_clean_smoke(process, report, members=5)
+        baseline.assert_running()
+    finally:
+        system.stop()
+        baseline.stop()
+
+
+def test_chat_bench_fails_when_the_server_is_unreachable(tmp_path):
+    port = free_port()  # nothing listens there
+    process, report = run_bench(tmp_path, "smoke", "--url", f"ws://127.0.0.1:{port}/ws")
+    assert process.returncode != 0, process.stdout + process.stderr
+    assert report is None
+
+
+def test_usage_errors_exit_2():
+    process = subprocess.run([str(binary("chat-bench")), "no-such-scenario"], capture_output=True, text=True, timeout=30)
+    assert process.returncode == 2
+    assert "usage: chat-bench" in process.stderr
