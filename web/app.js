@@ -11,7 +11,7 @@
   const HISTORY_PAGE = 50;             // messages per history request
   const ROOM_LIST_REFRESH_MS = 30000;  // room_created frames keep the list current; this is a fallback
   const SEND_TIMEOUT_MS = 10000;       // no ack within this while connected: the send is marked failed
-  const TYPING_SEND_EVERY_MS = 2000;   // the gateway forwards at most one typing notice per 2 s anyway
+  const TYPING_SEND_EVERY_MS = 2200;   // the gateway drops typing notices less than 2 s (TYPING_INTERVAL_MS) apart
   const TYPING_SHOW_MS = 4000;         // how long "X is typing…" stays after the last notice
   const BACKOFF_MIN_MS = 500;
   const BACKOFF_MAX_MS = 8000;
@@ -902,15 +902,21 @@
     }
   });
 
-  ui.input.addEventListener("input", () => {
-    autosize();
+  // Typing notices: at most one per TYPING_SEND_EVERY_MS; keystrokes inside that window schedule one
+  // at its end, so a long stretch of typing keeps the others' indicator alive.
+  let typingTimer = null;
+  function sendTyping() {
+    typingTimer = null;
     const view = state.joined.get(state.active);
     if (!view || !ui.input.value.trim() || view.status !== "joined") return;
-    const now = Date.now();
-    if (now - view.lastTypingSent >= TYPING_SEND_EVERY_MS) {
-      view.lastTypingSent = now;
-      sendFrame({ type: "typing", room_id: view.id });
-    }
+    const wait = view.lastTypingSent + TYPING_SEND_EVERY_MS - Date.now();
+    if (wait > 0) { typingTimer = setTimeout(sendTyping, wait); return; }
+    view.lastTypingSent = Date.now();
+    sendFrame({ type: "typing", room_id: view.id });
+  }
+  ui.input.addEventListener("input", () => {
+    autosize();
+    if (!typingTimer) sendTyping();
   });
 
   // --- global keys ----------------------------------------------------------------------------------------------------------

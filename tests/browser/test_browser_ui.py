@@ -38,9 +38,11 @@ def assert_no_alert(page) -> None:
 
 
 def test_two_browsers_chat_both_ways(open_page):
-    ann = open_page("ann").login(unique("ann"))
-    bob = open_page("bob").login(unique("bob"))
-    room = unique("lobby")
+    # The README screenshot: UI_SCREENSHOT=docs/screenshot.png .venv/bin/python -m pytest tests/browser -k both_ways
+    screenshot = os.environ.get("UI_SCREENSHOT")
+    ann = open_page("ann").login("ann" if screenshot else unique("ann"))
+    bob = open_page("bob").login("bob" if screenshot else unique("bob"))
+    room = unique("general") if not screenshot else "general"
     ann.create_room(room)
     bob.join_room(room)  # appears in bob's list through room_created, live
 
@@ -69,14 +71,15 @@ def test_two_browsers_chat_both_ways(open_page):
         assert [m["body"] for m in stored] == ["hello bob", "hi ann"]
         assert not [m for m in page.messages() if m["seq"] is None], "a message is still pending"
 
-    # The README screenshot: UI_SCREENSHOT=docs/screenshot.png .venv/bin/python -m pytest tests/browser -k both_ways
-    target = os.environ.get("UI_SCREENSHOT")
-    if target:
-        bob.send("the screenshot is taken from ann's side")
-        ann.wait_message("the screenshot is taken from ann's side")
+    if screenshot:
+        bob.send("Plain HTML, CSS and JavaScript, served by the gateway at /")
+        ann.wait_message("Plain HTML, CSS and JavaScript, served by the gateway at /")
+        ann.send("and <b>markup</b> stays text")
+        bob.wait_message("and <b>markup</b> stays text")
+        ann.find("#refresh-rooms").click()
         bob.type("…")
         ann.wait(lambda: "typing" in ann.text("#typing"), "typing shown for the screenshot")
-        ann.driver.save_screenshot(str(Path(target).resolve()))
+        ann.driver.save_screenshot(str(Path(screenshot).resolve()))
 
 
 def test_markup_in_messages_names_and_room_names_is_text(open_page, chat_system):
