@@ -143,6 +143,7 @@ let package = Package(
         ),
         .testTarget(name: "ChatCoreTests", dependencies: ["ChatCore"], swiftSettings: swiftSettings),
         .testTarget(name: "GatewayTests", dependencies: ["Gateway"], swiftSettings: swiftSettings),
+        .testTarget(name: "ChatBenchTests", dependencies: ["ChatBench"], swiftSettings: swiftSettings),
         .testTarget(
             name: "SystemTests",
             dependencies: [
