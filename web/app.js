@@ -16,6 +16,7 @@
   const BACKOFF_MIN_MS = 500;
   const BACKOFF_MAX_MS = 8000;
   const MAX_FRAME_BYTES = 15000;       // the gateway closes the socket on frames over MAX_FRAME_BYTES (16 KiB)
+  const JOIN_RETRY_MS = 6000;          // a join with no answer (e.g. `unavailable`) is sent again, backing off
   const NEAR_BOTTOM_PX = 80;
   const NEAR_TOP_PX = 120;
   const STORE_KEY = "nats-chat.session";     // sessionStorage: this tab's name, rooms, active room
@@ -132,7 +133,12 @@
   function save() {
     const data = {
       username: state.username,
-      rooms: Array.from(state.joined.values(), (room) => ({ id: room.id, name: room.name })),
+      // Unsent messages survive a reload too: they go out again with the same client_msg_id.
+      rooms: Array.from(state.joined.values(), (room) => ({
+        id: room.id, name: room.name,
+        outgoing: room.pendingOrder.map((id) => room.byClientId.get(id)).filter((out) => out && out.state !== "sent")
+          .map((out) => ({ id: out.id, content: out.content, failed: out.state === "failed" })),
+      })),
       active: state.active,
     };
     try { sessionStorage.setItem(STORE_KEY, JSON.stringify(data)); } catch { /* private mode */ }
@@ -159,6 +165,8 @@
       this.members = new Map();      // user_id → username
       this.typing = new Map();       // username → until (ms)
       this.lastTypingSent = 0;
+      this.joinTimer = null;
+      this.joinAttempts = 0;
       this.atBottom = true;
       this.savedScrollTop = null;
       this.list = el("ol", { class: "log", "aria-label": "Messages", dataset: { roomId: id } });
@@ -200,9 +208,15 @@
   }
 
   function sendJoin(view) {
+    clearTimeout(view.joinTimer);
     if (!state.connected) return;
     view.status = "joining";
     view.historyRequests = [];
+    // No `joined` in time (the chat-service was unavailable, say): try again, less and less often.
+    const retryIn = Math.min(60000, JOIN_RETRY_MS * 2 ** view.joinAttempts++);
+    view.joinTimer = setTimeout(() => {
+      if (state.connected && view.status === "joining" && state.joined.get(view.id) === view) sendJoin(view);
+    }, retryIn);
     if (view.seqs.length) {
       // Resume: the gateway sends every message after our newest, in order, before live ones.
       sendFrame({ type: "join", room_id: view.id, since: view.lastSeq });
@@ -229,6 +243,7 @@
     const view = state.joined.get(id);
     if (!view) return;
     for (const out of view.byClientId.values()) clearTimeout(out.timer);
+    clearTimeout(view.joinTimer);
     view.container.remove();
     state.joined.delete(id);
     if (state.active === id) {
@@ -323,6 +338,7 @@
       view.byClientId.delete(clientId);
       view.pendingOrder = view.pendingOrder.filter((id) => id !== clientId);
       shown.node.dataset.clientMsgId = clientId;
+      save();
     } else {
       renderOutgoing(view, out);
     }
@@ -343,8 +359,8 @@
     }
   }
 
-  function sendMessage(view, content) {
-    const out = { id: newClientMsgId(), content, state: "queued", seq: null, timer: null, reason: null, retryable: true };
+  function sendMessage(view, content, restored = null) {
+    const out = { id: restored ? restored.id : newClientMsgId(), content, state: "queued", seq: null, timer: null, reason: null, retryable: true };
     out.node = el("li", { class: "msg own pending", dataset: { clientMsgId: out.id, state: "queued" } },
       el("div", { class: "meta" },
         el("span", { class: "author", text: state.username }),
@@ -354,8 +370,10 @@
     view.byClientId.set(out.id, out);
     view.pendingOrder.push(out.id);
     view.pendingList.append(out.node);
-    transmit(view, out);
-    scrollToBottom();
+    if (restored && restored.failed) fail(view, out, "not sent before the page was reloaded", true);
+    else transmit(view, out);
+    save();
+    if (view.id === state.active) scrollToBottom();
   }
 
   function transmit(view, out) {
@@ -380,6 +398,7 @@
     out.reason = reason;
     out.retryable = retryable;
     renderOutgoing(view, out);
+    save();
   }
 
   function retryOutgoing(view, out) {
@@ -401,6 +420,7 @@
     out.node.remove();
     view.byClientId.delete(out.id);
     view.pendingOrder = view.pendingOrder.filter((id) => id !== out.id);
+    save();
     ui.input.focus();
   }
 
@@ -451,6 +471,8 @@
     state.connected = false;
     for (const view of state.joined.values()) {
       view.status = "joining";
+      clearTimeout(view.joinTimer);
+      view.joinAttempts = 0;
       view.historyRequests = [];
       for (const out of view.byClientId.values()) {
         if (out.state === "pending") { clearTimeout(out.timer); out.state = "queued"; renderOutgoing(view, out); }
@@ -532,6 +554,8 @@
     if (!view) return;
     rememberRoom(frame.room);
     view.status = "joined";
+    clearTimeout(view.joinTimer);
+    view.joinAttempts = 0;
     sendFrame({ type: "members", room_id: view.id });
     flushOutgoing(view);
     save();
@@ -746,7 +770,11 @@
     ui.chatView.hidden = false;
     for (const room of rooms) {
       if (!room || typeof room.id !== "string" || state.joined.has(room.id)) continue;
-      state.joined.set(room.id, new RoomView(room.id, room.name));
+      const view = new RoomView(room.id, room.name);
+      state.joined.set(room.id, view);
+      for (const out of Array.isArray(room.outgoing) ? room.outgoing : []) {
+        if (out && typeof out.id === "string" && typeof out.content === "string") sendMessage(view, out.content, out);
+      }
     }
     const target = active && state.joined.has(active) ? active : Array.from(state.joined.keys()).pop();
     if (target) activateRoom(target); else renderActive();

@@ -250,6 +250,11 @@ def test_rooms_unread_members_and_typing(open_page, chat_system):
         zoe.close()
     ann.wait(lambda: members(ann) == [ann.username], "zoe gone from the members after her socket closed")
 
+    # Leave: the room goes from "Your rooms" and the other one is shown.
+    ann.find("#leave-room").click()
+    ann.wait(lambda: not ann.driver.find_elements(By.CSS_SELECTOR, f"#joined-rooms li[data-room-id='{id_a}']"), "alpha left")
+    ann.wait(lambda: ann.active_room_id() == id_b and ann.text("#room-title") == room_b, "beta shown after leaving alpha")
+
 
 def test_phone_width_with_the_keyboard_alone(open_page):
     page = open_page("phone", width=390, height=780)
@@ -279,6 +284,33 @@ def test_phone_width_with_the_keyboard_alone(open_page):
     page.wait(lambda: page.visible("#joined-rooms"), "rooms drawer open")
     page.driver.switch_to.active_element.send_keys(Keys.ESCAPE)
     page.wait(lambda: page.find("#toggle-rooms").get_attribute("aria-expanded") == "false", "drawer closed by Escape")
+
+
+def test_unsent_message_survives_a_reload_and_is_stored_once(open_page, chat_system):
+    """The chat-service hangs (SIGSTOP): a send stays pending; the page is reloaded; the message comes
+    back from the tab's storage and goes out again with the same client_msg_id once the re-join is
+    answered. When the service runs again there is exactly one copy."""
+    ann = open_page("ann").login(unique("ann"))
+    room = unique("paused")
+    ann.create_room(room)
+    ann.send("before the pause")
+    ann.wait_message("before the pause", seq=1)
+
+    service = chat_system.chat_service
+    service.pause()
+    try:
+        ann.send("sent into the void")
+        ann.wait(lambda: any(m["body"] == "sent into the void" and m["state"] == "pending" for m in ann.messages()),
+                 "pending while the service hangs")
+        ann.driver.refresh()
+        ann.wait(lambda: any(m["body"] == "sent into the void" and m["seq"] is None for m in ann.messages()),
+                 "the unsent message restored after the reload")
+    finally:
+        service.resume()
+    ann.wait_message("sent into the void", own=True, timeout=30)
+    ann.wait(lambda: not [m for m in ann.messages() if m["seq"] is None], "nothing left pending", 30)
+    stored = ann.assert_no_duplicates()
+    assert [(m["seq"], m["body"]) for m in stored] == [(1, "before the pause"), (2, "sent into the void")]
 
 
 def test_gateway_restart_reconnects_and_resumes_without_duplicates(open_page, chat_system):
