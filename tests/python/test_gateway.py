@@ -391,6 +391,16 @@ def test_rest_history_paging(gw):
     page = history(gw, rid, limit=2, before=2)
     assert [m["seq"] for m in page["messages"]] == [1] and page["has_more"] is False, page
     assert history(gw, rid, before=1)["messages"] == []
+    # the WebSocket history request takes the same limit/before
+    async def ws_pages():
+        client = await Client.connect(gw, "pager2")
+        reply = await client.request({"type": "history", "room_id": rid, "limit": 2, "before": 4}, "history")
+        assert [m["seq"] for m in reply["messages"]] == [2, 3] and reply["has_more"] is True, reply
+        reply = await client.request({"type": "history", "room_id": rid, "limit": 3}, "history")
+        assert [m["seq"] for m in reply["messages"]] == [3, 4, 5] and reply["has_more"] is True, reply
+        await client.close()
+
+    run(ws_pages())
     for params in ({"limit": 0}, {"limit": -1}, {"limit": "ten"}, {"before": -1}, {"before": "x"}):
         response = requests.get(f"{gw.base_url}/api/v1/rooms/{rid}/history", params=params, timeout=5)
         assert response.status_code == 400, (params, response.text)
@@ -580,6 +590,49 @@ def test_resume_with_since_after_a_forced_disconnect(gw):
         await fresh.quiet(0.3, "message")
         for client in (talker, back, replay, fresh):
             await client.close()
+
+    run(body())
+
+
+def test_members_joining_a_busy_room_get_a_gap_free_stream(gw, gateway_with):
+    """While a room is busy, members join (some with `since`) on two gateways. From its join on, each
+    gets every message exactly once and in order: no gap between catch-up and live delivery."""
+    fast = gateway_with(RATE_LIMIT_PER_SEC="100000", RATE_LIMIT_BURST="100000")
+    rid = create_room(fast)["id"]
+
+    async def body():
+        talker = await Client.connect(fast, "talker")
+        await talker.join(rid)
+        total = 160
+        joiners: list[tuple[Client, int]] = []  # (client, first seq it must get)
+
+        async def talk():
+            for n in range(total):
+                await talker.send_message(f"busy {n}")
+                await asyncio.sleep(0.005)
+
+        talking = asyncio.create_task(talk())
+        for n in range(8):
+            await asyncio.sleep(0.05)
+            client = await Client.connect(gw if n % 2 else fast, f"joiner{n}")
+            if n % 3 == 2:
+                since = max(0, len(talker.messages(rid)) - 5)
+                await client.join(rid, since=since)
+                joiners.append((client, since + 1))
+            else:
+                joined = await client.join(rid)
+                joiners.append((client, joined["last_seq"] + 1))
+        assert not talking.done(), "the talker finished before the last join: the test proves nothing"
+        await talking
+        for client, first in joiners:
+            await client.wait_messages(rid, total - first + 1)
+        await asyncio.sleep(0.3)
+        for client, first in joiners:
+            seqs = [m["seq"] for m in client.messages(rid)]
+            assert seqs and seqs[0] <= first, f"{client.label}: starts at {seqs[:3]}, expected ≤ {first}"
+            assert seqs == list(range(seqs[0], total + 1)), f"{client.label}: gap or duplicate in {seqs}"
+            await client.close()
+        await talker.close()
 
     run(body())
 
@@ -833,6 +886,27 @@ def test_a_client_that_never_reads_is_disconnected_and_does_not_slow_the_room(ga
     assert gateway.metric("gateway_slow_client_disconnects_total") == slow_before + 1
 
 
+def test_a_peer_that_never_answers_pings_is_closed(gateway_with):
+    gateway = gateway_with(PING_INTERVAL_MS="300")
+
+    async def body():
+        alive = await Client.connect(gateway, "ponger")  # websockets answers pings by itself
+        mute = await asyncio.to_thread(RawWebSocket, gateway.port, "/ws?username=mute")
+        started = time.monotonic()
+        closed, tail = await asyncio.to_thread(mute.drain_until_closed, 5)
+        elapsed = time.monotonic() - started
+        mute.close()
+        assert closed, "a peer that never answers pings is still connected after 5 s"
+        assert elapsed < 2.0, f"closed only after {elapsed:.1f} s with PING_INTERVAL_MS=300"
+        assert b"\x89" in tail, "the gateway never sent a ping"
+        await asyncio.sleep(1.0)  # several ping periods
+        assert alive.close_code is None, "a client that answers pings was disconnected"
+        assert (await alive.request({"type": "room_list"}, "room_list"))["type"] == "room_list"
+        await alive.close()
+
+    run(body())
+
+
 # --- several gateways, shutdown ---------------------------------------------------------------------------------
 
 def test_two_gateways_deliver_each_others_messages(gw, gateway_with):
@@ -947,6 +1021,7 @@ def test_deliveries_lost_in_a_nats_disconnect_are_recovered(make_system):
 
     system = make_system()
     proxy = TcpProxy(system.nats.port)
+    lossy = None
     try:
         lossy = system.add_gateway({"NATS_URL": f"nats://127.0.0.1:{proxy.port}"})
         direct = system.gateway
@@ -981,6 +1056,8 @@ def test_deliveries_lost_in_a_nats_disconnect_are_recovered(make_system):
 
         run(body())
     finally:
+        if lossy is not None:
+            lossy.stop()  # while its NATS connection still works, so it does not wait for a reconnect
         proxy.close()
 
 
