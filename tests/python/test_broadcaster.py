@@ -300,3 +300,52 @@ def test_nats_server_restart_mid_stream(make_system):
             assert await process.aterminate(timeout=10) == 0, f"{process.name} exit code"
 
     run(body())
+
+
+def test_a_paused_active_that_wakes_up_after_the_takeover_does_not_break_delivery(make_system):
+    """SIGSTOP the active broadcaster long enough for the standby to take over, then SIGCONT it: for a
+    moment both believe they lead. Clients must still see every message exactly once and in order,
+    and afterwards exactly one broadcaster is active."""
+    system = make_system(broadcasters=2, gateways=1, gateway_env=FAST)
+    gateway = system.gateway
+    r1, r2 = create_room(gateway)["id"], create_room(gateway)["id"]
+
+    async def body():
+        roles = await wait_until(
+            lambda: sorted(h["role"] for h in map(health, system.broadcasters)) == ["active", "standby"]
+            and [health(b)["role"] for b in system.broadcasters], 10, "one active and one standby broadcaster")
+        active = system.broadcasters[roles.index("active")]
+        standby = system.broadcasters[roles.index("standby")]
+        a = await Client.connect(gateway, "a")
+        talker = await Client.connect(gateway, "talker")
+        members = {a: [r1, r2], talker: [r1, r2]}
+        for client, rooms in members.items():
+            for room in rooms:
+                await client.join(room)
+
+        async def pause_through_takeover():
+            active.pause()
+            try:
+                await wait_until(lambda: health(standby)["role"] == "active", 10, "standby took over")
+            finally:
+                active.resume()
+                resumed.append(time.monotonic())
+
+        tasks: list[asyncio.Task] = []
+        resumed: list[float] = []
+
+        def on_sent(n: int):
+            if n == 40:
+                tasks.append(asyncio.create_task(pause_through_takeover()))
+
+        sender = Sender(talker, [r1, r2], count=400, pause=0.02, on_sent=on_sent)
+        await sender.run()
+        await asyncio.gather(*tasks)
+        assert sender.sent[-1].acked_at - resumed[0] > 1.0, "the sender stopped before the old active woke up"
+        await settle_and_check(members, sender)
+        await wait_until(lambda: sorted(health(b)["role"] for b in system.broadcasters) == ["active", "standby"],
+                         10, "exactly one active broadcaster again")
+        for client in members:
+            await client.close()
+
+    run(body())
