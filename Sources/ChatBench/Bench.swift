@@ -420,7 +420,12 @@ public final class Bench: @unchecked Sendable {
         while true {
             let now = monotonicNanos()
             if now >= end { break }
-            await Self.sleep(seconds: min(1, Double(end - now) / 1e9))
+            if let stopAfterAcks {
+                await Self.sleep(seconds: 0.05)
+                if try await onShards({ $0.acks }).reduce(0, +) < stopAfterAcks, monotonicNanos() - lastPrint < 1_000_000_000 { continue }
+            } else {
+                await Self.sleep(seconds: min(1, Double(end - now) / 1e9))
+            }
             let s = try await snapshot(resetInterval: true, histograms: false)
             let t = monotonicNanos()
             let dt = Double(t - lastPrint) / 1e9

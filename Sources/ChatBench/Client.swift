@@ -90,10 +90,11 @@ final class Connector: Sendable {
         do {
             let channel = try await bootstrap.connect(host: target.host, port: target.port).get()
             let promise = connection.connected
-            shard.loop.scheduleTask(in: timeout) {
+            let timer = shard.loop.scheduleTask(in: timeout) {
                 promise.fail(BenchError("no connected frame within \(timeout)"))
                 channel.close(promise: nil)
             }
+            promise.futureResult.whenComplete { _ in timer.cancel() }
             try await connection.connected.futureResult.get()
             return connection
         } catch {
@@ -125,10 +126,11 @@ final class Connector: Sendable {
         channel.write(HTTPClientRequestPart.head(head), promise: nil)
         if !body.isEmpty { channel.write(HTTPClientRequestPart.body(.byteBuffer(ByteBuffer(bytes: body))), promise: nil) }
         channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
-        loop.scheduleTask(in: timeout) {
+        let timer = loop.scheduleTask(in: timeout) {
             promise.fail(BenchError("\(method) \(path): no answer within \(timeout)"))
             channel.close(promise: nil)
         }
+        promise.futureResult.whenComplete { _ in timer.cancel() }
         return try await promise.futureResult.get()
     }
 

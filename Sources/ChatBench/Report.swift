@@ -197,7 +197,8 @@ enum Table {
     }
 
     static func processes(_ phases: [PhaseResult]) -> String {
-        let names = Array(Set(phases.flatMap { $0.processes.map(\.name) })).sorted()
+        var names: [String] = []  // in the order given (--gateway-pid, --pid …, chat-bench)
+        for name in phases.flatMap({ $0.processes.map(\.name) }) where !names.contains(name) { names.append(name) }
         guard !names.isEmpty else { return "" }
         let header = ["phase"] + names.flatMap { ["\($0) cpu%", "rss MiB"] }
         let rows = phases.map { p in
