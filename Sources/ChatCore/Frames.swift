@@ -12,6 +12,15 @@ public enum ClientFrame: Sendable, Equatable {
     case roomList
     case typing(roomID: String)
 
+    /// The room the frame names, echoed in error replies so a client can tell which request failed.
+    public var roomID: String? {
+        switch self {
+        case .join(let room, _), .history(let room, _, _), .members(let room), .typing(let room): room
+        case .leave(let room), .message(_, let room, _): room
+        case .roomList: nil
+        }
+    }
+
     public var type: String {
         switch self {
         case .join: "join"
@@ -98,8 +107,6 @@ public enum ServerFrame {
         ChatJSON.encode(Typed(type: type, body: body))
     }
 
-    private static func fields(_ pairs: [String: String]) -> [String: String] { pairs }
-
     public static func connected(userID: UserID, username: String, gatewayID: String) -> [UInt8] {
         encode(type: "connected", ["user_id": userID.rawValue, "username": username, "gateway_id": gatewayID])
     }
@@ -128,15 +135,19 @@ public enum ServerFrame {
         return encode(type: "room_created", Body(room: room))
     }
 
-    public static func error(_ error: ChatError, clientMessageID: String? = nil, retryAfterMilliseconds: Int? = nil) -> [UInt8] {
+    public static func error(_ error: ChatError, clientMessageID: String? = nil, retryAfterMilliseconds: Int? = nil, roomID: String? = nil) -> [UInt8] {
         struct Body: Encodable {
             var error: String
             var code: ChatErrorCode
             var client_msg_id: String?
             var retry_after_ms: Int?
             var room: Room?
+            var room_id: String?
         }
-        return encode(type: "error", Body(error: error.error, code: error.code, client_msg_id: clientMessageID, retry_after_ms: retryAfterMilliseconds, room: error.room))
+        return encode(type: "error", Body(
+            error: error.error, code: error.code, client_msg_id: clientMessageID, retry_after_ms: retryAfterMilliseconds,
+            room: error.room, room_id: roomID
+        ))
     }
 
     public static func ack(clientMessageID: String, message: ChatMessage) -> [UInt8] {

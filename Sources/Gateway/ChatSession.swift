@@ -28,9 +28,9 @@ struct ChatSession {
 
     func send(_ bytes: [UInt8]) { connection.send(bytes) }
 
-    func sendError(_ error: ChatError, clientMessageID: String? = nil, retryAfterMilliseconds: Int? = nil) {
+    func sendError(_ error: ChatError, clientMessageID: String? = nil, retryAfterMilliseconds: Int? = nil, roomID: String? = nil) {
         gateway.metrics.error(error.code).increment()
-        send(ServerFrame.error(error, clientMessageID: clientMessageID, retryAfterMilliseconds: retryAfterMilliseconds))
+        send(ServerFrame.error(error, clientMessageID: clientMessageID, retryAfterMilliseconds: retryAfterMilliseconds, roomID: roomID.map { String($0.prefix(64)) }))
     }
 
     /// Handles one inbound WebSocket message.
@@ -60,7 +60,7 @@ struct ChatSession {
             if error.code == .internal || error.code == .unavailable {
                 logger.warning("request failed", metadata: ["type": "\(frame.type)", LogKey.errorCode: "\(error.code.rawValue)", LogKey.error: "\(error.error)"])
             }
-            sendError(error, clientMessageID: clientMessageID)
+            sendError(error, clientMessageID: clientMessageID, roomID: frame.roomID)
         }
     }
 
@@ -139,8 +139,11 @@ struct ChatSession {
     private mutating func join(_ room: RoomID, since: UInt64?) async throws(ChatError) {
         if rooms.contains(room) {
             // Already joined: answer again so a client can re-sync, but change nothing.
-            let info: Room = try await chat.call(.getRoom, ServiceAPI.RoomRef(roomID: room.rawValue))
-            send(ServerFrame.joined(room: info, lastSeq: 0))
+            // The join endpoint is idempotent (`joined: false`) and reports the room's current last seq.
+            let result: ServiceAPI.JoinResult = try await chat.call(.join, ServiceAPI.Join(
+                roomID: room.rawValue, userID: connection.userID.rawValue, username: connection.username.rawValue, gatewayID: gateway.configuration.gatewayID
+            ))
+            send(ServerFrame.joined(room: result.room, lastSeq: result.lastSeq))
             return
         }
         guard rooms.count < gateway.configuration.maxRoomsPerConnection else {

@@ -3,6 +3,7 @@ import Foundation
 import HummingbirdWebSocket
 import Logging
 import NATS
+import NIOCore
 import NIOWebSocket
 import ServiceLifecycle
 import ServiceSupport
@@ -54,6 +55,7 @@ public final class GatewayCore: Service, Sendable {
         await withGracefulShutdownHandler {
             await withTaskGroup(of: Void.self) { group in
                 group.addTask { await self.heartbeat() }
+                group.addTask { await self.forwardRoomNews() }
                 group.addTask {
                     for await event in self.connection.events() {
                         self.metrics.natsConnected.record(event == .reconnected ? 1 : 0)
@@ -79,6 +81,22 @@ public final class GatewayCore: Service, Sendable {
         }
         for client in clients.withLock({ Array($0.values) }) { client.channel.close(promise: nil) }
         await connection.drain()
+    }
+
+    /// Room-wide news (`room_created`) goes to every connected client.
+    private func forwardRoomNews() async {
+        guard let subscription = try? connection.subscribe(ChatNames.roomsDeliverySubject, bufferLimit: 1024) else {
+            logger.warning("could not subscribe to \(ChatNames.roomsDeliverySubject)")
+            return
+        }
+        await withTaskCancellationHandler {
+            for await message in subscription {
+                let frame = ByteBuffer(bytes: message.payload)
+                for client in clients.withLock({ Array($0.values) }) { client.send(frame) }
+            }
+        } onCancel: {
+            subscription.unsubscribe()
+        }
     }
 
     private func heartbeat() async {

@@ -1113,3 +1113,30 @@ def test_chat_service_unavailable_then_recovered(make_system):
         await client.close()
 
     run(body())
+
+
+def test_room_created_rejoin_and_errors_name_their_room(gw):
+    """room_created reaches connected clients; joining a room again reports its real last_seq; errors
+    about a room echo its room_id."""
+    room = create_room(gw)
+    missing = str(uuid.uuid4())
+
+    async def body():
+        client = await Client.connect(gw, "frank")
+        created = create_room(gw)
+        news = await client.wait_for("room_created", where=lambda f: f["room"]["id"] == created["id"])
+        assert news["room"]["name"] == created["name"], news
+
+        await client.join(room["id"])
+        await client.send_message("one")
+        await client.send_message("two")
+        again = await client.join(room["id"])
+        assert again["last_seq"] == 2, again
+
+        reply = await client.request({"type": "history", "room_id": missing}, "history")
+        assert reply["type"] == "error" and reply["room_id"] == missing, reply
+        reply = await client.request({"type": "members", "room_id": missing}, "members")
+        assert reply["type"] == "error" and reply["room_id"] == missing, reply
+        await client.close()
+
+    run(body())
