@@ -233,21 +233,13 @@ public final class BroadcasterRunner: Service, Sendable {
 
     public func health() -> (healthy: Bool, body: [UInt8]) {
         let (connection, snapshot) = state.withLock { ($0.connection, Snapshot(leader: $0.leader, delivered: $0.delivered, redelivered: $0.redelivered, lag: $0.lag, lastStreamSequence: $0.lastStreamSequence)) }
-        let status = connection?.status ?? .connecting
-        let body: [String: Any] = [
-            "status": status == .connected ? "ok" : "degraded",
-            "service": "broadcaster",
-            "instance": configuration.instanceID,
-            "version": ChatVersion.current,
+        return HealthReport.make(service: "broadcaster", instance: configuration.instanceID, connection: connection, extra: [
             "role": snapshot.leader ? "active" : "standby",
-            "nats": ["status": status.rawValue, "url": connection?.connectedURL ?? ""],
             "delivered": snapshot.delivered,
             "redelivered": snapshot.redelivered,
             "lag": snapshot.lag,
             "last_stream_seq": snapshot.lastStreamSequence,
-        ]
-        let data = (try? JSONSerialization.data(withJSONObject: body, options: [.sortedKeys])) ?? Data()
-        return (status == .connected, Array(data))
+        ])
     }
 }
 

@@ -111,17 +111,8 @@ public final class GatewayCore: Service, Sendable {
     }
 
     func health() -> (healthy: Bool, body: [UInt8]) {
-        let status = connection.status
-        let body: [String: Any] = [
-            "status": status == .connected ? "ok" : "degraded",
-            "service": "gateway",
-            "instance": configuration.gatewayID,
-            "version": ChatVersion.current,
-            "nats": ["status": status.rawValue, "url": connection.connectedURL ?? "", "reconnects": connection.reconnects],
-            "connections": connectionCount,
-            "rooms": roomCount,
-        ]
-        let data = (try? JSONSerialization.data(withJSONObject: body, options: [.sortedKeys])) ?? Data()
-        return (status == .connected, Array(data))
+        HealthReport.make(service: "gateway", instance: configuration.gatewayID, connection: connection, extra: [
+            "connections": connectionCount, "rooms": roomCount,
+        ])
     }
 }
