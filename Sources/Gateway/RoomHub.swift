@@ -223,14 +223,7 @@ final class RoomWorker: Sendable {
                 continue
             }
             for message in page where message.seq > cursor {
-                hub.metrics.gapFills.increment()
-                let frame = ByteBuffer(bytes: ServerFrame.message(message))
-                for id in state.members.keys {
-                    guard var member = state.members[id], member.cursor < message.seq else { continue }
-                    member.connection.send(frame)
-                    member.cursor = message.seq
-                    state.members[id] = member
-                }
+                deliverFromHistory(message, &state)
                 cursor = message.seq
             }
             if page.count < pageSize { break }
@@ -282,6 +275,18 @@ final class RoomWorker: Sendable {
         state.lastStreamSeq = max(state.lastStreamSeq, streamSeq)
     }
 
+    /// Sends a message read from history (it never arrived live) to every member not past it yet.
+    private func deliverFromHistory(_ message: ChatMessage, _ state: inout RoomState) {
+        hub.metrics.gapFills.increment()
+        let frame = ByteBuffer(bytes: ServerFrame.message(message))
+        for id in state.members.keys {
+            guard var member = state.members[id], member.cursor < message.seq else { continue }
+            member.connection.send(frame)
+            member.cursor = message.seq
+            state.members[id] = member
+        }
+    }
+
     /// Fetches and delivers the messages (`after`, `through`] that never arrived live.
     private func fillGap(from after: UInt64, to through: UInt64, _ state: inout RoomState) async {
         var cursor = after
@@ -291,14 +296,7 @@ final class RoomWorker: Sendable {
                 break
             }
             for message in page where message.seq > cursor && message.seq <= through {
-                hub.metrics.gapFills.increment()
-                let frame = ByteBuffer(bytes: ServerFrame.message(message))
-                for id in state.members.keys {
-                    guard var member = state.members[id], member.cursor < message.seq else { continue }
-                    member.connection.send(frame)
-                    member.cursor = message.seq
-                    state.members[id] = member
-                }
+                deliverFromHistory(message, &state)
                 cursor = message.seq
             }
         }

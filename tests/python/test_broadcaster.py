@@ -77,6 +77,19 @@ def arrival(client: Client, room: str, seq: int) -> float:
     return at
 
 
+async def two_rooms_on_two_gateways(g1, g2, r1: str, r2: str) -> dict[Client, list[str]]:
+    """Members a (both rooms, gateway 1), b (r1, gateway 2), c (r2, gateway 2) and a talker in both rooms."""
+    a = await Client.connect(g1, "a")
+    b = await Client.connect(g2, "b")
+    c = await Client.connect(g2, "c")
+    talker = await Client.connect(g1, "talker")
+    members = {a: [r1, r2], b: [r1], c: [r2], talker: [r1, r2]}
+    for client, rooms in members.items():
+        for room in rooms:
+            await client.join(room)
+    return members
+
+
 def test_fan_out_to_subscribers_of_several_rooms(make_system):
     system = make_system(gateways=2, gateway_env=FAST)
     g1, g2 = system.gateways
@@ -151,14 +164,8 @@ def test_kill_9_mid_stream_then_restart_loses_and_duplicates_nothing(make_system
     restarts: list[asyncio.Task] = []
 
     async def body():
-        a = await Client.connect(g1, "a")
-        b = await Client.connect(g2, "b")
-        c = await Client.connect(g2, "c")
-        talker = await Client.connect(g1, "talker")
-        members = {a: [r1, r2], b: [r1], c: [r2], talker: [r1, r2]}
-        for client, rooms in members.items():
-            for room in rooms:
-                await client.join(room)
+        members = await two_rooms_on_two_gateways(g1, g2, r1, r2)
+        talker = next(client for client in members if client.label.startswith("talker"))
 
         async def kill_and_restart():
             await broadcaster.akill()  # kill -9 while the sender keeps going
@@ -252,14 +259,8 @@ def test_nats_server_restart_mid_stream(make_system):
     outage: dict[str, float] = {}
 
     async def body():
-        a = await Client.connect(g1, "a")
-        b = await Client.connect(g2, "b")
-        c = await Client.connect(g2, "c")
-        talker = await Client.connect(g1, "talker")
-        members = {a: [r1, r2], b: [r1], c: [r2], talker: [r1, r2]}
-        for client, rooms in members.items():
-            for room in rooms:
-                await client.join(room)
+        members = await two_rooms_on_two_gateways(g1, g2, r1, r2)
+        talker = next(client for client in members if client.label.startswith("talker"))
 
         async def restart_server():
             await asyncio.to_thread(server.stop)  # SIGTERM: a clean nats-server shutdown
