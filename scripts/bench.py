@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import resource
+import signal
 import subprocess
 import sys
 import tempfile
@@ -58,7 +59,29 @@ def raise_file_limit(wanted: int = 200_000) -> None:
             continue
 
 
-def run(bin_dir: Path, target: str, scenario: str, extra: list[str], out: Path) -> dict | None:
+def machine_busy(seconds: float = 3.0) -> float:
+    """Percent of all cores busy over `seconds` (from /proc/stat; 200 = both cores of this machine)."""
+    def sample() -> tuple[float, float]:
+        values = [float(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+        return sum(values) - values[3] - values[4], sum(values)
+    busy0, total0 = sample()
+    time.sleep(seconds)
+    busy1, total1 = sample()
+    cores = os.cpu_count() or 1
+    return (busy1 - busy0) / max(total1 - total0, 1) * 100 * cores
+
+
+def wait_for_quiet(limit: float, threshold: float = 30.0) -> None:
+    """Waits up to `limit` seconds for other work on the machine to calm down (shared machines)."""
+    deadline = time.monotonic() + limit
+    while True:
+        busy = machine_busy()
+        if busy < threshold or time.monotonic() > deadline:
+            print(f"=== machine busy {busy:.0f}% (of {100 * (os.cpu_count() or 1)}%) before the run", flush=True)
+            return
+
+
+def run(bin_dir: Path, target: str, scenario: str, extra: list[str], out: Path, perf: str | None = None, quiet_wait: float = 0) -> dict | None:
     workdir = Path(tempfile.mkdtemp(prefix=f"bench-{target}-"))
     system = System(workdir)
     processes: list[tuple[str, int]] = []
@@ -85,9 +108,25 @@ def run(bin_dir: Path, target: str, scenario: str, extra: list[str], out: Path) 
         # The process holding the sockets (RSS per connection): the gateway, or the baseline itself.
         argv += ["--gateway-pid", str(processes[0][1])]
         argv += extra
+        if quiet_wait:
+            wait_for_quiet(quiet_wait)
         print(f"\n=== {scenario} against {label}: {' '.join(argv)}", flush=True)
         started = time.monotonic()
+        recorder = None
+        profiled = dict(processes).get(perf) if perf else None
+        if profiled:
+            data = out / f"perf-{scenario}-{perf}.data"
+            recorder = subprocess.Popen(["perf", "record", "-F", "499", "-g", "-o", str(data), "-p", str(profiled)],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         code = subprocess.call(argv, cwd=ROOT)
+        if recorder is not None:
+            recorder.send_signal(signal.SIGINT)
+            recorder.wait(timeout=60)
+            text = out / f"perf-{scenario}-{perf}.txt"
+            with text.open("w") as report_file:
+                subprocess.call(["perf", "report", "-i", str(data), "--no-children", "--percent-limit", "0.7", "--stdio",
+                                 "-g", "none", "--sort", "dso,symbol"], stdout=report_file, stderr=subprocess.DEVNULL)
+            print(f"=== perf profile of {perf}: {text} (flat, self time)")
         print(f"=== chat-bench exited {code} after {time.monotonic() - started:.0f} s", flush=True)
         for process in system.processes + ([baseline] if baseline else []):
             if not process.running:
@@ -121,6 +160,10 @@ def main() -> int:
     parser.add_argument("--bin-dir", default=str(ROOT / ".build-bench" / "release"))
     parser.add_argument("--target", choices=["both", "system", "baseline"], default="both")
     parser.add_argument("--out", default=str(ROOT / "artifacts" / "bench"))
+    parser.add_argument("--perf", metavar="PROCESS", help="perf record this process (gateway, chat-service, "
+                        "broadcaster, nats-server, baseline) during the run; flat profile in --out")
+    parser.add_argument("--quiet-wait", type=float, default=0, metavar="SECONDS",
+                        help="before each run wait up to this long for the machine to be under 30%% busy")
     parser.add_argument("scenario")
     args, extra = parser.parse_known_args()
     bin_dir = Path(args.bin_dir).resolve()
@@ -130,7 +173,7 @@ def main() -> int:
     results = {}
     targets = ["system", "baseline"] if args.target == "both" else [args.target]
     for target in targets:
-        results[target] = run(bin_dir, target, args.scenario, extra, out)
+        results[target] = run(bin_dir, target, args.scenario, extra, out, args.perf, args.quiet_wait)
     if results.get("system") and results.get("baseline"):
         ratios(results["system"], results["baseline"])
     return 0 if all(r is not None and r.get("ok") for r in results.values()) else 1

@@ -43,12 +43,13 @@ public struct Options: Sendable {
                    loss, duplicate, reorder, error or unexpected close
       latency      10 rooms x 50 members, 10 senders per room, 100 msgs/s per room for 20 s
       fanout       10 rooms x 100 members, every member sends; steps --rates (msgs/s per room)
-                   [10,20,50,100,150,200,300,400,600,800] of --duration [10] s each until p99 >
+                   [10,20,30,40,50,60,80,100,...,400] of --duration [10] s each until p99 >
                    --p99-limit-ms [50] or any loss/error; reports the highest step that held
       connections  --connections [20000] idle connections joined round-robin to --rooms [100]:
                    connect rate, join rate, gateway RSS per connection (--gateway-pid), idle CPU
-      send         --connections [100] senders, one per room of --rooms [100]; --rates (total
-                   msgs/s) [1000,2000,5000,10000] then saturation with --window [32] unacked per sender
+      send         --connections [100] senders, one per room of --rooms [100]: saturation with
+                   --window [32] unacked per sender, then --rates (total msgs/s) [1000,2000,5000,10000]
+                   upwards until one is not sustained
       history      one room filled with --fill [10000] messages, then --requests [200] sequential
                    history requests for the newest page and for the deepest page (limit 50)
 
@@ -195,7 +196,7 @@ public final class Bench: @unchecked Sendable {
     }
 
     func sampleProcesses() -> [ProcessSample] {
-        processes.compactMap { ProcessSample.take(name: $0.0, pid: $0.1) }
+        processes.compactMap { ProcessSample.take(name: $0.0, pid: $0.1) } + [ProcessSample.machine()].compactMap { $0 }
     }
 
     static func sleep(seconds: Double) async {
@@ -485,7 +486,7 @@ public final class Bench: @unchecked Sendable {
         case "fanout":
             let members = options.members ?? 100
             try await runRooms(rooms: options.rooms ?? 10, members: members, senders: options.senders ?? members,
-                               rates: options.rates ?? options.rate.map { [$0] } ?? [10, 20, 50, 100, 150, 200, 300, 400, 600, 800],
+                               rates: options.rates ?? options.rate.map { [$0] } ?? [10, 20, 30, 40, 50, 60, 80, 100, 120, 150, 200, 300, 400],
                                duration: options.duration ?? 10, stepping: true)
         case "connections": try await runConnections()
         case "send": try await runSend()
@@ -537,16 +538,22 @@ public final class Bench: @unchecked Sendable {
         let duration = options.duration ?? 10
         let members = n / rooms
         let strict = options.strict ?? true
-        for rate in options.rates ?? [1000, 2000, 5000, 10000] {
-            let result = try await phase("send \(Int(rate))/s", rooms: rooms, members: members, ratePerSender: rate / Double(n), window: 0, duration: duration)
-            report.phases.append(result)
-            if strict, result.checks.violations > 0 { report.ok = false }
-        }
+        // Saturation first (closed loop: it cannot build a backlog), then fixed rates upwards until
+        // one is not sustained; an overloaded phase would leave a backlog that spoils the next one.
         if options.clientMessageIDs {
             let window = options.window ?? 32
             let result = try await phase("send saturation (window \(window))", rooms: rooms, members: members, ratePerSender: 0, window: window, duration: duration)
             report.phases.append(result)
             if strict, result.checks.violations > 0 { report.ok = false }
+        }
+        for rate in options.rates ?? [1000, 2000, 5000, 10000] {
+            let result = try await phase("send \(Int(rate))/s", rooms: rooms, members: members, ratePerSender: rate / Double(n), window: 0, duration: duration)
+            report.phases.append(result)
+            if strict, result.checks.violations > 0 { report.ok = false }
+            if result.deliveredPerSecond < 0.9 * rate || result.latency.p99 > 1000 {
+                log("  \(Int(rate))/s was not sustained (p99 \(Table.format(result.latency.p99, 0)) ms); higher rates skipped")
+                break
+            }
         }
     }
 

@@ -26,6 +26,17 @@ struct ProcessSample: Sendable {
         }
         return ProcessSample(name: name, pid: pid, cpuSeconds: (user + system) / ticksPerSecond, rssKiB: rss, time: monotonicNanos())
     }
+
+    /// The whole machine's busy CPU time (all cores, from /proc/stat), as pseudo-process "machine":
+    /// its cpuPercent minus the listed processes' is what other work took during a phase.
+    static func machine() -> ProcessSample? {
+        guard let stat = try? String(contentsOfFile: "/proc/stat", encoding: .utf8),
+              let line = stat.split(separator: "\n").first(where: { $0.hasPrefix("cpu ") }) else { return nil }
+        let values = line.split(separator: " ").dropFirst().compactMap { Double($0) }
+        guard values.count >= 5 else { return nil }
+        let busy = values.reduce(0, +) - values[3] - values[4]  // minus idle and iowait
+        return ProcessSample(name: "machine", pid: -1, cpuSeconds: busy / ticksPerSecond, rssKiB: 0, time: monotonicNanos())
+    }
 }
 
 public struct ProcessUsage: Codable, Sendable {

@@ -80,7 +80,7 @@ def test_smoke_against_the_system(make_system, tmp_path):
         "--gateway-pid", str(gateway.pid),
     )
     assert_clean_smoke(process, report, members=5)
-    assert [p["name"] for p in report["phases"][0]["processes"]] == ["gateway", "chat-bench"]
+    assert [p["name"] for p in report["phases"][0]["processes"]] == ["gateway", "chat-bench", "machine"]
     gateway.assert_running()
 
 
