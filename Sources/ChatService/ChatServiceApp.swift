@@ -41,7 +41,8 @@ public final class ChatServiceRunner: Service, Sendable {
         )
         ChatHandlers(store: store, logger: logger).register(on: service)
         let leases = store.leases
-        let lease = Lease(bucket: leases, name: "presence-sweeper", holder: configuration.instanceID, duration: configuration.presenceTimeout / 2)
+        // A lease shorter than a few seconds would flap on a loaded machine; expiry itself is checked by time.
+        let lease = Lease(bucket: leases, name: "presence-sweeper", holder: configuration.instanceID, duration: max(.seconds(3), configuration.presenceTimeout / 2))
         state.withLock { $0 = State(connection: connection, service: service, store: store) }
 
         try await withGracefulShutdownHandler {

@@ -4,7 +4,8 @@ import Synchronization
 /// A small fixed pool of threads for libnats calls that block (connect, flush, KV operations, watcher
 /// polls), so they never occupy Swift's cooperative thread pool.
 public final class BlockingExecutor: Sendable {
-    public static let shared = BlockingExecutor(threads: 8, name: "nats-blocking")
+    // KV calls and watcher polls block a thread each for a round trip; 16 keeps a busy process from queueing them.
+    public static let shared = BlockingExecutor(threads: 16, name: "nats-blocking")
 
     private struct State {
         var jobs: [@Sendable () -> Void] = []
