@@ -31,6 +31,7 @@ public struct Options: Sendable {
     public var drainSeconds = 15.0
     public var deadline = 1200.0
     public var fill: Int?
+    public var deepBefore: UInt64?
     public var requests = 200
     public var strict: Bool?
 
@@ -51,7 +52,7 @@ public struct Options: Sendable {
                    --window [32] unacked per sender, then --rates (total msgs/s) [1000,2000,5000,10000]
                    upwards until one is not sustained
       history      one room filled with --fill [10000] messages, then --requests [200] sequential
-                   history requests for the newest page and for the deepest page (limit 50)
+                   history requests for the newest page and for a deep page (limit 50)
 
     options:
       --url ws://HOST:PORT/ws    WebSocket endpoint [ws://127.0.0.1:3000/ws]
@@ -72,6 +73,7 @@ public struct Options: Sendable {
       --drain-seconds S [15]     how long to wait for the last deliveries after a phase
       --deadline S [1200]        hard limit for the whole run (exit 3)
       --fill N --requests K      history scenario sizes
+      --deep-before SEQ          history: the deep page is the one before SEQ [half the room's messages]
       --strict / --no-strict     exit 1 on any correctness violation [on, except fanout]
     """
 
@@ -125,6 +127,7 @@ public struct Options: Sendable {
             case "--drain-seconds": o.drainSeconds = try double(a)
             case "--deadline": o.deadline = max(1, try double(a))
             case "--fill": o.fill = try int(a)
+            case "--deep-before": o.deepBefore = UInt64(try int(a))
             case "--requests": o.requests = max(1, try int(a))
             case "--strict": o.strict = true
             case "--no-strict": o.strict = false
@@ -464,6 +467,12 @@ public final class Bench: @unchecked Sendable {
             errors: final.errors, processes: ProcessUsage.between(before, after), held: nil
         )
         result.checks.unexpectedCloses = final.unexpectedCloses
+        let servers = result.processes.filter { $0.name != "chat-bench" && $0.name != "machine" }
+        if !servers.isEmpty {
+            let cpu = servers.reduce(0) { $0 + $1.cpuPercent }
+            result.serverCPUPercent = cpu
+            if atEnd.delivered > 0 { result.serverMicrosPerDelivery = cpu / 100 * seconds * 1e6 / Double(atEnd.delivered) }
+        }
         log(String(format: "  %@: %@ deliveries/s, p50 %.2f ms, p99 %.2f ms, missing %d, dup %d, reordered %d, errors %d",
                    name, Table.rate(result.deliveredPerSecond), result.latency.p50, result.latency.p99,
                    checks.missing, checks.duplicates, checks.reordered, final.errors.values.reduce(0, +)))
@@ -622,7 +631,8 @@ public final class Bench: @unchecked Sendable {
             }
             return Percentiles(h)
         }
-        let deepBefore: UInt64 = 51
+        // The middle of the room: deep, and still within a retention limit smaller than the room.
+        let deepBefore: UInt64 = options.deepBefore ?? max(51, total / 2)
         let newest = try await measure(before: nil)
         let deep = try await measure(before: deepBefore)
         report.history = HistoryResult(label: label, server: label, roomMessages: total, requests: options.requests, newest: newest, deep: deep, deepBefore: deepBefore)

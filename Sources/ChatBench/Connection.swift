@@ -181,8 +181,14 @@ final class BenchConnection: ChannelInboundHandler, RemovableChannelHandler, @un
                     promise.fail(BenchError("history failed: \(code)"))
                 }
             case .history:
-                historyPromise?.succeed(now)
+                guard let promise = historyPromise else { return }
                 historyPromise = nil
+                // A page must hold messages: an empty one (e.g. below the room's retention) is not a measurement.
+                if Scan.find(bytes, "\"messages\":[{") == nil {
+                    promise.fail(BenchError("history page is empty"))
+                } else {
+                    promise.succeed(now)
+                }
             case .other:
                 shard.otherFrames += 1
             }

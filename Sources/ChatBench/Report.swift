@@ -126,6 +126,11 @@ public struct PhaseResult: Codable, Sendable {
     public var processes: [ProcessUsage]
     /// fanout: p99 within the limit, no loss, no errors.
     public var held: Bool?
+    /// CPU of the server processes (every --pid/--gateway-pid process) over the phase, % of one core.
+    public var serverCPUPercent: Double?
+    /// Server CPU time per delivered message (µs): comparable across runs even when other work
+    /// shares the machine, unlike the highest rate that held.
+    public var serverMicrosPerDelivery: Double?
 }
 
 public struct ConnectionsResult: Codable, Sendable {
@@ -196,13 +201,13 @@ enum Table {
     }
 
     static func phases(_ phases: [PhaseResult]) -> String {
-        let header = ["phase", "send/s", "ack/s", "deliv/s", "p50 ms", "p90", "p99", "p99.9", "max", "ack p50", "ack p99", "missing", "dup", "order", "closed", "errors"]
+        let header = ["phase", "send/s", "ack/s", "deliv/s", "p50 ms", "p90", "p99", "p99.9", "max", "ack p50", "ack p99", "missing", "dup", "order", "closed", "errors", "srv µs/deliv"]
         let rows = phases.map { p -> [String] in
             [p.label, rate(p.sentPerSecond), rate(p.acksPerSecond), rate(p.deliveredPerSecond),
              format(p.latency.p50, 2), format(p.latency.p90, 2), format(p.latency.p99, 2), format(p.latency.p999, 2), format(p.latency.max, 1),
              format(p.ackLatency.p50, 2), format(p.ackLatency.p99, 2),
              "\(p.checks.missing)", "\(p.checks.duplicates)", "\(p.checks.reordered)", "\(p.checks.unexpectedCloses)",
-             "\(p.errors.values.reduce(0, +))"]
+             "\(p.errors.values.reduce(0, +))", p.serverMicrosPerDelivery.map { format($0, 1) } ?? "-"]
         }
         return render(header, rows)
     }
