@@ -19,15 +19,31 @@ final class ChatFixture: @unchecked Sendable {
     init(configure: (inout ChatServiceConfiguration) -> Void = { _ in }) async throws {
         server = try NATSServerProcess()
         client = try await server.connect(name: "test-client")
-        chat = ChatServiceClient(connection: client, timeout: .seconds(5))
+        // Generous: CI machines are loaded; the tests check outcomes, not latency.
+        chat = ChatServiceClient(connection: client, timeout: .seconds(15))
         var configuration = ChatServiceConfiguration(nats: NATSConfiguration(url: server.url, name: "chat-service"))
         configuration.presenceSweepInterval = .milliseconds(200)
         configure(&configuration)
         self.configuration = configuration
+        startHeartbeat()
     }
 
     deinit {
         for replica in replicas { replica.task.cancel() }
+        heartbeat?.cancel()
+    }
+
+    /// The default test gateway beats like a live one, so presence expiry never removes its members.
+    private var heartbeat: Task<Void, Never>?
+
+    func startHeartbeat(gateway: String = "gw-test") {
+        let chat = self.chat
+        heartbeat = Task {
+            while !Task.isCancelled {
+                let _: ServiceAPI.Ok? = try? await chat.call(.heartbeat, ServiceAPI.Heartbeat(gatewayID: gateway, connections: 1))
+                try? await Task.sleep(for: .milliseconds(500))
+            }
+        }
     }
 
     /// Starts one more chat-service replica and waits until it answers `$SRV.PING`.

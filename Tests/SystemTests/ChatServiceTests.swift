@@ -208,7 +208,7 @@ struct ChatServiceTests {
     }
 
     @Test func membersOfADeadGatewayExpireWithUserLeft() async throws {
-        let fixture = try await ChatFixture { $0.presenceTimeout = .seconds(2) }
+        let fixture = try await ChatFixture { $0.presenceTimeout = .seconds(3) }
         try await fixture.startReplica(instance: "one")
         try await fixture.startReplica(instance: "two")
         let room = try await fixture.createRoom("presence")
@@ -224,14 +224,16 @@ struct ChatServiceTests {
             }
         }
         defer { beating.cancel() }
-        try await eventually("ghost removed", timeout: .seconds(10)) {
+        // Removal is complete when the UserLeft event is stored (the member entry is emptied just before).
+        let js = fixture.client.jetStream
+        try await eventually("ghost removed with UserLeft", timeout: .seconds(10)) {
             let members: ServiceAPI.MemberList = try await fixture.chat.call(.members, ServiceAPI.RoomRef(roomID: room.id.rawValue))
-            return members.members.map(\.username) == ["alive"]
+            let last = try await js.lastMessage(stream: ChatNames.eventStream, subject: ChatNames.presenceSubject(room.id))
+            return members.members.map(\.username) == ["alive"] && last?.headers[ChatNames.eventTypeHeader] == "UserLeft.v1"
         }
         #expect(ContinuousClock.now - start < .seconds(10))
-        let event = try #require(try await fixture.client.jetStream.lastMessage(stream: ChatNames.eventStream, subject: ChatNames.presenceSubject(room.id)))
+        let event = try #require(try await js.lastMessage(stream: ChatNames.eventStream, subject: ChatNames.presenceSubject(room.id)))
         let left = try ChatJSON.decode(PresenceEvent.self, from: event.payload)
-        #expect(event.headers[ChatNames.eventTypeHeader] == "UserLeft.v1")
         #expect(left.username == "ghost")
         #expect(left.reason == "gateway_expired")
         // Exactly one UserLeft although two replicas run.
