@@ -184,6 +184,7 @@ class User:
     pending: dict[str, asyncio.Future] = field(default_factory=dict)
     waiting: dict[str, asyncio.Future] = field(default_factory=dict)  # by frame type (joined)
     closed_reason: str | None = None
+    lost_connection: str | None = None  # closed by the server before the demo ended
     rate_limited: int = 0
 
     @property
@@ -373,6 +374,7 @@ class Demo:
 
     async def leave(self) -> None:
         for user in self.users:
+            user.lost_connection = user.closed_reason  # before our own close
             if user.ws is None:
                 continue
             try:
@@ -441,8 +443,8 @@ class Demo:
                 notes.append(f"{user_dups} duplicates")
             if user_ooo:
                 notes.append(f"{user_ooo} out of order")
-            if user.closed_reason and user_missing:
-                notes.append(user.closed_reason)
+            if user.lost_connection:
+                notes.append(user.lost_connection)
             note = paint(f"  ({', '.join(notes)})", "31") if notes else ""
             say(f"  received      {paint(f'{user.name:<8}', user.colour)} {got}/{len(expected)}{note}")
         say(f"  missing       {_count(missing)}")
