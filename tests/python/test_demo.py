@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -31,9 +32,15 @@ def demo(*args: str, env: dict[str, str] | None = None, timeout: float = 90) -> 
 
 
 def free_block(size: int) -> int:
-    """A base port whose next `size` ports are free (base+1 … base+size)."""
+    """A base port whose next `size` ports are free (base+1 … base+size), below the kernel's ephemeral
+    range (so that no outgoing connection or free_port() takes one of them meanwhile)."""
+    low = 20000
+    try:
+        low = min(low, int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0]) - 2000)
+    except (OSError, ValueError, IndexError):
+        pass
     for _ in range(200):
-        base = random.randint(20000, 60000)
+        base = random.randint(max(1025, low - 10000), low)
         if not any(port_open(base + i) for i in range(1, size + 1)):
             return base
     raise AssertionError("no free port block")
@@ -54,7 +61,7 @@ def started(tmp_path_factory: pytest.TempPathFactory):
     start = subprocess.run([str(REPO_ROOT / "scripts/start"), "--background", "--gateways", "2"], env=env,
                            capture_output=True, text=True, timeout=180, cwd=REPO_ROOT)
     try:
-        assert start.returncode == 0, f"scripts/start failed:\n{start.stderr[-3000:]}"
+        assert start.returncode == 0, f"scripts/start failed:\n{start.stderr[-6000:]}"
         assert "2 behind nginx" in start.stderr, start.stderr
         yield {"port": env["PORT"], "data": data, "env": env, "start": start}
     finally:
