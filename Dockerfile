@@ -37,12 +37,15 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin chat
 COPY --from=build /out/ /usr/local/bin/
+# The browser UI, served by the gateway at /.
+COPY web/ /srv/web/
 USER chat
 ENV NATS_URL=nats://nats:4222 \
     LOG_LEVEL=info \
     HOST=0.0.0.0 \
     PORT=3000 \
-    HTTP_HOST=0.0.0.0
+    HTTP_HOST=0.0.0.0 \
+    WEB_ROOT=/srv/web
 # gateway 3000, chat-service 3001, broadcaster 3002 (/health, /metrics)
 EXPOSE 3000 3001 3002
 CMD ["gateway"]

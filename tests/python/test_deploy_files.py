@@ -137,6 +137,7 @@ def test_dockerfile_is_multi_stage_with_one_image_for_three_executables():
     assert re.search(r"libnats3\.\d", runtime) and "libssl3" in runtime
     assert "COPY --from=build /out/ /usr/local/bin/" in runtime and 'CMD ["gateway"]' in runtime
     assert "USER chat" in runtime
+    assert "COPY web/ /srv/web/" in runtime and "WEB_ROOT=/srv/web" in runtime
     ignored = (REPO_ROOT / ".dockerignore").read_text().split()
     assert {".build*", ".venv*", ".git", "Package.resolved"} <= set(ignored)
 
