@@ -141,7 +141,7 @@ final class Connector: Sendable {
             throw BenchError("POST /api/v1/rooms: HTTP \(status) \(String(decoding: body, as: UTF8.self))")
         }
         let id: String? = body.withUnsafeBytes { bytes in
-            guard let start = Scan.find(bytes, "\"id\":\""), let range = Scan.stringValue(bytes, at: start) else { return nil }
+            guard let start = Scan.value(bytes, "\"id\":", startingWith: "\""), let range = Scan.stringValue(bytes, at: start) else { return nil }
             return String(decoding: UnsafeRawBufferPointer(rebasing: bytes[range]), as: UTF8.self)
         }
         guard let id else { throw BenchError("POST /api/v1/rooms: no room id in \(String(decoding: body, as: UTF8.self))") }

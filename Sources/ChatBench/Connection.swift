@@ -184,7 +184,7 @@ final class BenchConnection: ChannelInboundHandler, RemovableChannelHandler, @un
                 guard let promise = historyPromise else { return }
                 historyPromise = nil
                 // A page must hold messages: an empty one (e.g. below the room's retention) is not a measurement.
-                if Scan.find(bytes, "\"messages\":[{") == nil {
+                if !frame.hasMessages {
                     promise.fail(BenchError("history page is empty"))
                 } else {
                     promise.succeed(now)

@@ -19,9 +19,9 @@ public enum FrameKind: Equatable, Sendable {
 }
 
 /// A cheap byte scan of one server frame for the few fields chat-bench needs. No JSON parser: each
-/// field is found with `memmem` on its `"key":` prefix, which is exact for the frames of the seed
-/// protocol as long as the strings chat-bench itself chooses (usernames, content, message ids) contain
-/// no quotes — they never do.
+/// field is found by searching for its `"key":`, which is exact for the frames of the seed protocol
+/// as long as the strings chat-bench itself chooses (usernames, content, message ids) contain no
+/// quotes — they never do. Whitespace after the colon is allowed.
 public struct ScannedFrame: Equatable, Sendable {
     public var kind: FrameKind = .other
     /// `seq` of a message or ack, `last_seq` of joined.
@@ -32,6 +32,8 @@ public struct ScannedFrame: Equatable, Sendable {
     public var roomIDRange: Range<Int>?
     /// `code` of an error frame.
     public var errorCode: String?
+    /// history: the page holds at least one message.
+    public var hasMessages = false
 
     public init() {}
 }
@@ -87,39 +89,64 @@ public enum Scan {
         return nil
     }
 
+    /// The index of the value of `key` (given with its quotes and colon, e.g. `"seq":`): the first
+    /// byte after the colon that is not JSON whitespace.
+    @inline(__always)
+    static func value(_ bytes: UnsafeRawBufferPointer, _ key: StaticString) -> Int? {
+        guard var i = find(bytes, key) else { return nil }
+        while i < bytes.count, bytes[i] == 0x20 || bytes[i] == 0x09 || bytes[i] == 0x0A || bytes[i] == 0x0D { i += 1 }
+        return i
+    }
+
+    /// The index just after `prefix` (e.g. `"t` for a content that starts with t) at the value of `key`.
+    @inline(__always)
+    static func value(_ bytes: UnsafeRawBufferPointer, _ key: StaticString, startingWith prefix: StaticString) -> Int? {
+        guard let i = value(bytes, key), hasPrefix(bytes, at: i, prefix) else { return nil }
+        return i + prefix.utf8CodeUnitCount
+    }
+
     public static func kind(_ bytes: UnsafeRawBufferPointer) -> FrameKind {
-        guard let t = find(bytes, "\"type\":\"") else { return .other }
-        if hasPrefix(bytes, at: t, "message\"") { return .message }
-        if hasPrefix(bytes, at: t, "ack\"") { return .ack }
-        if hasPrefix(bytes, at: t, "joined\"") { return .joined }
-        if hasPrefix(bytes, at: t, "connected\"") { return .connected }
-        if hasPrefix(bytes, at: t, "error\"") { return .error }
-        if hasPrefix(bytes, at: t, "history\"") { return .history }
+        guard let t = value(bytes, "\"type\":") else { return .other }
+        if hasPrefix(bytes, at: t, "\"message\"") { return .message }
+        if hasPrefix(bytes, at: t, "\"ack\"") { return .ack }
+        if hasPrefix(bytes, at: t, "\"joined\"") { return .joined }
+        if hasPrefix(bytes, at: t, "\"connected\"") { return .connected }
+        if hasPrefix(bytes, at: t, "\"error\"") { return .error }
+        if hasPrefix(bytes, at: t, "\"history\"") { return .history }
         return .other
     }
 
-    /// Scans one text frame.
+    /// Scans one text frame. Keys may come in any order, with or without whitespace around values.
     public static func frame(_ bytes: UnsafeRawBufferPointer) -> ScannedFrame {
         var frame = ScannedFrame()
         frame.kind = kind(bytes)
+        func string(_ key: StaticString) -> Range<Int>? {
+            value(bytes, key, startingWith: "\"").flatMap { stringValue(bytes, at: $0) }
+        }
         switch frame.kind {
         case .message:
-            frame.seq = find(bytes, "\"seq\":").flatMap { number(bytes, at: $0) }
-            frame.sentAt = find(bytes, "\"content\":\"t").flatMap { number(bytes, at: $0) }
-            frame.roomIDRange = find(bytes, "\"room_id\":\"").flatMap { stringValue(bytes, at: $0) }
+            frame.seq = value(bytes, "\"seq\":").flatMap { number(bytes, at: $0) }
+            frame.sentAt = value(bytes, "\"content\":", startingWith: "\"t").flatMap { number(bytes, at: $0) }
+            frame.roomIDRange = string("\"room_id\":")
         case .ack:
-            frame.seq = find(bytes, "\"seq\":").flatMap { number(bytes, at: $0) }
-            frame.sentAt = find(bytes, "\"client_msg_id\":\"a").flatMap { number(bytes, at: $0) }
-            frame.roomIDRange = find(bytes, "\"room_id\":\"").flatMap { stringValue(bytes, at: $0) }
+            frame.seq = value(bytes, "\"seq\":").flatMap { number(bytes, at: $0) }
+            frame.sentAt = value(bytes, "\"client_msg_id\":", startingWith: "\"a").flatMap { number(bytes, at: $0) }
+            frame.roomIDRange = string("\"room_id\":")
         case .joined:
-            frame.seq = find(bytes, "\"last_seq\":").flatMap { number(bytes, at: $0) }
-            frame.roomIDRange = find(bytes, "\"room_id\":\"").flatMap { stringValue(bytes, at: $0) }
+            frame.seq = value(bytes, "\"last_seq\":").flatMap { number(bytes, at: $0) }
+            frame.roomIDRange = string("\"room_id\":")
         case .error:
-            if let start = find(bytes, "\"code\":\""), let range = stringValue(bytes, at: start) {
+            if let range = string("\"code\":") {
                 frame.errorCode = String(decoding: UnsafeRawBufferPointer(rebasing: bytes[range]), as: UTF8.self)
             }
-            frame.sentAt = find(bytes, "\"client_msg_id\":\"a").flatMap { number(bytes, at: $0) }
-        case .connected, .history, .other:
+            frame.sentAt = value(bytes, "\"client_msg_id\":", startingWith: "\"a").flatMap { number(bytes, at: $0) }
+        case .history:
+            frame.hasMessages = value(bytes, "\"messages\":", startingWith: "[").map { i in
+                var j = i
+                while j < bytes.count, bytes[j] == 0x20 || bytes[j] == 0x0A || bytes[j] == 0x0D || bytes[j] == 0x09 { j += 1 }
+                return j < bytes.count && bytes[j] == UInt8(ascii: "{")
+            } ?? false
+        case .connected, .other:
             break
         }
         return frame

@@ -15,6 +15,10 @@ struct ScanTests {
         #expect(f.roomIDRange.map { Array(Array(gateway.utf8)[$0]) } == Array("5580ab".utf8))
         let typeFirst = scan(#"{"type":"message","seq":7,"room_id":"r","content":"t5 x"}"#)
         #expect(typeFirst.kind == .message && typeFirst.seq == 7 && typeFirst.sentAt == 5)
+        let spaced = #"{"type": "message", "room_id": "r1", "seq": 8, "content": "t6 x"}"#
+        let s = scan(spaced)
+        #expect(s.kind == .message && s.seq == 8 && s.sentAt == 6)
+        #expect(s.roomIDRange.map { Array(Array(spaced.utf8)[$0]) } == Array("r1".utf8))
     }
 
     @Test func ackJoinedErrorAndOtherFrames() {
@@ -26,7 +30,9 @@ struct ScanTests {
         #expect(error.kind == .error && error.errorCode == "rate_limited" && error.sentAt == 55)
         #expect(scan(#"{"type":"connected","user_id":"u"}"#).kind == .connected)
         #expect(scan(#"{"room_id":"r","type":"user_joined","user_id":"u","username":"x"}"#).kind == .other)
-        #expect(scan(#"{"has_more":false,"messages":[],"room_id":"r","type":"history"}"#).kind == .history)
+        let empty = scan(#"{"has_more":false,"messages":[],"room_id":"r","type":"history"}"#)
+        #expect(empty.kind == .history && !empty.hasMessages)
+        #expect(scan(#"{"messages": [ {"seq": 1}], "type": "history"}"#).hasMessages)
         #expect(scan("not json").kind == .other)
         #expect(scan("").kind == .other)
     }

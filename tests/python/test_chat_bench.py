@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -108,3 +109,32 @@ def test_usage_errors_exit_2():
     process = subprocess.run([str(binary("chat-bench")), "no-such-scenario"], capture_output=True, text=True, timeout=30)
     assert process.returncode == 2
     assert "usage: chat-bench" in process.stderr
+
+
+# --- chat-bench's own checks, against a fake server that misbehaves on purpose ------------------------------
+
+@pytest.mark.parametrize("fault, check", [("none", None), ("drop", "missing"), ("dup", "duplicates"), ("reorder", "reordered")])
+def test_chat_bench_detects_loss_duplicates_and_reordering(tmp_path, fault, check):
+    """faulty_chat.py delivers every message to every member in seq order, except that one receiver
+    misses seq 3, gets seq 2 twice, or gets 5 before 4; chat-bench must find exactly that."""
+    ws_port, rest_port = free_port(), free_port()
+    server = subprocess.Popen([sys.executable, str(Path(__file__).with_name("faulty_chat.py")), fault, str(ws_port), str(rest_port)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert server.stdout.readline().strip() == "ready"
+        process, report = run_bench(tmp_path, "smoke", "--url", f"ws://127.0.0.1:{ws_port}/ws",
+                                    "--api", f"http://127.0.0.1:{rest_port}", "--drain-seconds", "2")
+    finally:
+        server.kill()
+        server.wait(timeout=10)
+    output = process.stdout + process.stderr
+    assert report is not None, output
+    checks = report["phases"][0]["checks"]
+    if check is None:
+        assert process.returncode == 0, output
+        assert sum(checks.values()) == 0, output
+    else:
+        assert process.returncode == 1, output
+        assert "result: FAILED" in process.stdout, output
+        assert checks[check] == 1, checks
+        assert sum(v for k, v in checks.items() if k != check) == 0, checks
