@@ -23,6 +23,8 @@ public struct BroadcasterConfiguration: Sendable {
     /// active broadcaster dies (`BROADCASTER_LEASE_MS`, default 3 s → takeover < 5 s).
     public var leaseDuration: Duration = .seconds(3)
     public var instanceID = "broadcaster-" + String(makeUUID().prefix(8))
+    /// Replicas of the lease bucket if the broadcaster creates it first (`CHAT_REPLICAS`, as the chat-service).
+    public var replicas = 1
 
     public init(nats: NATSConfiguration) { self.nats = nats }
 
@@ -35,6 +37,7 @@ public struct BroadcasterConfiguration: Sendable {
         configuration.ackWait = try settings.milliseconds("BROADCASTER_ACK_WAIT_MS", default: configuration.ackWait)
         configuration.leaseDuration = try settings.milliseconds("BROADCASTER_LEASE_MS", default: configuration.leaseDuration)
         configuration.instanceID = settings.string("INSTANCE_ID", default: configuration.instanceID)
+        configuration.replicas = try settings.int("CHAT_REPLICAS", default: configuration.replicas, range: 1...5)
         return configuration
     }
 }
@@ -99,7 +102,7 @@ public final class BroadcasterRunner: Service, Sendable {
             try await Task.sleep(for: .seconds(1))
         }
         var leasesConfig = KeyValueConfiguration(bucket: ChatNames.leasesBucket)
-        leasesConfig.replicas = 1
+        leasesConfig.replicas = configuration.replicas  // as the chat-service creates it: R3 on a cluster
         let leases = try await connection.keyValue(leasesConfig)
         let lease = Lease(bucket: leases, name: "broadcaster", holder: configuration.instanceID, duration: configuration.leaseDuration)
 
