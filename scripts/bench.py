@@ -38,9 +38,9 @@ BENCH_GATEWAY_ENV = {"RATE_LIMIT_PER_SEC": "100000", "RATE_LIMIT_BURST": "100000
 class Baseline(Process):
     kind = "chat-baseline"
 
-    def __init__(self, system: System, binary: Path):
+    def __init__(self, system: System, binary: Path, extra: list[str] | None = None):
         self.port = free_port()
-        super().__init__(system, "chat-baseline", [str(binary), "--port", str(self.port)], dict(os.environ))
+        super().__init__(system, "chat-baseline", [str(binary), "--port", str(self.port), *(extra or [])], dict(os.environ))
 
     def probe(self) -> bool:
         try:
@@ -81,7 +81,7 @@ def wait_for_quiet(limit: float, threshold: float = 30.0) -> None:
             return
 
 
-def run(bin_dir: Path, target: str, scenario: str, extra: list[str], out: Path, perf: str | None = None, quiet_wait: float = 0) -> dict | None:
+def run(bin_dir: Path, target: str, scenario: str, extra: list[str], out: Path, perf: str | None = None, quiet_wait: float = 0, direct_writes: bool = False) -> dict | None:
     workdir = Path(tempfile.mkdtemp(prefix=f"bench-{target}-"))
     system = System(workdir)
     processes: list[tuple[str, int]] = []
@@ -96,7 +96,7 @@ def run(bin_dir: Path, target: str, scenario: str, extra: list[str], out: Path, 
             processes = [("gateway", system.gateway.pid), ("chat-service", system.chat_service.pid),
                          ("broadcaster", system.broadcaster.pid), ("nats-server", system.nats.pid)]
         else:
-            baseline = Baseline(system, bin_dir / "chat-baseline")
+            baseline = Baseline(system, bin_dir / "chat-baseline", ["--direct-writes"] if direct_writes else [])
             baseline.start().wait_ready()
             url, api = f"ws://127.0.0.1:{baseline.port}/ws", f"http://127.0.0.1:{baseline.port}"
             processes = [("baseline", baseline.pid)]
@@ -164,6 +164,8 @@ def main() -> int:
                         "broadcaster, nats-server, baseline) during the run; flat profile in --out")
     parser.add_argument("--quiet-wait", type=float, default=0, metavar="SECONDS",
                         help="before each run wait up to this long for the machine to be under 30%% busy")
+    parser.add_argument("--baseline-direct-writes", action="store_true",
+                        help="run chat-baseline with --direct-writes (frames written straight to the channel)")
     parser.add_argument("scenario")
     args, extra = parser.parse_known_args()
     bin_dir = Path(args.bin_dir).resolve()
@@ -173,7 +175,7 @@ def main() -> int:
     results = {}
     targets = ["system", "baseline"] if args.target == "both" else [args.target]
     for target in targets:
-        results[target] = run(bin_dir, target, args.scenario, extra, out, args.perf, args.quiet_wait)
+        results[target] = run(bin_dir, target, args.scenario, extra, out, args.perf, args.quiet_wait, args.baseline_direct_writes)
     if results.get("system") and results.get("baseline"):
         ratios(results["system"], results["baseline"])
     return 0 if all(r is not None and r.get("ok") for r in results.values()) else 1

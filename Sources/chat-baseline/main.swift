@@ -4,6 +4,10 @@
 // it shows what the distributed path (gateway → chat-service → JetStream → broadcaster → gateway)
 // costs.
 //
+// `--direct-writes` replaces the queue + writer task by writes straight to each member's channel on its
+// event loop (one task per loop per broadcast, one flush per socket): an experiment for the gateway's
+// per-frame write cost (see BENCHMARKS.md), without backpressure (a slow reader grows NIO's buffer).
+//
 // Protocol subset (the one chat-bench uses): `connected` on upgrade; `join` → `joined` (+ user_joined
 // to the room); `message` → `message` to every member including the sender, with a per-room `seq`
 // (1, 2, 3 …), plus `ack` when the client sent `client_msg_id`; `leave`; REST POST/GET /api/v1/rooms;
@@ -87,11 +91,44 @@ final class Member: Sendable {
     let userID: String
     let username: String
     let outbound: Outbound
-    init(connectionID: Int, userID: String, username: String, outbound: Outbound) {
+    /// Set with --direct-writes: frames go straight to the channel on its event loop.
+    let channel: (any Channel)?
+    init(connectionID: Int, userID: String, username: String, outbound: Outbound, channel: (any Channel)?) {
         self.connectionID = connectionID
         self.userID = userID
         self.username = username
         self.outbound = outbound
+        self.channel = channel
+    }
+
+    /// Queues one frame for this member (in order with everything else sent to it).
+    func send(_ buffer: ByteBuffer) {
+        if let channel {
+            channel.eventLoop.execute { channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .text, data: buffer), promise: nil) }
+        } else {
+            outbound.append(buffer)
+        }
+    }
+}
+
+/// Sends one frame to many members: with --direct-writes one event-loop task per loop writes it to
+/// all of that loop's members and flushes each once; otherwise one queue append per member.
+func broadcast(_ buffer: ByteBuffer, to members: Dictionary<Int, Member>.Values) {
+    guard directWrites else {
+        for m in members { m.outbound.append(buffer) }
+        return
+    }
+    var byLoop: [ObjectIdentifier: (any EventLoop, [any Channel])] = [:]
+    for m in members {
+        guard let channel = m.channel else { continue }
+        byLoop[ObjectIdentifier(channel.eventLoop), default: (channel.eventLoop, [])].1.append(channel)
+    }
+    let frame = WebSocketFrame(fin: true, opcode: .text, data: buffer)
+    for (loop, channels) in byLoop.values {
+        loop.execute {
+            for channel in channels { channel.write(frame, promise: nil) }
+            for channel in channels { channel.flush() }
+        }
     }
 }
 
@@ -189,35 +226,35 @@ struct Session {
         do {
             frame = try JSONDecoder().decode(ClientFrame.self, from: Data(text.utf8))
         } catch {
-            member.outbound.append(errorFrame("invalid_request", "invalid JSON"))
+            member.send(errorFrame("invalid_request", "invalid JSON"))
             return
         }
         switch frame.type {
         case "join":
             guard let id = frame.room_id, let room = rooms.room(id) else {
-                member.outbound.append(errorFrame("room_not_found", "room not found"))
+                member.send(errorFrame("room_not_found", "room not found"))
                 return
             }
             if joined.contains(where: { $0 === room }) {
-                member.outbound.append(encode(Joined(room_id: room.id, room: room.info, last_seq: room.state.withLock { $0.seq })))
+                member.send(encode(Joined(room_id: room.id, room: room.info, last_seq: room.state.withLock { $0.seq })))
                 return
             }
             let notice = encode(Presence(type: "user_joined", room_id: room.id, user_id: member.userID, username: member.username))
             let info = room.info
             room.state.withLock { s in
                 // Under the room's lock: every message after last_seq reaches this member, in order.
-                member.outbound.append(encode(Joined(room_id: room.id, room: RoomInfo(id: info.id, name: info.name, created_at: info.created_at, member_count: s.members.count + 1), last_seq: s.seq)))
+                member.send(encode(Joined(room_id: room.id, room: RoomInfo(id: info.id, name: info.name, created_at: info.created_at, member_count: s.members.count + 1), last_seq: s.seq)))
                 s.members[member.connectionID] = member
-                for m in s.members.values { m.outbound.append(notice) }
+                broadcast(notice, to: s.members.values)
             }
             joined.append(room)
         case "leave":
             guard let room = target(frame.room_id) else { return }
             leave(room)
-            member.outbound.append(encode(["type": "left", "room_id": room.id]))
+            member.send(encode(["type": "left", "room_id": room.id]))
         case "message":
             guard let content = frame.content, !content.isEmpty else {
-                member.outbound.append(errorFrame("invalid_request", "missing field 'content'", clientMessageID: frame.client_msg_id))
+                member.send(errorFrame("invalid_request", "missing field 'content'", clientMessageID: frame.client_msg_id))
                 return
             }
             guard let room = target(frame.room_id) else { return }
@@ -227,25 +264,25 @@ struct Session {
                 s.seq += 1
                 let bytes = encode(MessageFrame(message_id: messageID, room_id: room.id, user_id: member.userID, username: member.username,
                                                 content: content, timestamp: timestamp, seq: s.seq, client_msg_id: frame.client_msg_id))
-                for m in s.members.values { m.outbound.append(bytes) }
+                broadcast(bytes, to: s.members.values)
                 return s.seq
             }
             if let id = frame.client_msg_id {
-                member.outbound.append(encode(AckFrame(client_msg_id: id, message_id: messageID, seq: seq, room_id: room.id)))
+                member.send(encode(AckFrame(client_msg_id: id, message_id: messageID, seq: seq, room_id: room.id)))
             }
         default:
-            member.outbound.append(errorFrame("invalid_request", "message type '\(frame.type.prefix(32))' is not supported by chat-baseline"))
+            member.send(errorFrame("invalid_request", "message type '\(frame.type.prefix(32))' is not supported by chat-baseline"))
         }
     }
 
     func target(_ id: String?) -> Room? {
         if let id {
             if let room = joined.first(where: { $0.id == id }) { return room }
-            member.outbound.append(errorFrame("not_in_room", "you are not in room \(id.prefix(64)); join it first"))
+            member.send(errorFrame("not_in_room", "you are not in room \(id.prefix(64)); join it first"))
             return nil
         }
         guard let last = joined.last else {
-            member.outbound.append(errorFrame("not_in_room", "join a room first"))
+            member.send(errorFrame("not_in_room", "join a room first"))
             return nil
         }
         return last
@@ -256,7 +293,7 @@ struct Session {
         let notice = encode(Presence(type: "user_left", room_id: room.id, user_id: member.userID, username: member.username))
         room.state.withLock { s in
             s.members[member.connectionID] = nil
-            for m in s.members.values { m.outbound.append(notice) }
+            broadcast(notice, to: s.members.values)
         }
     }
 
@@ -283,13 +320,15 @@ struct Presence: Encodable {
 
 var host = "127.0.0.1"
 var port = 3100
+nonisolated(unsafe) var directWrites = false
 var arguments = CommandLine.arguments.dropFirst().makeIterator()
 while let argument = arguments.next() {
     switch argument {
     case "--host": host = arguments.next() ?? host
     case "--port": port = Int(arguments.next() ?? "") ?? port
+    case "--direct-writes": directWrites = true
     default:
-        FileHandle.standardError.write(Data("usage: chat-baseline [--host 127.0.0.1] [--port 3100]\n".utf8))
+        FileHandle.standardError.write(Data("usage: chat-baseline [--host 127.0.0.1] [--port 3100] [--direct-writes]\n".utf8))
         exit(2)
     }
 }
@@ -299,7 +338,20 @@ let nextConnection = Atomic<Int>(0)
 var logger = Logger(label: "chat-baseline")
 logger.logLevel = .warning
 
-let router = Router(context: BasicWebSocketRequestContext.self)
+/// Request context that keeps the channel (for --direct-writes).
+struct BaselineContext: RequestContext, WebSocketRequestContext {
+    var coreContext: CoreRequestContextStorage
+    let webSocket: WebSocketHandlerReference<Self>
+    let channel: any Channel
+
+    init(source: ApplicationRequestContextSource) {
+        coreContext = .init(source: source)
+        webSocket = .init()
+        channel = source.channel
+    }
+}
+
+let router = Router(context: BaselineContext.self)
 router.get("health") { _, _ in Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: "{\"status\":\"ok\",\"service\":\"chat-baseline\"}"))) }
 router.get("api/v1/rooms") { _, _ -> Response in
     struct List: Encodable {
@@ -333,8 +385,9 @@ router.ws("/ws") { request, _ in
     return .upgrade([:])
 } onUpgrade: { inbound, outbound, context in
     let username = context.request.uri.queryParameters["username"].map(String.init) ?? "anonymous"
-    let member = Member(connectionID: nextConnection.add(1, ordering: .relaxed).newValue, userID: UUID().uuidString.lowercased(), username: username, outbound: Outbound())
-    member.outbound.append(encode(["type": "connected", "user_id": member.userID, "username": username, "gateway_id": "baseline"]))
+    let member = Member(connectionID: nextConnection.add(1, ordering: .relaxed).newValue, userID: UUID().uuidString.lowercased(),
+                        username: username, outbound: Outbound(), channel: directWrites ? context.requestContext.channel : nil)
+    member.send(encode(["type": "connected", "user_id": member.userID, "username": username, "gateway_id": "baseline"]))
     try await withThrowingTaskGroup(of: Void.self) { group in
         group.addTask {
             while let batch = await member.outbound.takeAll() {
@@ -352,7 +405,7 @@ router.ws("/ws") { request, _ in
             for try await message in inbound.messages(maxSize: 16384) {
                 switch message {
                 case .text(let text): session.handle(text)
-                case .binary: member.outbound.append(errorFrame("invalid_request", "binary frames are not supported"))
+                case .binary: member.send(errorFrame("invalid_request", "binary frames are not supported"))
                 }
             }
         }
