@@ -62,9 +62,9 @@ def assert_clean_smoke(process: subprocess.CompletedProcess[str], report: dict |
 class Baseline(Process):
     kind = "chat-baseline"
 
-    def __init__(self, system: System):
+    def __init__(self, system: System, *args: str):
         self.port = free_port()
-        super().__init__(system, "chat-baseline", [str(binary("chat-baseline")), "--port", str(self.port)], dict(os.environ))
+        super().__init__(system, "chat-baseline", [str(binary("chat-baseline")), "--port", str(self.port), *args], dict(os.environ))
 
     def probe(self) -> bool:
         try:
@@ -85,9 +85,10 @@ def test_smoke_against_the_system(make_system, tmp_path):
     gateway.assert_running()
 
 
-def test_smoke_against_the_baseline(tmp_path):
+@pytest.mark.parametrize("mode", [[], ["--direct-writes"]], ids=["writer-task", "direct-writes"])
+def test_smoke_against_the_baseline(tmp_path, mode):
     system = System(tmp_path / "baseline")
-    baseline = Baseline(system)
+    baseline = Baseline(system, *mode)
     try:
         baseline.start().wait_ready()
         process, report = run_bench(tmp_path, "smoke", "--url", f"ws://127.0.0.1:{baseline.port}/ws", "--label", "baseline")
