@@ -62,30 +62,13 @@ public final class ChatServiceRunner: Service, Sendable {
     private func sweepPresence(store: ChatStore, lease: Lease) async {
         let interval = configuration.presenceSweepInterval
         await lease.whileLeader(logger: logger) {
-            let liveness = GatewayLiveness()
-            await withTaskGroup(of: Void.self) { group in
-                group.addTask {
-                    while !Task.isCancelled {
-                        do {
-                            try await store.trackGateways(into: liveness)
-                        } catch {
-                            self.logger.warning("gateway watch failed", metadata: [LogKey.error: "\(error)"])
-                            try? await Task.sleep(for: interval)
-                        }
-                    }
+            while !Task.isCancelled {
+                do {
+                    try await store.sweepExpiredGateways(nowMilliseconds: ChatTime.now().milliseconds)
+                } catch {
+                    self.logger.warning("presence sweep failed", metadata: [LogKey.error: "\(error)"])
                 }
-                group.addTask {
-                    while !Task.isCancelled {
-                        do {
-                            try await store.sweepExpiredGateways(lastSeen: liveness.lastSeen.withLock { $0 }, nowMilliseconds: ChatTime.now().milliseconds)
-                        } catch {
-                            self.logger.warning("presence sweep failed", metadata: [LogKey.error: "\(error)"])
-                        }
-                        try? await Task.sleep(for: interval)
-                    }
-                }
-                await group.next()
-                group.cancelAll()
+                try? await Task.sleep(for: interval)
             }
         }
     }

@@ -455,40 +455,22 @@ public final class ChatStore: Sendable {
         }
     }
 
-    /// Keeps `lastSeen` (gateway → last heartbeat, ms) current from one KV watch of the gateways bucket,
-    /// so the presence leader checks liveness in memory instead of reading the bucket on every sweep.
-    public func trackGateways(into liveness: GatewayLiveness) async throws(NATSError) {
-        let watch = try await gateways.watch(">")
-        defer { watch.stop() }
-        var iterator = watch.makeAsyncIterator()
-        while let event = try await iterator.nextEvent() {
-            guard case .entry(let entry) = event else { continue }
-            let record = entry.operation == .put ? try? JSONDecoder().decode(GatewayRecord.self, from: Data(entry.value)) : nil
-            liveness.lastSeen.withLock { $0[entry.key] = record?.lastSeenMilliseconds }
-        }
-    }
-
-    /// Removes every member held by a gateway whose last heartbeat (from `lastSeen`) is older than the
-    /// presence timeout, emitting UserLeft for each. Run by the presence leader only. Returns how many
-    /// members were removed.
+    /// Removes every member held by a gateway that stopped heartbeating, emitting UserLeft for each.
+    /// Run by the presence leader only. Returns how many members were removed.
     @discardableResult
-    public func sweepExpiredGateways(lastSeen: [String: Int64], nowMilliseconds: Int64) async throws(NATSError) -> Int {
+    public func sweepExpiredGateways(nowMilliseconds: Int64) async throws(NATSError) -> Int {
         let timeout = configuration.presenceTimeout.inMilliseconds
         var dead: Set<String> = []
-        for gateway in lastSeen.filter({ $0.value + timeout < nowMilliseconds }).keys {
-            // The watch can lag behind a busy bucket: confirm with a direct read before acting on it.
-            guard let entry = try await gateways.value(gateway),
-                  let record = try? JSONDecoder().decode(GatewayRecord.self, from: Data(entry.value)),
-                  record.lastSeenMilliseconds + timeout >= nowMilliseconds else {
-                dead.insert(gateway)
-                continue
-            }
+        var alive: Set<String> = []
+        for entry in try await gateways.values(matching: ">") {
+            guard let record = try? JSONDecoder().decode(GatewayRecord.self, from: Data(entry.value)) else { continue }
+            if record.lastSeenMilliseconds + timeout < nowMilliseconds { dead.insert(entry.key) } else { alive.insert(entry.key) }
         }
         guard !dead.isEmpty else { return 0 }
         var removed = 0
         for entry in try await members.values(matching: ">") {
             guard !entry.value.isEmpty, let member = try? ChatJSON.decode(Member.self, from: entry.value),
-                  dead.contains(member.gatewayID.rawValue) else { continue }
+                  dead.contains(member.gatewayID.rawValue), !alive.contains(member.gatewayID.rawValue) else { continue }
             let parts = entry.key.split(separator: ".")
             guard parts.count == 2, let room = RoomID(String(parts[0])) else { continue }
             if try await removeMember(room: room, user: member.userID, reason: "gateway_expired") { removed += 1 }
@@ -497,10 +479,4 @@ public final class ChatStore: Sendable {
         if removed > 0 { logger.notice("removed members of expired gateways", metadata: ["gateways": "\(dead.sorted())", "members": "\(removed)"]) }
         return removed
     }
-}
-
-/// Last heartbeat (ms since 1970) per gateway id, as the presence leader's watch last saw it.
-public final class GatewayLiveness: Sendable {
-    public let lastSeen = Mutex<[String: Int64]>([:])
-    public init() {}
 }

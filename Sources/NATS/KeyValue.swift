@@ -152,30 +152,23 @@ public final class KeyValueWatch: AsyncSequence, Sendable {
 
     public func stop() { handle.stop() }
 
-    static let idlePoll: Duration = .milliseconds(25)
-
     public struct AsyncIterator: AsyncIteratorProtocol {
         let watch: KeyValueWatch
 
         /// Waits for the next event; nil when stopped or the task is cancelled.
-        ///
-        /// libnats has no watch callback, only the blocking `kvWatcher_Next`. Blocking a shared pool
-        /// thread for as long as a watch is idle would starve every other KV call of the process, so the
-        /// iterator polls with a 1 ms timeout and, while nothing is pending, waits asynchronously
-        /// between polls (at most `idlePoll`, 25 ms: the added latency of an idle watch).
         public mutating func nextEvent() async throws(NATSError) -> Event? {
             let handle = watch.handle
             while !Task.isCancelled {
                 let next = try await watch.executor.run { () throws(NATSError) -> KeyValueWatcherHandle.Next? in
                     do throws(NATSError) {
-                        return try handle.next(timeoutMilliseconds: 1)
+                        return try handle.next(timeoutMilliseconds: 250)
                     } catch where error.kind == .illegalState || error.kind == .connectionClosed {
                         return nil
                     }
                 }
                 switch next {
                 case .none: return nil
-                case .timeout: try? await Task.sleep(for: KeyValueWatch.idlePoll)
+                case .timeout: continue
                 case .initialValuesDone: return .initialValuesDone
                 case .entry(let entry): return .entry(entry)
                 }

@@ -23,6 +23,8 @@ final class ChatFixture: @unchecked Sendable {
         chat = ChatServiceClient(connection: client, timeout: .seconds(15))
         var configuration = ChatServiceConfiguration(nats: NATSConfiguration(url: server.url, name: "chat-service"))
         configuration.presenceSweepInterval = .milliseconds(200)
+        // Only the presence test wants gateways to expire; elsewhere a slow CI machine must not remove members.
+        configuration.presenceTimeout = .seconds(60)
         configure(&configuration)
         self.configuration = configuration
         startHeartbeat()
