@@ -1,25 +1,21 @@
 /// Validated values. Each initializer returns nil for anything unsafe, so code that holds one of these
 /// types may put it into a NATS subject or KV key.
 
-/// A lowercase canonical UUID (8-4-4-4-12 hex); uppercase input is accepted and lowercased. `Kind`
-/// keeps room ids and user ids apart in the type system.
-public struct UUIDIdentifier<Kind>: Hashable, Sendable, Codable, CustomStringConvertible {
-    public let rawValue: String
+/// A string that passed validation; encoded as the plain string, and decoding validates again.
+public protocol ValidatedString: Hashable, Sendable, Codable, CustomStringConvertible {
+    var rawValue: String { get }
+    init?(_ text: String)
+}
 
-    public init?(_ text: String) {
-        guard let canonical = canonicalUUID(text) else { return nil }
-        rawValue = canonical
-    }
-
-    public static func random() -> Self { Self(newUUID())! }
+extension ValidatedString {
     public var description: String { rawValue }
 
     public init(from decoder: any Decoder) throws {
         let text = try decoder.singleValueContainer().decode(String.self)
-        guard let id = Self(text) else {
-            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "not a UUID"))
+        guard let value = Self(text) else {
+            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "invalid \(Self.self)"))
         }
-        self = id
+        self = value
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -28,29 +24,30 @@ public struct UUIDIdentifier<Kind>: Hashable, Sendable, Codable, CustomStringCon
     }
 }
 
+/// A lowercase canonical UUID (8-4-4-4-12 hex); uppercase input is accepted and lowercased. `Kind`
+/// keeps room ids and user ids apart in the type system.
+public struct UUIDIdentifier<Kind>: ValidatedString {
+    public let rawValue: String
+
+    public init?(_ text: String) {
+        guard let canonical = canonicalUUID(text) else { return nil }
+        rawValue = canonical
+    }
+
+    public static func random() -> Self { Self(newUUID())! }
+}
+
 public enum RoomKind {}
 public enum UserKind {}
 public typealias RoomID = UUIDIdentifier<RoomKind>
 public typealias UserID = UUIDIdentifier<UserKind>
 
 /// A gateway instance id: 1–64 of `[A-Za-z0-9_-]`.
-public struct GatewayID: Hashable, Sendable, Codable, CustomStringConvertible {
+public struct GatewayID: ValidatedString {
     public let rawValue: String
     public init?(_ text: String) {
         guard isToken(text, maxLength: 64) else { return nil }
         rawValue = text
-    }
-    public var description: String { rawValue }
-    public init(from decoder: any Decoder) throws {
-        let text = try decoder.singleValueContainer().decode(String.self)
-        guard let id = GatewayID(text) else {
-            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "not a gateway id"))
-        }
-        self = id
-    }
-    public func encode(to encoder: any Encoder) throws {
-        var container = encoder.singleValueContainer()
-        try container.encode(rawValue)
     }
 }
 

@@ -77,6 +77,23 @@ def arrival(client: Client, room: str, seq: int) -> float:
     return at
 
 
+async def send_with_faults(talker: Client, rooms: list[str], count: int, at: tuple[int, ...], fault,
+                           pause: float | None = None) -> Sender:
+    """Sends `count` messages round-robin to `rooms`; after the n-th send for each n in `at`, starts `fault()`
+    concurrently. Returns once every send is acknowledged and every fault has finished."""
+    tasks: list[asyncio.Task] = []
+
+    def on_sent(n: int):
+        if n in at:
+            tasks.append(asyncio.create_task(fault()))
+
+    kwargs = {} if pause is None else {"pause": pause}
+    sender = Sender(talker, rooms, count=count, on_sent=on_sent, **kwargs)
+    await sender.run()
+    await asyncio.gather(*tasks)
+    return sender
+
+
 async def two_rooms_on_two_gateways(g1, g2, r1: str, r2: str) -> dict[Client, list[str]]:
     """Members a (both rooms, gateway 1), b (r1, gateway 2), c (r2, gateway 2) and a talker in both rooms."""
     a = await Client.connect(g1, "a")
@@ -161,7 +178,6 @@ def test_kill_9_mid_stream_then_restart_loses_and_duplicates_nothing(make_system
     broadcaster = system.broadcaster
     r1, r2 = create_room(g1)["id"], create_room(g1)["id"]
     kills: list[float] = []
-    restarts: list[asyncio.Task] = []
 
     async def body():
         members = await two_rooms_on_two_gateways(g1, g2, r1, r2)
@@ -173,13 +189,7 @@ def test_kill_9_mid_stream_then_restart_loses_and_duplicates_nothing(make_system
             await asyncio.sleep(0.7)
             await broadcaster.arestart()
 
-        def on_sent(n: int):
-            if n in (50, 130):
-                restarts.append(asyncio.create_task(kill_and_restart()))
-
-        sender = Sender(talker, [r1, r2], count=200, on_sent=on_sent)
-        await sender.run()
-        await asyncio.gather(*restarts)
+        sender = await send_with_faults(talker, [r1, r2], 200, (50, 130), kill_and_restart)
         acked_while_down = [s for s in sender.sent if any(k < s.acked_at < k + 0.7 for k in kills)]
         assert acked_while_down, "no message was sent while the broadcaster was down: the test proves nothing"
         await settle_and_check(members, sender)
@@ -221,15 +231,7 @@ def test_two_replicas_standby_takes_over_within_5s_under_load(make_system):
             await wait_until(lambda: health(standby)["role"] == "active", 10, "standby became active", 0.02)
             timeline["taken_over"] = time.monotonic()
 
-        tasks: list[asyncio.Task] = []
-
-        def on_sent(n: int):
-            if n == 60:
-                tasks.append(asyncio.create_task(fail_over()))
-
-        sender = Sender(talker, [r1, r2], count=220, pause=0.02, on_sent=on_sent)
-        await sender.run()
-        await asyncio.gather(*tasks)
+        sender = await send_with_faults(talker, [r1, r2], 220, (60,), fail_over, pause=0.02)
         takeover = timeline["taken_over"] - timeline["killed"]
         assert takeover < 5.0, f"takeover took {takeover:.2f} s"
         await settle_and_check(members, sender)
@@ -270,15 +272,7 @@ def test_nats_server_restart_mid_stream(make_system):
             await server.arestart()
             outage["up"] = time.monotonic()
 
-        tasks: list[asyncio.Task] = []
-
-        def on_sent(n: int):
-            if n == 50:
-                tasks.append(asyncio.create_task(restart_server()))
-
-        sender = Sender(talker, [r1, r2], count=150, pause=0.01, on_sent=on_sent)
-        await sender.run()
-        await asyncio.gather(*tasks)
+        sender = await send_with_faults(talker, [r1, r2], 150, (50,), restart_server, pause=0.01)
         # Sends in flight when the server went away were retried or waited for the reconnect.
         assert any(s.started_at < outage["up"] and s.acked_at > outage["down"] for s in sender.sent), \
             "no message was sent during the outage: the test proves nothing"
@@ -332,16 +326,8 @@ def test_a_paused_active_that_wakes_up_after_the_takeover_does_not_break_deliver
                 active.resume()
                 resumed.append(time.monotonic())
 
-        tasks: list[asyncio.Task] = []
         resumed: list[float] = []
-
-        def on_sent(n: int):
-            if n == 40:
-                tasks.append(asyncio.create_task(pause_through_takeover()))
-
-        sender = Sender(talker, [r1, r2], count=400, pause=0.02, on_sent=on_sent)
-        await sender.run()
-        await asyncio.gather(*tasks)
+        sender = await send_with_faults(talker, [r1, r2], 400, (40,), pause_through_takeover, pause=0.02)
         assert sender.sent[-1].acked_at - resumed[0] > 1.0, "the sender stopped before the old active woke up"
         await settle_and_check(members, sender)
         await wait_until(lambda: sorted(health(b)["role"] for b in system.broadcasters) == ["active", "standby"],
