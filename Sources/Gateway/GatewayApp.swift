@@ -171,11 +171,11 @@ func addWebSocketRoute(to router: Router<GatewayRequestContext>, core: GatewayCo
                     }
                 } catch {
                     await session.disconnected()
-                    client.queue.finish()
+                    client.finish()
                     throw error  // e.g. message too large: the WebSocket layer closes with 1009
                 }
                 await session.disconnected()
-                client.queue.finish()
+                client.finish()
             }
             try await group.waitForAll()
         }

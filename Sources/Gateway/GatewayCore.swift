@@ -92,7 +92,9 @@ public final class GatewayCore: Service, Sendable {
         await withTaskCancellationHandler {
             for await message in subscription {
                 let frame = ByteBuffer(bytes: message.payload)
-                for client in clients.withLock({ Array($0.values) }) { client.send(frame) }
+                var flushes = FlushBatch()
+                for client in clients.withLock({ Array($0.values) }) { flushes.send(frame, to: client) }
+                flushes.submit()
             }
         } onCancel: {
             subscription.unsubscribe()

@@ -154,6 +154,7 @@ final class RoomWorker: Sendable {
             for event in batch {
                 await handle(event, &state)
             }
+            state.flushes.submit()
         }
     }
 
@@ -165,6 +166,8 @@ final class RoomWorker: Sendable {
         var lastStreamSeq: UInt64 = 0
         /// Deliveries that arrived before `lastSeq` was known.
         var early: [NATSMessage] = []
+        /// Sockets with frames queued by this batch of events, flushed once per event loop.
+        var flushes = FlushBatch()
         init(room: RoomID) { self.room = room }
     }
 
@@ -180,7 +183,7 @@ final class RoomWorker: Sendable {
             let sender = message.headers[ChatNames.userHeader]
             let frame = ByteBuffer(bytes: message.payload)
             for member in state.members.values where member.connection.userID.rawValue != sender {
-                member.connection.send(frame)
+                state.flushes.send(frame, to: member.connection)
             }
         case .add(let connection, let cursor, let joinSeq, let done):
             if state.lastSeq == nil {
@@ -210,6 +213,7 @@ final class RoomWorker: Sendable {
     /// chat-service itself is still reconnecting); later deliveries of those are dropped by `seq`.
     private func resync(_ state: inout RoomState) async {
         guard var cursor = state.lastSeq else { return }
+        state.flushes.submit()
         let pageSize = 200
         var failures = 0
         while true {
@@ -252,7 +256,7 @@ final class RoomWorker: Sendable {
             // Presence and other room events: no per-room seq, deduplicated by stream sequence.
             state.lastStreamSeq = max(state.lastStreamSeq, streamSeq)
             let frame = ByteBuffer(bytes: message.payload)
-            for member in state.members.values { member.connection.send(frame) }
+            for member in state.members.values { state.flushes.send(frame, to: member.connection) }
             return
         }
         let last = state.lastSeq ?? 0
@@ -267,7 +271,7 @@ final class RoomWorker: Sendable {
         let frame = ByteBuffer(bytes: message.payload)
         for id in state.members.keys {
             guard var member = state.members[id], member.cursor < seq else { continue }
-            member.connection.send(frame)
+            state.flushes.send(frame, to: member.connection)
             member.cursor = seq
             state.members[id] = member
         }
@@ -281,7 +285,7 @@ final class RoomWorker: Sendable {
         let frame = ByteBuffer(bytes: ServerFrame.message(message))
         for id in state.members.keys {
             guard var member = state.members[id], member.cursor < message.seq else { continue }
-            member.connection.send(frame)
+            state.flushes.send(frame, to: member.connection)
             member.cursor = message.seq
             state.members[id] = member
         }
@@ -289,6 +293,7 @@ final class RoomWorker: Sendable {
 
     /// Fetches and delivers the messages (`after`, `through`] that never arrived live.
     private func fillGap(from after: UInt64, to through: UInt64, _ state: inout RoomState) async {
+        state.flushes.submit()  // what is queued goes out before waiting for history
         var cursor = after
         while cursor < through {
             guard let page = await history(after: cursor, limit: Int(min(through - cursor, 200))), !page.isEmpty else {
