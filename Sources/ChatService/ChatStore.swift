@@ -301,16 +301,24 @@ public final class ChatStore: Sendable {
                let stored = try await storedMessage(at: original.streamSequence) {
                 return ServiceAPI.SendResult(message: stored, duplicate: true)
             }
-            return try await roomWriters.run(id) {
+            let (result, streamSequence) = try await roomWriters.run(id) {
                 try await self.append(room: id, user: user, username: username, content: content, clientMessageID: clientMessageID, idempotencyKey: idempotencyKey)
             }
+            // Recorded after the room's writer is released (the next message need not wait for it);
+            // until it lands, JetStream's duplicate window catches a retry.
+            if let idempotencyKey, !result.duplicate {
+                let record = IdempotencyRecord(messageID: result.message.messageID, seq: result.message.seq, streamSequence: streamSequence)
+                _ = try? await idempotency.put(idempotencyKey, ChatJSON.encode(record))
+            }
+            return result
         } catch {
             throw Self.chatError(error)
         }
     }
 
     /// Stores the next message of the room. Called one at a time per room (see `roomWriters`).
-    private func append(room id: RoomID, user: UserID, username: Username, content: String, clientMessageID: ClientMessageID?, idempotencyKey: String?) async throws -> ServiceAPI.SendResult {
+    /// Returns the result and the message's stream sequence.
+    private func append(room id: RoomID, user: UserID, username: Username, content: String, clientMessageID: ClientMessageID?, idempotencyKey: String?) async throws -> (ServiceAPI.SendResult, UInt64) {
         do {
             let messageID = makeUUID()
             let now = ChatTime.now().text
@@ -332,18 +340,14 @@ public final class ChatStore: Sendable {
                     continue
                 }
                 if ack.duplicate, let stored = try await storedMessage(at: ack.sequence) {
-                    return ServiceAPI.SendResult(message: stored, duplicate: true)
+                    return (ServiceAPI.SendResult(message: stored, duplicate: true), ack.sequence)
                 }
                 positions.withLock { positions in
                     if (positions[id]?.roomSeq ?? 0) < message.seq {
                         positions[id] = Position(streamSequence: ack.sequence, roomSeq: message.seq)
                     }
                 }
-                if let idempotencyKey {
-                    let record = IdempotencyRecord(messageID: messageID, seq: message.seq, streamSequence: ack.sequence)
-                    _ = try? await idempotency.put(idempotencyKey, Array((try? JSONEncoder().encode(record)) ?? Data()))
-                }
-                return ServiceAPI.SendResult(message: message, duplicate: false)
+                return (ServiceAPI.SendResult(message: message, duplicate: false), ack.sequence)
             }
             throw ChatError(.unavailable, "room \(id) is too busy, try again")
         } catch {

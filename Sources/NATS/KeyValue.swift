@@ -32,21 +32,68 @@ public struct KeyValueEntry: Sendable, Equatable {
     }
 }
 
-/// A KV bucket. Every operation is a JetStream round trip made by libnats' KV API on the blocking executor.
+/// A KV bucket.
+///
+/// Reads and writes are JetStream requests on the connection's async request path: a get is a direct
+/// get of the key's last message, a put a publish to `$KV.<bucket>.<key>` (a create or a
+/// compare-and-set adds `Nats-Expected-Last-Subject-Sequence`). That is what libnats' KV API sends
+/// too, but its calls block a thread each: on the hot paths (a send checks membership and
+/// idempotency) the thread hops and libnats' lock contention cost more than the round trips.
+/// Bucket creation, key listing and watches still go through libnats on the blocking executor.
 public final class KeyValue: Sendable {
     let handle: KeyValueHandle
     let executor: BlockingExecutor
+    let jetStream: JetStream
     public let bucket: String
+    let stream: String
+    let subjectPrefix: String
 
-    init(handle: KeyValueHandle, executor: BlockingExecutor, bucket: String) {
+    init(handle: KeyValueHandle, executor: BlockingExecutor, jetStream: JetStream, bucket: String) {
         self.handle = handle
         self.executor = executor
+        self.jetStream = jetStream
         self.bucket = bucket
+        self.stream = "KV_" + bucket
+        self.subjectPrefix = "$KV." + bucket + "."
+    }
+
+    /// Key rules of the NATS KV API: `[-/_=.a-zA-Z0-9]+`, no leading/trailing or double dot. Keys become
+    /// subject tokens, so anything else (`*`, `>`, spaces) is refused before it reaches the server.
+    public static func isValidKey(_ key: String) -> Bool {
+        guard !key.isEmpty, key.utf8.first != UInt8(ascii: "."), key.utf8.last != UInt8(ascii: ".") else { return false }
+        var previousDot = false
+        for byte in key.utf8 {
+            switch byte {
+            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
+                 UInt8(ascii: "-"), UInt8(ascii: "/"), UInt8(ascii: "_"), UInt8(ascii: "="):
+                previousDot = false
+            case UInt8(ascii: "."):
+                if previousDot { return false }
+                previousDot = true
+            default:
+                return false
+            }
+        }
+        return true
+    }
+
+    private func subject(_ key: String) throws(NATSError) -> String {
+        guard Self.isValidKey(key) else { throw NATSError(.invalidArgument, message: "invalid KV key \(key.prefix(80))") }
+        return subjectPrefix + key
     }
 
     public func get(_ key: String) async throws(NATSError) -> KeyValueEntry? {
-        let handle = self.handle
-        return try await executor.run { () throws(NATSError) in try handle.get(key) }
+        guard let stored = try await jetStream.directGet(stream: stream, lastBySubject: try subject(key)) else { return nil }
+        let operation: KeyValueEntry.Operation
+        switch stored.headers["KV-Operation"] {
+        case "DEL": operation = .delete
+        case "PURGE": operation = .purge
+        default: operation = .put
+        }
+        return KeyValueEntry(
+            key: key, value: stored.payload, revision: stored.sequence,
+            createdNanoseconds: stored.timestamp.flatMap(parseRFC3339Nanoseconds) ?? 0, operation: operation
+        )
     }
 
     /// The value when the key holds one (deleted or purged keys read as nil).
@@ -57,22 +104,25 @@ public final class KeyValue: Sendable {
 
     @discardableResult
     public func put(_ key: String, _ value: [UInt8]) async throws(NATSError) -> UInt64 {
-        let handle = self.handle
-        return try await executor.run { () throws(NATSError) in try handle.put(key, value) }
+        try await jetStream.publish(try subject(key), payload: value).sequence
     }
 
     /// Stores only if the key holds no value; throws `.wrongLastSequence` when it does.
     @discardableResult
     public func create(_ key: String, _ value: [UInt8]) async throws(NATSError) -> UInt64 {
-        let handle = self.handle
-        return try await executor.run { () throws(NATSError) in try handle.create(key, value) }
+        do {
+            return try await update(key, value, revision: 0)
+        } catch {
+            // A deleted or purged key has a marker as its last message: creating replaces the marker.
+            guard error.kind == .wrongLastSequence, let entry = try await get(key), entry.operation != .put else { throw error }
+            return try await update(key, value, revision: entry.revision)
+        }
     }
 
     /// Compare-and-set on the revision; throws `.wrongLastSequence` when another writer got there first.
     @discardableResult
     public func update(_ key: String, _ value: [UInt8], revision: UInt64) async throws(NATSError) -> UInt64 {
-        let handle = self.handle
-        return try await executor.run { () throws(NATSError) in try handle.update(key, value, revision: revision) }
+        try await jetStream.publish(try subject(key), payload: value, options: .init(expectedLastSubjectSequence: revision)).sequence
     }
 
     /// `create` that reports an existing value as nil instead of an error.
@@ -95,14 +145,19 @@ public final class KeyValue: Sendable {
         }
     }
 
+    /// Leaves a delete marker (the key's history stays, as with libnats' `kvStore_Delete`).
     public func delete(_ key: String) async throws(NATSError) {
-        let handle = self.handle
-        try await executor.run { () throws(NATSError) in try handle.delete(key) }
+        var headers = NATSHeaders()
+        headers["KV-Operation"] = "DEL"
+        _ = try await jetStream.publish(try subject(key), payload: [], headers: headers)
     }
 
+    /// Leaves only a purge marker: the key's earlier revisions are removed (`Nats-Rollup: sub`).
     public func purge(_ key: String) async throws(NATSError) {
-        let handle = self.handle
-        try await executor.run { () throws(NATSError) in try handle.purge(key) }
+        var headers = NATSHeaders()
+        headers["KV-Operation"] = "PURGE"
+        headers["Nats-Rollup"] = "sub"
+        _ = try await jetStream.publish(try subject(key), payload: [], headers: headers)
     }
 
     public func keys() async throws(NATSError) -> [String] {
@@ -187,6 +242,42 @@ extension NATSConnection {
     public func keyValue(_ configuration: KeyValueConfiguration) async throws(NATSError) -> KeyValue {
         let context = try jetStreamContextHandle()
         let handle = try await executor.run { () throws(NATSError) in try KeyValueHandle.createOrBind(context: context, configuration: configuration) }
-        return KeyValue(handle: handle, executor: executor, bucket: configuration.bucket)
+        return KeyValue(handle: handle, executor: executor, jetStream: jetStream, bucket: configuration.bucket)
     }
+}
+
+/// Nanoseconds since 1970 of an RFC 3339 UTC time as JetStream writes it (`2026-11-26T19:38:36.123456789Z`).
+func parseRFC3339Nanoseconds(_ text: String) -> Int64? {
+    let bytes = Array(text.utf8)
+    guard bytes.count >= 20, bytes[4] == UInt8(ascii: "-"), bytes[7] == UInt8(ascii: "-"), bytes[10] == UInt8(ascii: "T"),
+          bytes[13] == UInt8(ascii: ":"), bytes[16] == UInt8(ascii: ":"), bytes.last == UInt8(ascii: "Z") else { return nil }
+    func number(_ range: Range<Int>) -> Int64? {
+        var value: Int64 = 0
+        for index in range {
+            let digit = Int64(bytes[index]) - 48
+            guard (0...9).contains(digit) else { return nil }
+            value = value * 10 + digit
+        }
+        return value
+    }
+    guard let year = number(0..<4), let month = number(5..<7), let day = number(8..<10),
+          let hour = number(11..<13), let minute = number(14..<16), let second = number(17..<19),
+          (1...12).contains(month), (1...31).contains(day) else { return nil }
+    var nanoseconds: Int64 = 0
+    if bytes[19] == UInt8(ascii: ".") {
+        let digits = bytes.count - 1 - 20
+        guard digits >= 1, digits <= 9, let fraction = number(20..<(bytes.count - 1)) else { return nil }
+        nanoseconds = fraction
+        for _ in digits..<9 { nanoseconds *= 10 }
+    } else if bytes.count != 20 {
+        return nil
+    }
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = month <= 2 ? year - 1 : year
+    let era = (y >= 0 ? y : y - 399) / 400
+    let yearOfEra = y - era * 400
+    let dayOfYear = (153 * (month > 2 ? month - 3 : month + 9) + 2) / 5 + day - 1
+    let dayOfEra = yearOfEra * 365 + yearOfEra / 4 - yearOfEra / 100 + dayOfYear
+    let days = era * 146_097 + dayOfEra - 719_468
+    return ((days * 24 + hour) * 60 + minute) * 60 * 1_000_000_000 + second * 1_000_000_000 + nanoseconds
 }

@@ -65,59 +65,6 @@ final class KeyValueHandle: @unchecked Sendable {
         return KeyValueHandle(pointer: kv, context: context)
     }
 
-    func get(_ key: String) throws(NATSError) -> KeyValueEntry? {
-        var entry: OpaquePointer? = nil
-        let status = kvStore_Get(&entry, pointer, key)
-        if status == NATS_NOT_FOUND { return nil }
-        try LibNATS.check(status, "KV get \(key)")
-        guard let entry else { return nil }
-        defer { kvEntry_Destroy(entry) }
-        return Self.copy(entry)
-    }
-
-    func put(_ key: String, _ value: [UInt8]) throws(NATSError) -> UInt64 {
-        var revision: UInt64 = 0
-        let status = value.withUnsafeBytes { kvStore_Put(&revision, pointer, key, $0.baseAddress, Int32($0.count)) }
-        try LibNATS.check(status, "KV put \(key)")
-        return revision
-    }
-
-    /// Succeeds only if the key has no value (never set, deleted or purged).
-    func create(_ key: String, _ value: [UInt8]) throws(NATSError) -> UInt64 {
-        var revision: UInt64 = 0
-        let status = value.withUnsafeBytes { kvStore_Create(&revision, pointer, key, $0.baseAddress, Int32($0.count)) }
-        if status == NATS_ERR, isWrongLastSequence() {
-            throw NATSError(.wrongLastSequence, status: Int32(status.rawValue), jetStreamCode: 10071, message: "KV create \(key): key exists")
-        }
-        try LibNATS.check(status, "KV create \(key)")
-        return revision
-    }
-
-    /// Compare-and-set: succeeds only if the key's latest revision is `revision`.
-    func update(_ key: String, _ value: [UInt8], revision: UInt64) throws(NATSError) -> UInt64 {
-        var newRevision: UInt64 = 0
-        let status = value.withUnsafeBytes { kvStore_Update(&newRevision, pointer, key, $0.baseAddress, Int32($0.count), revision) }
-        if status == NATS_ERR, isWrongLastSequence() {
-            throw NATSError(.wrongLastSequence, status: Int32(status.rawValue), jetStreamCode: 10071, message: "KV update \(key): revision \(revision) is not the latest")
-        }
-        try LibNATS.check(status, "KV update \(key)")
-        return newRevision
-    }
-
-    private func isWrongLastSequence() -> Bool {
-        var lastStatus = NATS_OK
-        let text = nats_GetLastError(&lastStatus).map { String(cString: $0) } ?? ""
-        return text.contains("wrong last sequence") || text.contains("10071")
-    }
-
-    func delete(_ key: String) throws(NATSError) {
-        try LibNATS.check(kvStore_Delete(pointer, key), "KV delete \(key)")
-    }
-
-    func purge(_ key: String) throws(NATSError) {
-        try LibNATS.check(kvStore_Purge(pointer, key, nil), "KV purge \(key)")
-    }
-
     func keys() throws(NATSError) -> [String] {
         var list = kvKeysList()
         let status = kvStore_Keys(&list, pointer, nil)
