@@ -141,7 +141,7 @@ struct ChatSession {
             // Already joined: answer again so a client can re-sync, but change nothing.
             // The join endpoint is idempotent (`joined: false`) and reports the room's current last seq.
             let result: ServiceAPI.JoinResult = try await chat.call(.join, ServiceAPI.Join(
-                roomID: room.rawValue, userID: connection.userID.rawValue, username: connection.username.rawValue, gatewayID: gateway.configuration.gatewayID
+                roomID: room.rawValue, userID: connection.userID.rawValue, username: connection.username.rawValue, gatewayID: gateway.configuration.presenceID
             ))
             send(ServerFrame.joined(room: result.room, lastSeq: result.lastSeq))
             return
@@ -158,7 +158,7 @@ struct ChatSession {
         let result: ServiceAPI.JoinResult
         do {
             result = try await chat.call(.join, ServiceAPI.Join(
-                roomID: room.rawValue, userID: connection.userID.rawValue, username: connection.username.rawValue, gatewayID: gateway.configuration.gatewayID
+                roomID: room.rawValue, userID: connection.userID.rawValue, username: connection.username.rawValue, gatewayID: gateway.configuration.presenceID
             ))
         } catch {
             gateway.hub.release(room)
@@ -177,11 +177,35 @@ struct ChatSession {
         gateway.hub.release(room)
     }
 
-    /// The socket closed: leave every room (members see user_left) and stop delivering.
+    /// The socket closed: stop delivering and leave every room (members see user_left).
     mutating func disconnected() async {
-        for room in rooms {
-            let _: ServiceAPI.LeaveResult? = try? await chat.call(.leave, ServiceAPI.Leave(roomID: room.rawValue, userID: connection.userID.rawValue, reason: "disconnect"))
-            detach(room)
+        let joined = rooms
+        for room in joined { detach(room) }
+        for room in joined { await leaveAfterDisconnect(room) }
+    }
+
+    /// A leave that cannot reach the chat-service (a replica restarting, NATS reconnecting) is retried
+    /// for up to 30 s: this gateway stays alive, so presence expiry would never remove the member.
+    private func leaveAfterDisconnect(_ room: RoomID) async {
+        let request = ServiceAPI.Leave(roomID: room.rawValue, userID: connection.userID.rawValue, reason: "disconnect")
+        let deadline = ContinuousClock.now + .seconds(30)
+        var delay = Duration.milliseconds(200)
+        while true {
+            do {
+                let _: ServiceAPI.LeaveResult = try await chat.call(.leave, request)
+                return
+            } catch {
+                guard Self.worthRetrying(error), !Task.isCancelled, ContinuousClock.now + delay < deadline else {
+                    logger.warning("could not leave after disconnect", metadata: ["room_id": "\(room)", "error": "\(error)"])
+                    return
+                }
+            }
+            try? await Task.sleep(for: delay)
+            delay = min(delay * 2, .seconds(3))
         }
+    }
+
+    private static func worthRetrying(_ error: ChatError) -> Bool {
+        error.code == .unavailable || error.code == .internal
     }
 }

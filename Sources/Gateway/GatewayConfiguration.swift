@@ -8,8 +8,15 @@ public struct GatewayConfiguration: Sendable {
     public var host = "0.0.0.0"
     /// `PORT` (seed default 3000; 0 picks a free port).
     public var port = 3000
-    /// `GATEWAY_ID`: this instance's id, recorded with every membership it holds.
+    /// `GATEWAY_ID`: this instance's id (the `connected` frame, `/health`, logs).
     public var gatewayID = "gw-" + String(makeUUID().prefix(8))
+    /// Random per process start: see `presenceID`.
+    public let incarnation = String(makeUUID().filter(\.isHexDigit).prefix(8)).lowercased()
+    /// The id this process records its memberships and heartbeats under: `GATEWAY_ID` (cut to 55
+    /// characters) + "-" + `incarnation`. A gateway restarted with the same `GATEWAY_ID` (kill -9, a
+    /// container restart) must not adopt the members of its previous life: they are held by the old
+    /// presence id, whose heartbeats stopped, so presence expiry removes them.
+    public var presenceID: String { String(gatewayID.prefix(55)) + "-" + incarnation }
     /// `MAX_FRAME_BYTES`: larger client frames close the socket with 1009.
     public var maxFrameBytes = 16 * 1024
     /// `RATE_LIMIT_PER_SEC` / `RATE_LIMIT_BURST`: messages a connection may send (token bucket).

@@ -104,7 +104,7 @@ public final class GatewayCore: Service, Sendable {
     private func heartbeat() async {
         while !Task.isCancelled {
             do {
-                let _: ServiceAPI.Ok = try await chat.call(.heartbeat, ServiceAPI.Heartbeat(gatewayID: configuration.gatewayID, connections: connectionCount))
+                let _: ServiceAPI.Ok = try await chat.call(.heartbeat, ServiceAPI.Heartbeat(gatewayID: configuration.presenceID, connections: connectionCount))
             } catch {
                 logger.debug("heartbeat failed", metadata: [LogKey.error: "\(error)"])
             }
