@@ -122,7 +122,13 @@ public enum ServerFrame {
 
     public static func left(roomID: RoomID) -> [UInt8] { encode(type: "left", ["room_id": roomID.rawValue]) }
 
-    public static func message(_ message: ChatMessage) -> [UInt8] { encode(type: "message", message) }
+    public static func message(_ message: ChatMessage) -> [UInt8] {
+        var writer = JSONWriter()
+        writer.beginObject()
+        message.writeFields(to: &writer, type: "message")
+        writer.endObject()
+        return writer.bytes
+    }
 
     public static func presence(_ type: ChatEventType, _ event: PresenceEvent) -> [UInt8] {
         encode(type: type == .userJoined ? "user_joined" : "user_left", [
@@ -151,13 +157,15 @@ public enum ServerFrame {
     }
 
     public static func ack(clientMessageID: String, message: ChatMessage) -> [UInt8] {
-        struct Body: Encodable {
-            var client_msg_id: String
-            var message_id: String
-            var seq: UInt64
-            var room_id: RoomID
-        }
-        return encode(type: "ack", Body(client_msg_id: clientMessageID, message_id: message.messageID, seq: message.seq, room_id: message.roomID))
+        var writer = JSONWriter(capacity: 160)
+        writer.beginObject()
+        writer.key("client_msg_id"); writer.string(clientMessageID)
+        writer.key("message_id"); writer.string(message.messageID)
+        writer.key("room_id"); writer.string(message.roomID.rawValue)
+        writer.key("seq"); writer.number(message.seq)
+        writer.key("type"); writer.string("ack")
+        writer.endObject()
+        return writer.bytes
     }
 
     public static func history(_ result: ServiceAPI.HistoryResult) -> [UInt8] {

@@ -212,6 +212,11 @@ public enum ServiceAPI {
 /// The JSON coders used for every chat body: fixed key order, no escaping of `/`.
 public enum ChatJSON {
     public static func encode(_ value: some Encodable) -> [UInt8] {
+        if let writable = value as? any JSONWritable {
+            var writer = JSONWriter()
+            writable.write(to: &writer)
+            return writer.bytes
+        }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         // Encoding our own Codable types cannot fail.
