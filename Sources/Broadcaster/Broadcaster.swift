@@ -199,9 +199,12 @@ public final class BroadcasterRunner: Service, Sendable {
                 if event.deliveries > 1 { redelivered += 1 }
                 try publish(event, connection: connection)
             }
-            // Acknowledge only what the server has certainly received.
-            try await connection.flush(timeout: .seconds(5))
-            try await last.ackSync()
+            // Acknowledge only what the server has certainly received: the ack goes out on the same
+            // connection after the deliveries, and the server reads a connection in order, so it
+            // cannot take the ack without having taken them (libnats replays both in order after a
+            // reconnect). Not waiting for the ack's reply (and no flush round trip) lets the next
+            // fetch go out at once; a lost ack means redelivery, which gateways drop by stream seq.
+            try last.ack()
             batchTimer.recordInterval(since: start)
             deliveredCounter.increment(by: Int64(batch.count))
             if redelivered > 0 { redeliveredCounter.increment(by: redelivered) }
