@@ -193,7 +193,11 @@ final class RoomWorker: Sendable {
                 for message in early { await deliver(message, &state) }
             }
             let roomSeq = state.lastSeq ?? joinSeq
-            let start = min(cursor ?? joinSeq, roomSeq)
+            // A resuming client's `since` is taken as it is (it gets every message after it, as
+            // documented): it may be ahead of this worker and of `joinSeq` (it saw seq N on another
+            // gateway while the deliveries up to N are still on their way here, and `joinSeq` comes from
+            // a chat-service replica's cached position), and capping it there sent it N a second time.
+            let start = cursor ?? min(joinSeq, roomSeq)
             var member = Member(connection: connection, cursor: start)
             if start < roomSeq {
                 await catchUp(&member, to: roomSeq)

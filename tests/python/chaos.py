@@ -67,6 +67,7 @@ ACK_TIMEOUT = 8.0          # longer than the gateway's REQUEST_TIMEOUT_MS (5 s):
 JOIN_TIMEOUT = 8.0
 PRESENCE_TIMEOUT_MS = 6000  # the chat-service default, stated so the presence deadline below follows it
 RETRYABLE = ("unavailable", "internal")
+CLOSED: dict[str, Any] = {"type": "closed"}  # what a pending request gets when its connection closes
 
 T0 = time.monotonic()
 
@@ -146,6 +147,8 @@ class ChaosClient:
         self.rooms = rooms
         self.rng = random.Random(harness.args.seed * 100_003 + index)
         self.last_seen = {room: 0 for room in rooms}
+        self.since = {room: 0 for room in rooms}          # of the current connection's join
+        self.on_connection = {room: 0 for room in rooms}  # messages of the room on the current connection
         self.received: dict[str, list[tuple[int, str]]] = {room: [] for room in rooms}
         self.violations: list[str] = []
         self.acks: list[Ack] = []
@@ -216,13 +219,12 @@ class ChaosClient:
         except ValueError as error:
             self.violations.append(f"bad frame: {error}")
         finally:
-            closed = ConnectionError("connection closed")
             for future in list(self.waiters.values()):
                 if not future.done():
-                    future.set_exception(closed)
+                    future.set_result(CLOSED)
             self.waiters.clear()
             if self.join_waiter is not None and not self.join_waiter.done():
-                self.join_waiter.set_exception(closed)
+                self.join_waiter.set_result(CLOSED)
 
     def on_message(self, frame: dict[str, Any]) -> None:
         room, seq = frame.get("room_id"), frame.get("seq")
@@ -230,8 +232,11 @@ class ChaosClient:
             self.violations.append(f"message of room {room} it never joined")
             return
         last = self.last_seen[room]
+        self.on_connection[room] += 1
         if seq != last + 1:
-            self.violations.append(f"room {room[:8]}: seq {seq} after {last}")
+            self.violations.append(f"room {room[:8]}: seq {seq} after {last} at {now():.2f}s, connection "
+                                   f"#{self.connections} to {self.gateway_id} joined with since={self.since[room]}, "
+                                   f"its message #{self.on_connection[room]} in this room")
         self.received[room].append((seq, frame.get("message_id")))
         self.last_seen[room] = max(last, seq)
 
@@ -239,12 +244,16 @@ class ChaosClient:
         for room in self.rooms:
             while True:
                 self.join_waiter = asyncio.get_running_loop().create_future()
+                self.since[room] = self.last_seen[room]
+                self.on_connection[room] = 0
                 await ws.send(json.dumps({"type": "join", "room_id": room, "since": self.last_seen[room]}))
                 try:
                     reply = await asyncio.wait_for(self.join_waiter, JOIN_TIMEOUT)
                 except asyncio.TimeoutError:
                     self.errors["join_timeout"] += 1
                     continue
+                if reply is CLOSED:
+                    raise ConnectionError("closed")
                 if reply.get("type") == "joined":
                     break
                 self.errors[f"join:{reply.get('code')}"] += 1
@@ -268,6 +277,8 @@ class ChaosClient:
             self.errors["ack_timeout"] += 1
             self.retries += 1
             return
+        if reply is CLOSED:
+            raise ConnectionError("closed")
         if reply["type"] == "ack":
             if reply.get("room_id") != room or not isinstance(reply.get("seq"), int):
                 self.violations.append(f"ack does not match the send: {reply}")
@@ -709,6 +720,10 @@ async def run(args: argparse.Namespace, base: Path) -> dict[str, Any]:
             "ack_latency_ms": {"p50": percentile(latencies, 0.5) * 1000, "p99": percentile(latencies, 0.99) * 1000,
                                "max": max(latencies, default=0) * 1000, "mean": (statistics.fmean(latencies) * 1000) if latencies else 0},
             "nats_server": nats_version(chaos_system),
+            "slowest_acks": [{"client": c.username, "client_msg_id": a.cmid, "acked_at_s": round(a.at, 2),
+                              "latency_ms": round(a.latency * 1000)}
+                             for a, c in sorted(((a, c) for c in h.clients for a in c.acks),
+                                                key=lambda pair: -pair[0].latency)[:5]],
         })
         result["pass"] = not verdict["bad"] and verdict["counts"]["acked"] > 0 and len(h.faults) > 0
     finally:
@@ -738,6 +753,8 @@ def report(result: dict[str, Any]) -> None:
         f"send attempts / retries:               {result.get('send_attempts', 0)} / {result.get('retries', 0)}  "
         f"(client-side errors: {result.get('client_errors', {})})",
         f"client connections / reconnects:       {result.get('connections', 0)} / {result.get('reconnects', 0)}",
+        f"slowest acks (acked at, latency):      " + ", ".join(f"{a['acked_at_s']:.1f}s {a['latency_ms']} ms"
+                                                            for a in result.get("slowest_acks", [])[:3]),
         f"messages stored (stream):              {c.get('stored_messages', 0)}",
         f"acked and stored exactly once:         {c.get('acked_stored_exactly_once', 0)} of {c.get('acked', 0)}",
         f"acked but not stored:                  {c.get('acked_not_stored', 0)}",
