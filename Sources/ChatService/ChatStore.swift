@@ -56,6 +56,13 @@ public final class ChatStore: Sendable {
     private let roomWriters = KeyedSerializer<RoomID>()
     /// When this replica last recorded each gateway as alive (joins count as a sign of life).
     private let gatewaysTouched = Mutex<[GatewayID: ContinuousClock.Instant]>([:])
+    /// Memberships this replica saw in KV recently, so a burst of sends costs one KV read per member
+    /// per `membershipCacheTTL`, not one per message. Removals by this replica drop the entry at once;
+    /// a removal by another replica is seen within the TTL (the gateway also checks membership itself
+    /// before it forwards a send).
+    private let knownMembers = Mutex<[String: ContinuousClock.Instant]>([:])
+    static let membershipCacheTTL: Duration = .seconds(2)
+    static let membershipCacheLimit = 100_000
 
     private init(connection: NATSConnection, rooms: KeyValue, members: KeyValue, idempotency: KeyValue, gateways: KeyValue, leases: KeyValue, configuration: ChatServiceConfiguration, logger: Logger) {
         self.connection = connection
@@ -232,6 +239,7 @@ public final class ChatStore: Sendable {
     /// Deletes the membership (compare-and-set, so only one remover emits UserLeft) and emits the event.
     func removeMember(room id: RoomID, user: UserID, reason: String) async throws(NATSError) -> Bool {
         let key = ChatNames.memberKey(id, user)
+        knownMembers.withLock { $0[key] = nil }
         guard let entry = try await members.value(key), let member = try? ChatJSON.decode(Member.self, from: entry.value) else { return false }
         // Emptying the value by compare-and-set first: of two concurrent removers only one gets past here.
         guard try await members.updateIfRevision(key, [], revision: entry.revision) != nil else { return false }
@@ -253,9 +261,16 @@ public final class ChatStore: Sendable {
     }
 
     public func isMember(room id: RoomID, user: UserID) async throws(ChatError) -> Bool {
+        let key = ChatNames.memberKey(id, user)
+        let now = ContinuousClock.now
+        if let seen = knownMembers.withLock({ $0[key] }), now - seen < Self.membershipCacheTTL { return true }
         do {
-            guard let entry = try await members.value(ChatNames.memberKey(id, user)) else { return false }
-            return !entry.value.isEmpty
+            guard let entry = try await members.value(key), !entry.value.isEmpty else { return false }
+            knownMembers.withLock { known in
+                if known.count >= Self.membershipCacheLimit { known.removeAll(keepingCapacity: true) }
+                known[key] = now
+            }
+            return true
         } catch {
             throw Self.chatError(error)
         }
