@@ -202,12 +202,58 @@ public struct JetStream: Sendable {
     }
 
     /// Up to `limit` messages of `subject`, in stream order, starting at stream sequence `from`.
+    ///
+    /// A few are read by direct gets (one round trip each, as each needs the previous one's sequence);
+    /// more through a short-lived ephemeral pull consumer filtered on the subject — create, one fetch,
+    /// delete: three round trips for a page of any size (JetStream 2.9 has no batched direct get).
     public func messages(stream: String, subject: String, from: UInt64, limit: Int) async throws(NATSError) -> [StoredMessage] {
+        if limit > Self.directGetPageLimit {
+            return try await messagesThroughConsumer(stream: stream, subject: subject, from: from, limit: limit)
+        }
         var result: [StoredMessage] = []
         var next = max(1, from)
         while result.count < limit, let message = try await directGet(stream: stream, sequence: next, nextBySubject: subject) {
             result.append(message)
             next = message.sequence + 1
+        }
+        return result
+    }
+
+    /// Pages up to this size are read by direct gets; larger ones through an ephemeral consumer.
+    static let directGetPageLimit = 4
+
+    func messagesThroughConsumer(stream: String, subject: String, from: UInt64, limit: Int) async throws(NATSError) -> [StoredMessage] {
+        struct Request: Encodable {
+            var stream_name: String
+            var config: ConsumerConfiguration
+        }
+        var config = ConsumerConfiguration(durableName: nil)
+        config.description = "page read"
+        config.deliverPolicy = "by_start_sequence"
+        config.startSequence = max(1, from)
+        config.filterSubject = subject
+        config.ackPolicy = "none"
+        config.maxWaiting = 1
+        config.memoryStorage = true
+        config.inactiveThreshold = 10_000_000_000  // cleanup if the delete below is lost
+        let info = try await api("CONSUMER.CREATE.\(stream)", body: Request(stream_name: stream, config: config), as: ConsumerInfo.self)
+        defer {
+            let connection = self.connection
+            let subject = "$JS.API.CONSUMER.DELETE.\(stream).\(info.name)"
+            Task { _ = try? await connection.request(subject, payload: []) }
+        }
+        let consumer = try pullConsumer(stream: stream, consumer: info.name)
+        var result: [StoredMessage] = []
+        result.reserveCapacity(limit)
+        while result.count < limit {
+            let batch = try await consumer.fetch(batch: limit - result.count, expires: .seconds(2), noWait: true)
+            if batch.isEmpty { break }
+            for message in batch {
+                result.append(StoredMessage(
+                    subject: message.subject, sequence: message.streamSequence, headers: message.message.headers,
+                    payload: message.payload, timestamp: nil
+                ))
+            }
         }
         return result
     }
@@ -295,8 +341,12 @@ public final class PullConsumer: Sendable {
     deinit { subscription.unsubscribe() }
 
     /// Up to `batch` messages; returns early with fewer (possibly none) when `expires` passes.
-    public func fetch(batch: Int, expires: Duration = .seconds(1)) async throws(NATSError) -> [JetStreamMessage] {
-        let request = "{\"batch\":\(batch),\"expires\":\(expires.inMilliseconds * 1_000_000)}"
+    /// With `noWait` the server answers at once with what it has (then a 404 status) instead of
+    /// holding the request until the batch is full.
+    public func fetch(batch: Int, expires: Duration = .seconds(1), noWait: Bool = false) async throws(NATSError) -> [JetStreamMessage] {
+        let request = noWait
+            ? "{\"batch\":\(batch),\"no_wait\":true}"
+            : "{\"batch\":\(batch),\"expires\":\(expires.inMilliseconds * 1_000_000)}"
         try connection.publish("$JS.API.CONSUMER.MSG.NEXT.\(stream).\(consumer)", payload: Array(request.utf8), reply: inbox)
         let deadline = ContinuousClock.now.advanced(by: expires + .milliseconds(500))
         var messages: [JetStreamMessage] = []
