@@ -224,6 +224,9 @@ public enum ChatJSON {
     }
 
     public static func decode<T: Decodable>(_ type: T.Type, from bytes: [UInt8]) throws(ChatError) -> T {
+        if let readable = type as? any JSONReadable.Type {
+            return try readable.init(json: try JSONReader.parse(bytes)) as! T
+        }
         do {
             return try JSONDecoder().decode(type, from: Data(bytes))
         } catch let error as DecodingError {
