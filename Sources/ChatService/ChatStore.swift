@@ -62,11 +62,7 @@ public final class ChatStore: Sendable {
     /// before it forwards a send).
     private let knownMembers = Mutex<[String: ContinuousClock.Instant]>([:])
     static let membershipCacheTTL: Duration = .seconds(2)
-    /// Member counts for `joined` replies: counting reads every member of the room (a KV watch), so
-    /// in a join storm each room is counted at most once per `memberCountTTL` per replica, and this
-    /// replica's own joins and leaves adjust the cached count in between. `GET /rooms/:id` counts exactly.
-    private let memberCounts = Mutex<[RoomID: (count: Int, at: ContinuousClock.Instant)]>([:])
-    static let memberCountTTL: Duration = .seconds(1)
+
     static let membershipCacheLimit = 100_000
 
     private init(connection: NATSConnection, rooms: KeyValue, members: KeyValue, idempotency: KeyValue, gateways: KeyValue, leases: KeyValue, configuration: ChatServiceConfiguration, logger: Logger) {
@@ -181,7 +177,7 @@ public final class ChatStore: Sendable {
 
     private func withMemberCount(_ room: Room) async throws(NATSError) -> Room {
         var room = room
-        room.memberCount = try await members.values(matching: ChatNames.memberPattern(room.id)).count
+        room.memberCount = try await members.storedKeys(matching: ChatNames.memberPattern(room.id)).count
         return room
     }
 
@@ -189,7 +185,7 @@ public final class ChatStore: Sendable {
         do {
             let entries = try await rooms.values(matching: "id.*")
             var counts: [String: Int] = [:]
-            for key in try await members.keys() {
+            for key in try await members.storedKeys(matching: ">") {
                 if let dot = key.firstIndex(of: ".") { counts[String(key[..<dot]), default: 0] += 1 }
             }
             return entries.compactMap { entry -> Room? in
@@ -225,29 +221,11 @@ public final class ChatStore: Sendable {
                 if stale { try await touchGateway(gateway, connections: nil) }
                 try await publishPresence(.userJoined, room: id, user: user, username: username.rawValue, reason: nil)
             }
-            if joined { adjustMemberCount(id, by: 1) }
             let position = try await position(of: id)
-            var counted = room
-            counted.memberCount = try await memberCountForJoin(id)
-            return ServiceAPI.JoinResult(room: counted, lastSeq: position.roomSeq, joined: joined)
+            return ServiceAPI.JoinResult(room: try await withMemberCount(room), lastSeq: position.roomSeq, joined: joined)
         } catch {
             throw Self.chatError(error)
         }
-    }
-
-    private func memberCountForJoin(_ room: RoomID) async throws(NATSError) -> Int {
-        let now = ContinuousClock.now
-        if let cached = memberCounts.withLock({ $0[room] }), now - cached.at < Self.memberCountTTL { return max(0, cached.count) }
-        let count = try await members.values(matching: ChatNames.memberPattern(room)).count
-        memberCounts.withLock { counts in
-            if counts.count >= Self.membershipCacheLimit { counts.removeAll(keepingCapacity: true) }
-            counts[room] = (count, now)
-        }
-        return count
-    }
-
-    private func adjustMemberCount(_ room: RoomID, by delta: Int) {
-        memberCounts.withLock { counts in counts[room]?.count += delta }
     }
 
     public func leave(room id: RoomID, user: UserID, reason: String) async throws(ChatError) -> ServiceAPI.LeaveResult {
@@ -266,8 +244,9 @@ public final class ChatStore: Sendable {
         guard let entry = try await members.value(key), let member = try? ChatJSON.decode(Member.self, from: entry.value) else { return false }
         // Emptying the value by compare-and-set first: of two concurrent removers only one gets past here.
         guard try await members.updateIfRevision(key, [], revision: entry.revision) != nil else { return false }
-        try await members.delete(key)
-        adjustMemberCount(id, by: -1)
+        // Erased, not deleted: no delete marker stays behind, so counting a room's members is one
+        // look at the bucket's subject index (`storedKeys`), not a read of every member.
+        try await members.erase(key)
         try await publishPresence(.userLeft, room: id, user: user, username: member.username, reason: reason)
         return true
     }

@@ -32,11 +32,11 @@ public final class ClientConnection: Sendable {
         var inFlight = 0
         var flushScheduled = false
         var closed = false
-        var slow = false
+        /// Hummingbird's writer, for the close handshake (which it owns); set while the socket is open.
+        var writer: WebSocketOutboundWriter?
+        var closeRequested = false
     }
     private let outbox = Mutex(Outbox())
-    /// Close requests for the writer task, which owns the WebSocket close handshake.
-    private let closeRequests = MessageBuffer<(WebSocketErrorCode, String)>(limit: 4)
 
     init(id: String, userID: UserID, username: Username, queueLimit: Int, channel: any Channel, logger: Logger, metrics: GatewayMetrics) {
         self.id = id
@@ -65,7 +65,6 @@ public final class ClientConnection: Sendable {
             if box.closed { return .refused }
             if box.pending.count + box.inFlight >= limit {
                 box.closed = true
-                box.slow = true
                 box.pending = []
                 return nil
             }
@@ -119,17 +118,34 @@ public final class ClientConnection: Sendable {
         }
     }
 
-    /// Closes the socket with `code` after everything already queued (graceful shutdown: 1001).
-    public func close(_ code: WebSocketErrorCode, reason: String) {
-        _ = closeRequests.append((code, reason))
+    /// Called when the socket is upgraded: the writer is used only to close.
+    func attach(_ writer: WebSocketOutboundWriter) {
+        outbox.withLock { $0.writer = writer }
     }
 
-    var isSlow: Bool { outbox.withLock { $0.slow } }
+    /// Closes the socket with `code` after everything already queued (graceful shutdown: 1001). There
+    /// is no writer task per connection: a close is rare, so it gets a task of its own.
+    public func close(_ code: WebSocketErrorCode, reason: String) {
+        let writer = outbox.withLock { box -> WebSocketOutboundWriter? in
+            guard !box.closeRequested, let writer = box.writer else { return nil }
+            box.closeRequested = true
+            return writer
+        }
+        guard let writer else { return }
+        Task {
+            // Frames queued before the close go out first (the event loop runs its tasks in order).
+            try? await channel.eventLoop.submit { self.flush() }.get()
+            outbox.withLock { $0.closed = true }
+            try? await writer.close(code, reason: reason)
+        }
+    }
 
-    /// The socket's reader is done: refuse further frames and end the writer task.
+    /// The socket's reader is done: refuse further frames and forget the writer.
     func finish() {
-        outbox.withLock { $0.closed = true }
-        closeRequests.finish()
+        outbox.withLock { box in
+            box.closed = true
+            box.writer = nil
+        }
     }
 
     private func disconnectSlowClient() {
@@ -139,17 +155,6 @@ public final class ClientConnection: Sendable {
         // The close frame cannot reach a client that no longer reads: drop the TCP connection.
         let channel = self.channel
         channel.eventLoop.scheduleTask(in: .milliseconds(500)) { channel.close(promise: nil) }
-    }
-
-    /// Runs as the connection's writer task: waits for a close request, then writes what is still
-    /// queued and does the WebSocket close handshake (through Hummingbird, which owns it).
-    func runWriter(_ outbound: WebSocketOutboundWriter) async {
-        guard let requests = await closeRequests.takeAll(), let (code, reason) = requests.first else { return }
-        closeRequests.finish()
-        // Frames queued before the close request go out first (the event loop runs tasks in order).
-        try? await channel.eventLoop.submit { self.flush() }.get()
-        outbox.withLock { $0.closed = true }
-        try? await outbound.close(code, reason: reason)
     }
 }
 

@@ -159,26 +159,23 @@ func addWebSocketRoute(to router: Router<GatewayRequestContext>, core: GatewayCo
         )
         core.register(client)
         defer { core.unregister(client) }
+        client.attach(outbound)
         logger.info("client connected")
         client.send(ServerFrame.connected(userID: identity.userID, username: identity.username.rawValue, gatewayID: core.configuration.gatewayID))
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { await client.runWriter(outbound) }
-            group.addTask {
-                var session = ChatSession(connection: client, gateway: core)
-                do {
-                    for try await message in inbound.messages(maxSize: core.configuration.maxFrameBytes) {
-                        await session.handle(message)
-                    }
-                } catch {
-                    await session.disconnected()
-                    client.finish()
-                    throw error  // e.g. message too large: the WebSocket layer closes with 1009
-                }
-                await session.disconnected()
-                client.finish()
+        // One task per connection: this one reads and answers; frames to the client are written on
+        // the channel's event loop (see ClientConnection).
+        var session = ChatSession(connection: client, gateway: core)
+        do {
+            for try await message in inbound.messages(maxSize: core.configuration.maxFrameBytes) {
+                await session.handle(message)
             }
-            try await group.waitForAll()
+        } catch {
+            await session.disconnected()
+            client.finish()
+            throw error  // e.g. message too large: the WebSocket layer closes with 1009
         }
+        await session.disconnected()
+        client.finish()
         logger.info("client disconnected")
     }
 }

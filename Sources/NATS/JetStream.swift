@@ -61,6 +61,34 @@ public struct JetStream: Sendable {
         try await api("STREAM.INFO.\(name)", body: Optional<String>.none, as: StreamInfo.self)
     }
 
+    /// Messages per subject for the subjects matching `filter` (one STREAM.INFO request per page of
+    /// the server's subject details): the stream's subject index answers, no consumer is created.
+    public func subjectCounts(stream: String, filter: String) async throws(NATSError) -> [String: UInt64] {
+        struct Request: Encodable {
+            var subjects_filter: String
+            var offset: Int
+        }
+        struct Response: Decodable {
+            struct State: Decodable { var subjects: [String: UInt64]? }
+            var state: State
+            var total: Int?
+        }
+        var counts: [String: UInt64] = [:]
+        while true {
+            let page = try await api("STREAM.INFO.\(stream)", body: Request(subjects_filter: filter, offset: counts.count), as: Response.self)
+            let subjects = page.state.subjects ?? [:]
+            counts.merge(subjects) { $1 }
+            if subjects.isEmpty || counts.count >= (page.total ?? 0) { return counts }
+        }
+    }
+
+    /// Removes every message of `subject` from the stream.
+    public func purge(stream: String, subject: String) async throws(NATSError) {
+        struct Request: Encodable { var filter: String }
+        struct Success: Decodable { var success: Bool }
+        _ = try await api("STREAM.PURGE.\(stream)", body: Request(filter: subject), as: Success.self)
+    }
+
     public func deleteStream(_ name: String) async throws(NATSError) {
         struct Success: Decodable { var success: Bool }
         _ = try await api("STREAM.DELETE.\(name)", body: Optional<String>.none, as: Success.self)

@@ -160,6 +160,20 @@ public final class KeyValue: Sendable {
         _ = try await jetStream.publish(try subject(key), payload: [], headers: headers)
     }
 
+    /// Removes the key and its history without leaving a delete marker (a purge of its subject in the
+    /// bucket's stream). Unlike `delete`, watchers do not see it; `storedKeys` no longer lists it.
+    public func erase(_ key: String) async throws(NATSError) {
+        try await jetStream.purge(stream: stream, subject: try subject(key))
+    }
+
+    /// Keys matching `pattern` (e.g. `room.*`) that have any message, delete markers included — so
+    /// these are the live keys exactly when keys are removed with `erase`. One request to the stream's
+    /// subject index instead of a watch that reads every value.
+    public func storedKeys(matching pattern: String) async throws(NATSError) -> [String] {
+        let prefixLength = subjectPrefix.utf8.count
+        return try await jetStream.subjectCounts(stream: stream, filter: subjectPrefix + pattern).keys.map { String($0.utf8.dropFirst(prefixLength))! }
+    }
+
     public func keys() async throws(NATSError) -> [String] {
         let handle = self.handle
         return try await executor.run { () throws(NATSError) in try handle.keys() }

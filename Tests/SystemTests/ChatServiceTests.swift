@@ -60,7 +60,7 @@ struct ChatServiceTests {
         #expect(first.joined)
         #expect(first.lastSeq == 0)
         #expect(try await fixture.join(room.id, ann, "ann").joined == false, "joining twice is idempotent")
-        _ = try await fixture.join(room.id, bob, "bob")
+        #expect(try await fixture.join(room.id, bob, "bob").room.memberCount == 2)
         let members: ServiceAPI.MemberList = try await fixture.chat.call(.members, ServiceAPI.RoomRef(roomID: room.id.rawValue))
         #expect(members.members.map(\.username) == ["ann", "bob"])
 
@@ -73,6 +73,14 @@ struct ChatServiceTests {
         #expect(left.left)
         let leftAgain: ServiceAPI.LeaveResult = try await fixture.chat.call(.leave, ServiceAPI.Leave(roomID: room.id.rawValue, userID: bob.rawValue))
         #expect(!leftAgain.left)
+        // Member counts after a leave: the joined reply, the room, the room list.
+        #expect(try await fixture.join(room.id, ann, "ann").room.memberCount == 1)
+        let counted: Room = try await fixture.chat.call(.getRoom, ServiceAPI.RoomRef(roomID: room.id.rawValue))
+        #expect(counted.memberCount == 1)
+        let list: ServiceAPI.RoomList = try await fixture.chat.call(.listRooms, ServiceAPI.ListRooms())
+        #expect(list.rooms.first { $0.id == room.id }?.memberCount == 1)
+        #expect(try await fixture.join(room.id, bob, "bob").room.memberCount == 2, "rejoining after a leave counts again")
+        _ = try await fixture.chat.call(.leave, ServiceAPI.Leave(roomID: room.id.rawValue, userID: bob.rawValue)) as ServiceAPI.LeaveResult
         let leftEvent = try #require(try await js.lastMessage(stream: ChatNames.eventStream, subject: ChatNames.presenceSubject(room.id)))
         #expect(leftEvent.headers[ChatNames.eventTypeHeader] == "UserLeft.v1")
         let notMember = await expectChatError(.notMember) { _ = try await fixture.send(room.id, bob, "bob", "hi") }
