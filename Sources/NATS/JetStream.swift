@@ -210,7 +210,10 @@ public struct JetStream: Sendable {
         }
         let body: [UInt8]
         do { body = Array(try Self.encoder.encode(Request(seq: sequence, last_by_subj: lastBySubject, next_by_subj: nextBySubject))) } catch { throw .invalid("\(error)") }
-        let reply = try await connection.request("$JS.API.DIRECT.GET.\(stream)", payload: body)
+        return try Self.storedMessage(fromDirectGet: try await connection.request("$JS.API.DIRECT.GET.\(stream)", payload: body), stream: stream)
+    }
+
+    static func storedMessage(fromDirectGet reply: NATSMessage, stream: String) throws(NATSError) -> StoredMessage? {
         if let status = reply.headers.status {
             if status == 404 { return nil }
             throw NATSError(.jetStream, message: "direct get on \(stream): \(status) \(reply.headers.statusDescription ?? "")")
@@ -231,24 +234,42 @@ public struct JetStream: Sendable {
 
     /// Up to `limit` messages of `subject`, in stream order, starting at stream sequence `from`.
     ///
-    /// A few are read by direct gets (one round trip each, as each needs the previous one's sequence);
-    /// more through a short-lived ephemeral pull consumer filtered on the subject — create, one fetch,
-    /// delete: three round trips for a page of any size (JetStream 2.9 has no batched direct get).
+    /// JetStream 2.9 has no batched direct get, and each `next_by_subj` get needs the previous one's
+    /// sequence. So the gets are sent speculatively, pipelined in one batch: get i asks for the first
+    /// message of the subject at or after `from + i`. Where the subject's messages are dense in the
+    /// stream (a busy room) one batch returns the whole page in about one round trip; gaps return the
+    /// same message more than once (dropped here) and the next batch continues after the last one
+    /// found. When a batch finds less than half of what it asked for (a sparse subject) the rest is
+    /// read through a short-lived ephemeral consumer: create, one fetch, delete.
     public func messages(stream: String, subject: String, from: UInt64, limit: Int) async throws(NATSError) -> [StoredMessage] {
-        if limit > Self.directGetPageLimit {
-            return try await messagesThroughConsumer(stream: stream, subject: subject, from: from, limit: limit)
-        }
         var result: [StoredMessage] = []
+        result.reserveCapacity(limit)
         var next = max(1, from)
-        while result.count < limit, let message = try await directGet(stream: stream, sequence: next, nextBySubject: subject) {
-            result.append(message)
-            next = message.sequence + 1
+        while result.count < limit {
+            let wanted = limit - result.count
+            let requests = (0..<wanted).map { offset -> (subject: String, payload: [UInt8], headers: NATSHeaders?) in
+                ("$JS.API.DIRECT.GET.\(stream)", Array("{\"seq\":\(next + UInt64(offset)),\"next_by_subj\":\"\(subject)\"}".utf8), nil)
+            }
+            var found = 0
+            var ended = false
+            for reply in await connection.requestMany(requests) {
+                guard let message = try Self.storedMessage(fromDirectGet: try reply.get(), stream: stream) else {
+                    ended = true  // nothing at or after this sequence: the end of the subject
+                    break
+                }
+                guard message.sequence >= next, result.count < limit else { continue }
+                result.append(message)
+                next = message.sequence + 1
+                found += 1
+            }
+            if ended || found == 0 { break }
+            if found * 2 < wanted, result.count < limit {
+                result += try await messagesThroughConsumer(stream: stream, subject: subject, from: next, limit: limit - result.count)
+                break
+            }
         }
         return result
     }
-
-    /// Pages up to this size are read by direct gets; larger ones through an ephemeral consumer.
-    static let directGetPageLimit = 4
 
     func messagesThroughConsumer(stream: String, subject: String, from: UInt64, limit: Int) async throws(NATSError) -> [StoredMessage] {
         struct Request: Encodable {

@@ -68,6 +68,27 @@ struct JetStreamTests {
         #expect(try await js.message(stream: "EVENTS", sequence: 10_000) == nil)
     }
 
+    /// Page reads: dense subjects come from one pipelined batch, sparse ones fall back to a consumer;
+    /// both must return exactly the subject's messages from the start sequence on, in order.
+    @Test func pageReadsOnDenseAndSparseSubjects() async throws {
+        let (server, _, js) = try await setUp()
+        defer { withExtendedLifetime(server) {} }
+        // 300 messages of events.dense in a row, then events.sparse once every 10 among events.noise.
+        var outgoing = (0..<300).map { JetStream.OutgoingMessage(subject: "events.dense", payload: Array("\($0)".utf8)) }
+        outgoing += (0..<600).map { JetStream.OutgoingMessage(subject: $0 % 10 == 0 ? "events.sparse" : "events.noise", payload: Array("\($0)".utf8)) }
+        for result in await js.publishPipelined(outgoing) { _ = try result.get() }
+
+        let dense = try await js.messages(stream: "EVENTS", subject: "events.dense", from: 11, limit: 50)
+        #expect(dense.map(\.sequence) == Array(11...60))
+        let sparse = try await js.messages(stream: "EVENTS", subject: "events.sparse", from: 305, limit: 20)
+        #expect(sparse.map(\.sequence) == stride(from: 311, through: 501, by: 10).map { UInt64($0) })
+        #expect(sparse.allSatisfy { $0.subject == "events.sparse" })
+        let tail = try await js.messages(stream: "EVENTS", subject: "events.sparse", from: 850, limit: 50)
+        #expect(tail.map(\.sequence) == [851, 861, 871, 881, 891], "a page past the end returns what there is")
+        #expect(try await js.messages(stream: "EVENTS", subject: "events.dense", from: 301, limit: 10).isEmpty)
+        #expect(try await js.messages(stream: "EVENTS", subject: "events.none", from: 1, limit: 10).isEmpty)
+    }
+
     @Test func durablePullConsumerAckNakAndRedelivery() async throws {
         let (server, _, js) = try await setUp()
         defer { withExtendedLifetime(server) {} }
