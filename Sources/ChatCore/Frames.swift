@@ -169,12 +169,14 @@ public enum ServerFrame {
     }
 
     public static func history(_ result: ServiceAPI.HistoryResult) -> [UInt8] {
-        struct Body: Encodable {
-            var room_id: RoomID
-            var messages: [ChatMessage]
-            var has_more: Bool
-        }
-        return encode(type: "history", Body(room_id: result.roomID, messages: result.messages, has_more: result.hasMore))
+        var writer = JSONWriter(capacity: 256 + result.messages.count * 256)
+        writer.beginObject()
+        writer.key("has_more"); writer.bool(result.hasMore)
+        writer.key("messages"); writer.array(result.messages)
+        writer.key("room_id"); writer.string(result.roomID.rawValue)
+        writer.key("type"); writer.string("history")
+        writer.endObject()
+        return writer.bytes
     }
 
     public static func members(_ list: ServiceAPI.MemberList) -> [UInt8] { encode(type: "members", list) }

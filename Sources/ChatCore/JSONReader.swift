@@ -312,3 +312,17 @@ extension ServiceAPI.Send: JSONReadable {
         )
     }
 }
+
+extension ServiceAPI.HistoryResult: JSONReadable {
+    public init(json: JSONValue) throws(ChatError) {
+        let fields = try JSONFields(json)
+        guard case .array(let items)? = fields.value("messages") else { throw ChatError(.invalidRequest, "field 'messages' must be an array") }
+        var messages: [ChatMessage] = []
+        messages.reserveCapacity(items.count)
+        for item in items { messages.append(try ChatMessage(json: item)) }
+        self.init(
+            roomID: try fields.validated("room_id", as: RoomID.self), messages: messages,
+            hasMore: try fields.bool("has_more"), lastSeq: try fields.uint64("last_seq")
+        )
+    }
+}

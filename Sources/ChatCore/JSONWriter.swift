@@ -75,6 +75,15 @@ public struct JSONWriter {
         needsComma = true
     }
 
+    public mutating func array(_ elements: [some JSONWritable]) {
+        separate()
+        bytes.append(UInt8(ascii: "["))
+        needsComma = false
+        for element in elements { element.write(to: &self) }
+        bytes.append(UInt8(ascii: "]"))
+        needsComma = true
+    }
+
     private mutating func separate() {
         if needsComma { bytes.append(UInt8(ascii: ",")) }
     }
@@ -129,6 +138,17 @@ extension ServiceAPI.Send: JSONWritable {
         writer.key("room_id"); writer.string(roomID)
         writer.key("user_id"); writer.string(userID)
         writer.key("username"); writer.string(username)
+        writer.endObject()
+    }
+}
+
+extension ServiceAPI.HistoryResult: JSONWritable {
+    public func write(to writer: inout JSONWriter) {
+        writer.beginObject()
+        writer.key("has_more"); writer.bool(hasMore)
+        writer.key("last_seq"); writer.number(lastSeq)
+        writer.key("messages"); writer.array(messages)
+        writer.key("room_id"); writer.string(roomID.rawValue)
         writer.endObject()
     }
 }

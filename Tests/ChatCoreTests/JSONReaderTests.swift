@@ -38,6 +38,13 @@ struct JSONReaderTests {
         let theirs = try JSONDecoder().decode(ServiceAPI.SendResult.self, from: Data(bytes))
         #expect(ours.message == theirs.message && ours.duplicate == theirs.duplicate && ours.message == message)
 
+        let history = ServiceAPI.HistoryResult(roomID: message.roomID, messages: [message, JSONWriterTests.message("two", clientMessageID: nil)], hasMore: true, lastSeq: 42)
+        let historyBytes = ChatJSON.encode(history)
+        #expect(historyBytes == (try JSONWriterTests.plain(history)), "byte-identical to JSONEncoder's sorted output")
+        let readBack = try ChatJSON.decode(ServiceAPI.HistoryResult.self, from: historyBytes)
+        #expect(readBack.messages == history.messages && readBack.hasMore && readBack.lastSeq == 42 && readBack.roomID == history.roomID)
+        let frame = try #require(try JSONSerialization.jsonObject(with: Data(ServerFrame.history(history))) as? [String: Any])
+        #expect(frame["type"] as? String == "history" && frame["has_more"] as? Bool == true && (frame["messages"] as? [Any])?.count == 2)
         #expect(throws: ChatError.self) { try ChatJSON.decode(ChatMessage.self, from: Array(#"{"message_id":"m","room_id":"not-a-uuid","user_id":"x","username":"u","content":"c","timestamp":"t","seq":1}"#.utf8)) }
         #expect(throws: ChatError.self) { try ChatJSON.decode(ChatMessage.self, from: Array(#"{"seq":-1}"#.utf8)) }
         do {
