@@ -404,8 +404,10 @@ public final class ChatStore: Sendable {
         do {
             let subject = ChatNames.messageSubject(id)
             let stream = ChatNames.eventStream
-            guard let last = try await js.lastMessage(stream: stream, subject: subject),
-                  let first = try await js.directGet(stream: stream, sequence: 1, nextBySubject: subject) else {
+            // The room's newest and oldest message, both at once.
+            async let newestMessage = js.lastMessage(stream: stream, subject: subject)
+            async let oldestMessage = js.directGet(stream: stream, sequence: 1, nextBySubject: subject)
+            guard let last = try await newestMessage, let first = try await oldestMessage else {
                 return ServiceAPI.HistoryResult(roomID: id, messages: [], hasMore: false, lastSeq: 0)
             }
             let newest = Self.roomSeq(last)
