@@ -20,7 +20,7 @@ public final class ChatStore: Sendable {
         var roomSeq: UInt64
     }
 
-    struct IdempotencyRecord: Codable {
+    struct IdempotencyRecord: Codable, JSONWritable {
         var messageID: String
         var seq: UInt64
         var streamSequence: UInt64
@@ -28,6 +28,14 @@ public final class ChatStore: Sendable {
             case seq
             case messageID = "message_id"
             case streamSequence = "stream_seq"
+        }
+
+        func write(to writer: inout JSONWriter) {
+            writer.beginObject()
+            writer.key("message_id"); writer.string(messageID)
+            writer.key("seq"); writer.number(seq)
+            writer.key("stream_seq"); writer.number(streamSequence)
+            writer.endObject()
         }
     }
 
