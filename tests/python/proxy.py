@@ -1,5 +1,6 @@
 """A TCP proxy on a loopback port that a test can cut and restore, to break one process's NATS
-connection without touching the others (the process reconnects through the proxy once restored)."""
+connection without touching the others (the process reconnects through the proxy once restored), or
+freeze, to make a connection half-open (nothing passes, nothing is closed)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ class TcpProxy:
         self.port = self.listener.getsockname()[1]
         self.blocked = False
         self.closed = False
+        self.flowing = threading.Event()  # cleared by `freeze`
+        self.flowing.set()
         self.lock = threading.Lock()
         self.sockets: set[socket.socket] = set()
         self.connections = 0
@@ -49,6 +52,9 @@ class TcpProxy:
                 data = source.recv(65536)
                 if not data:
                     break
+                while not self.flowing.wait(0.5):
+                    if self.closed:
+                        return
                 target.sendall(data)
         except OSError:
             pass
@@ -75,6 +81,14 @@ class TcpProxy:
 
     def restore(self) -> None:
         self.blocked = False
+
+    def freeze(self) -> None:
+        """Half-open: the connections stay open but nothing is forwarded either way (a peer that vanished
+        without FIN or RST, e.g. a phone that lost its network); bytes read meanwhile are held back."""
+        self.flowing.clear()
+
+    def thaw(self) -> None:
+        self.flowing.set()
 
     def close(self) -> None:
         self.closed = True

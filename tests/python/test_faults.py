@@ -1,0 +1,170 @@
+"""Misbehaving clients and lost requests (issue 9), against the real binaries:
+
+- a half-open connection (the client vanishes without FIN or RST: a proxy that stops forwarding both
+  ways) is found by the gateway's ping timeout and closed; the room gets `user_left` and the member is
+  gone from the member list;
+- a disconnect while no chat-service is reachable still removes the member once one is back (the
+  gateway retries the leave; it used to drop it, leaving the member listed for as long as the gateway
+  lived);
+- 10 % of a room's clients stop reading: each is disconnected (close code 1008 when the close frame
+  gets through, and counted in `gateway_slow_client_disconnects_total`), the readers get every message
+  exactly once and in order, and the gateway's memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import struct
+import time
+from pathlib import Path
+
+import nats
+
+from chatclient import Client, create_room
+from proxy import TcpProxy
+from system import System
+from test_gateway import RawWebSocket
+
+FAST = {"RATE_LIMIT_PER_SEC": "100000", "RATE_LIMIT_BURST": "100000"}
+
+
+def run(coro, timeout: float = 120):
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for pid {pid}")
+
+
+async def member_ids(url: str, room: str) -> set[str]:
+    nc = await nats.connect(url, connect_timeout=2)
+    try:
+        reply = await nc.request("chat.svc.room.members", json.dumps({"room_id": room}).encode(), timeout=5)
+        return {m["user_id"] for m in json.loads(reply.data)["members"]}
+    finally:
+        await nc.close()
+
+
+def test_half_open_connection_is_closed_by_ping_timeout_and_the_room_told(make_system):
+    system = make_system(gateway_env={"PING_INTERVAL_MS": "500"})
+    gateway = system.gateway
+    room = create_room(gateway)["id"]
+    proxy = TcpProxy(gateway.port)
+
+    async def body():
+        witness = await Client.connect(gateway, "witness")
+        await witness.join(room)
+        ghost = await Client.open(f"ws://127.0.0.1:{proxy.port}/ws?username=ghost", "ghost", ping_interval=None)
+        await ghost.join(room)
+        await witness.wait_for("user_joined", user_id=ghost.user_id)
+        assert ghost.user_id in await member_ids(system.nats.url, room)
+        connections_before = gateway.metric("gateway_connections")
+
+        proxy.freeze()  # no FIN, no RST: the gateway's pings just go unanswered
+        frozen_at = time.monotonic()
+        left = await witness.wait_for("user_left", timeout=10, user_id=ghost.user_id)
+        detected = time.monotonic() - frozen_at
+        assert left["room_id"] == room
+        assert detected < 5.0, f"half-open connection found only after {detected:.1f} s with PING_INTERVAL_MS=500"
+        assert ghost.user_id not in await member_ids(system.nats.url, room)
+        assert gateway.metric("gateway_connections") == connections_before - 1
+        # The witness, which answers pings, is still there and still served.
+        assert (await witness.send_message("still here"))["type"] == "ack"
+        assert witness.user_id in await member_ids(system.nats.url, room)
+        print(f"half-open connection closed and user_left sent {detected:.2f} s after it froze")
+        await witness.close()
+        ghost.abort()
+
+    try:
+        run(body())
+    finally:
+        proxy.close()
+
+
+def test_a_disconnect_while_no_chat_service_answers_still_removes_the_member(make_system):
+    system = make_system(gateway_env={"REQUEST_TIMEOUT_MS": "1000"})
+    gateway, service = system.gateway, system.chat_service
+    room = create_room(gateway)["id"]
+
+    async def body():
+        witness = await Client.connect(gateway, "witness")
+        await witness.join(room)
+        leaver = await Client.connect(gateway, "leaver")
+        await leaver.join(room)
+        await witness.wait_for("user_joined", user_id=leaver.user_id)
+        await service.akill()              # no chat-service: the leave of the disconnect cannot be served
+        leaver.abort()
+        await asyncio.sleep(2.5)           # the gateway's first leave attempts fail meanwhile
+        await service.arestart()
+        left = await witness.wait_for("user_left", timeout=20, user_id=leaver.user_id)
+        assert left["room_id"] == room
+        assert await member_ids(system.nats.url, room) == {witness.user_id}
+        await witness.close()
+
+    run(body())
+
+
+def test_ten_percent_of_clients_stop_reading(make_system):
+    readers_n, sloths_n = 27, 3  # 10 % of the 30 members do not read
+    system = make_system(gateway_env={**FAST, "OUTBOUND_QUEUE_LIMIT": "64"})
+    gateway = system.gateway
+    room = create_room(gateway)["id"]
+    slow_before = gateway.metric("gateway_slow_client_disconnects_total")
+    content = "z" * 3000
+
+    sloths = []
+    for n in range(sloths_n):
+        sloth = RawWebSocket(gateway.port, f"/ws?username=sloth{n}")
+        sloth.send_text(json.dumps({"type": "join", "room_id": room}))
+        sloth.read_until(b'"type":"joined"')
+        sloths.append(sloth)  # from here on it never reads
+
+    async def body():
+        readers = [await Client.connect(gateway, f"reader{n}") for n in range(readers_n)]
+        for reader in readers:
+            await reader.join(room)
+        sender = readers[0]
+        rss_start = rss_kib(gateway.pid)
+        rss_peak = rss_start
+        acks = []
+        deadline = time.monotonic() + 90
+        while gateway.metric("gateway_slow_client_disconnects_total") < slow_before + sloths_n or len(acks) < 300:
+            ack = await sender.send_message(content)
+            assert ack["type"] == "ack", ack
+            acks.append(ack)
+            if len(acks) % 25 == 0:
+                rss_peak = max(rss_peak, rss_kib(gateway.pid))
+            assert time.monotonic() < deadline, (
+                f"after {len(acks)} messages only {gateway.metric('gateway_slow_client_disconnects_total') - slow_before:.0f} "
+                f"of {sloths_n} non-readers were disconnected")
+        want = [a["seq"] for a in acks]
+        for reader in readers:
+            got = await reader.wait_messages(room, len(acks), timeout=30)
+            assert [m["seq"] for m in got] == want, f"{reader.label} lost, doubled or reordered messages"
+        rss_peak = max(rss_peak, rss_kib(gateway.pid))
+        for reader in readers:
+            await reader.close()
+        return len(acks), rss_start, rss_peak
+
+    sent, rss_start, rss_peak = run(body())
+    close_codes = []
+    for sloth in sloths:
+        closed, tail = sloth.drain_until_closed(timeout=10)
+        sloth.close()
+        assert closed, "a non-reader's connection is still open"
+        if b"\x88" in tail[-32:]:
+            frame = tail[tail.rindex(b"\x88"):]
+            if len(frame) >= 4:
+                close_codes.append(struct.unpack("!H", frame[2:4])[0])
+    assert all(code == 1008 for code in close_codes), close_codes
+    assert gateway.metric("gateway_slow_client_disconnects_total") == slow_before + sloths_n
+    growth_mib = (rss_peak - rss_start) / 1024
+    print(f"{sloths_n} of {readers_n + sloths_n} clients never read: all disconnected ({len(close_codes)} saw the "
+          f"1008 close frame) after {sent} messages of 3 KB; gateway RSS {rss_start // 1024} -> peak "
+          f"{rss_peak // 1024} MiB")
+    # Bounded: 64 queued frames of 3 KB per non-reader, not everything that was sent.
+    assert growth_mib < 64, f"gateway RSS grew by {growth_mib:.0f} MiB"
