@@ -207,6 +207,18 @@ public enum ServiceAPI {
         public var ok: Bool
         public init() { ok = true }
     }
+
+    /// The reply to a heartbeat. `rejoin`: the chat-service had no record of this gateway (it was
+    /// declared dead — e.g. partitioned or paused longer than the presence timeout — and its members
+    /// were removed), so the gateway must join its connected members again.
+    public struct HeartbeatResult: Codable, Sendable {
+        public var ok: Bool
+        public var rejoin: Bool?
+        public init(rejoin: Bool) {
+            ok = true
+            self.rejoin = rejoin
+        }
+    }
 }
 
 /// The JSON coders used for every chat body: fixed key order, no escaping of `/`.

@@ -56,8 +56,8 @@ struct ChatHandlers: Sendable {
             return try await store.history(room: try Self.room(request.roomID), limit: request.limit, before: request.before, after: request.after)
         }
         add(.heartbeat, on: service) { (request: ServiceAPI.Heartbeat) throws(ChatError) in
-            try await store.heartbeat(gateway: try Self.gateway(request.gatewayID), connections: max(0, request.connections))
-            return ServiceAPI.Ok()
+            let rejoin = try await store.heartbeat(gateway: try Self.gateway(request.gatewayID), connections: max(0, request.connections))
+            return ServiceAPI.HeartbeatResult(rejoin: rejoin)
         }
     }
 

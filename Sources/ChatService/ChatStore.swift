@@ -43,8 +43,11 @@ public final class ChatStore: Sendable {
         var gatewayID: String
         var lastSeenMilliseconds: Int64
         var connections: Int
+        /// Set by the presence sweeper when it removed this gateway's members: its next heartbeat is
+        /// told to re-join them (the bucket's TTL removes records of gateways that never come back).
+        var expired: Bool?
         enum CodingKeys: String, CodingKey {
-            case connections
+            case connections, expired
             case gatewayID = "gateway_id"
             case lastSeenMilliseconds = "last_seen_ms"
         }
@@ -134,6 +137,14 @@ public final class ChatStore: Sendable {
             if let existing = try await rooms.value(nameKey) {
                 let room = try await roomForNameEntry(existing, name: name)
                 throw ChatError(.roomExists, "a room named '\(name.rawValue)' already exists", room: room)
+            }
+            // CHAT_MAX_ROOMS: counted from the bucket's keys, so replicas creating rooms at the same
+            // moment can overshoot by the number of concurrent creates (documented in the README).
+            if configuration.maxRooms > 0 {
+                let count = try await rooms.keys().reduce(0) { $0 + ($1.hasPrefix("id.") ? 1 : 0) }
+                if count >= configuration.maxRooms {
+                    throw ChatError(.roomLimitReached, "this server already has \(count) rooms, the limit (\(configuration.maxRooms)); no new rooms can be created")
+                }
             }
             let now = ChatTime.now()
             let room = Room(id: RoomID.random(), name: name.rawValue, createdAt: now.text)
@@ -314,10 +325,7 @@ public final class ChatStore: Sendable {
     }
 
     public func send(room id: RoomID, user: UserID, username: Username, content: String, clientMessageID: ClientMessageID?) async throws(ChatError) -> ServiceAPI.SendResult {
-        guard !content.allSatisfy(\.isWhitespace) else { throw ChatError(.contentInvalid, "message content is empty") }
-        guard content.utf8.count <= configuration.maxContentBytes else {
-            throw ChatError(.contentTooLong, "message content is \(content.utf8.count) bytes; the limit is \(configuration.maxContentBytes)")
-        }
+        try MessageContent.validate(content, maxBytes: configuration.maxContentBytes)
         _ = try await room(id)
         guard try await isMember(room: id, user: user) else { throw ChatError(.notMember, "join room \(id) before sending to it") }
         do {
@@ -474,14 +482,26 @@ public final class ChatStore: Sendable {
 
     // MARK: Presence
 
+    private func gatewayRecord(_ gateway: GatewayID) async throws(NATSError) -> GatewayRecord? {
+        guard let entry = try await gateways.value(ChatNames.gatewayKey(gateway)) else { return nil }
+        return try? JSONDecoder().decode(GatewayRecord.self, from: Data(entry.value))
+    }
+
+    /// Records a sign of life. From a join (`connections` nil) an expired record is left as it is, so
+    /// the gateway's next heartbeat still learns that its other members were removed.
     func touchGateway(_ gateway: GatewayID, connections: Int?) async throws(NATSError) {
+        if connections == nil, try await gatewayRecord(gateway)?.expired == true { return }
         let record = GatewayRecord(gatewayID: gateway.rawValue, lastSeenMilliseconds: ChatTime.now().milliseconds, connections: connections ?? -1)
         try await gateways.put(ChatNames.gatewayKey(gateway), Array((try? JSONEncoder().encode(record)) ?? Data()))
     }
 
-    public func heartbeat(gateway: GatewayID, connections: Int) async throws(ChatError) {
+    /// Records the gateway as alive. Returns true when the presence sweeper had declared it dead and
+    /// removed its members (or this is its first sign of life): the gateway must join them again.
+    public func heartbeat(gateway: GatewayID, connections: Int) async throws(ChatError) -> Bool {
         do {
+            let record = try await gatewayRecord(gateway)
             try await touchGateway(gateway, connections: connections)
+            return record == nil || record?.expired == true
         } catch {
             throw Self.chatError(error)
         }
@@ -495,7 +515,7 @@ public final class ChatStore: Sendable {
         var dead: Set<String> = []
         var alive: Set<String> = []
         for entry in try await gateways.values(matching: ">") {
-            guard let record = try? JSONDecoder().decode(GatewayRecord.self, from: Data(entry.value)) else { continue }
+            guard let record = try? JSONDecoder().decode(GatewayRecord.self, from: Data(entry.value)), record.expired != true else { continue }
             if record.lastSeenMilliseconds + timeout < nowMilliseconds { dead.insert(entry.key) } else { alive.insert(entry.key) }
         }
         guard !dead.isEmpty else { return 0 }
@@ -507,7 +527,12 @@ public final class ChatStore: Sendable {
             guard parts.count == 2, let room = RoomID(String(parts[0])) else { continue }
             if try await removeMember(room: room, user: member.userID, reason: "gateway_expired") { removed += 1 }
         }
-        for gateway in dead { try await gateways.delete(gateway) }
+        for key in dead {
+            // A tombstone, not a delete: the gateway may only be cut off (a partition, a pause), and its
+            // next heartbeat must learn that it has to join its members again.
+            let tombstone = GatewayRecord(gatewayID: key, lastSeenMilliseconds: nowMilliseconds, connections: 0, expired: true)
+            try await gateways.put(key, Array((try? JSONEncoder().encode(tombstone)) ?? Data()))
+        }
         if removed > 0 { logger.notice("removed members of expired gateways", metadata: ["gateways": "\(dead.sorted())", "members": "\(removed)"]) }
         return removed
     }

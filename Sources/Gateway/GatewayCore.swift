@@ -104,7 +104,13 @@ public final class GatewayCore: Service, Sendable {
     private func heartbeat() async {
         while !Task.isCancelled {
             do {
-                let _: ServiceAPI.Ok = try await chat.call(.heartbeat, ServiceAPI.Heartbeat(gatewayID: configuration.presenceID, connections: connectionCount))
+                let result: ServiceAPI.HeartbeatResult = try await chat.call(.heartbeat, ServiceAPI.Heartbeat(gatewayID: configuration.presenceID, connections: connectionCount))
+                if result.rejoin == true, hub.roomCount > 0 {
+                    // Declared dead while still serving its sockets (a partition or a pause longer than
+                    // the presence timeout): the chat-service removed its members; join them again.
+                    logger.notice("the chat-service had expired this gateway; joining its members again", metadata: ["rooms": "\(hub.roomCount)"])
+                    hub.rejoinAll(gatewayID: configuration.presenceID)
+                }
             } catch {
                 logger.debug("heartbeat failed", metadata: [LogKey.error: "\(error)"])
             }

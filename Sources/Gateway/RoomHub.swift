@@ -60,6 +60,11 @@ final class RoomHub: Sendable {
         for worker in rooms.withLock({ $0.values.map(\.worker) }) { worker.resync() }
     }
 
+    /// After the chat-service expired this gateway: every room joins its local members again.
+    func rejoinAll(gatewayID: String) {
+        for worker in rooms.withLock({ $0.values.map(\.worker) }) { _ = worker.inbox.append(.rejoin(gatewayID: gatewayID)) }
+    }
+
     /// Counts one local member less; the last one stops the room's worker and subscriptions.
     func release(_ room: RoomID) {
         let stopped: RoomWorker? = rooms.withLock { rooms in
@@ -90,6 +95,7 @@ final class RoomWorker: Sendable {
         case add(ClientConnection, cursor: UInt64?, joinSeq: UInt64, done: CheckedContinuation<Void, Never>)
         case remove(String)
         case resync
+        case rejoin(gatewayID: String)
     }
 
     struct Member {
@@ -208,6 +214,8 @@ final class RoomWorker: Sendable {
             state.members[id] = nil
         case .resync:
             await resync(&state)
+        case .rejoin(let gatewayID):
+            await rejoin(state, gatewayID: gatewayID)
         }
     }
 
@@ -237,6 +245,24 @@ final class RoomWorker: Sendable {
             if page.count < pageSize { break }
         }
         state.lastSeq = max(state.lastSeq ?? 0, cursor)
+    }
+
+    /// Joins every local member again (the join is idempotent; a removed member is added back and the
+    /// room sees `user_joined`). Members stay subscribed here throughout, so nothing is missed.
+    private func rejoin(_ state: RoomState, gatewayID: String) async {
+        var users: [UserID: Username] = [:]
+        for member in state.members.values { users[member.connection.userID] = member.connection.username }
+        var failed = 0
+        for (user, username) in users {
+            do {
+                let _: ServiceAPI.JoinResult = try await hub.chat.call(.join, ServiceAPI.Join(
+                    roomID: room.rawValue, userID: user.rawValue, username: username.rawValue, gatewayID: gatewayID
+                ))
+            } catch {
+                failed += 1
+            }
+        }
+        if failed > 0 { hub.logger.warning("re-join failed for some members", metadata: ["room_id": "\(room)", "failed": "\(failed)"]) }
     }
 
     /// Sends `member` the messages after its cursor up to `target`, from history.

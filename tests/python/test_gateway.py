@@ -1140,3 +1140,35 @@ def test_room_created_rejoin_and_errors_name_their_room(gw):
         await client.close()
 
     run(body())
+
+
+def test_gateway_declared_dead_while_paused_joins_its_members_again(make_system):
+    """A gateway that stops heartbeating (SIGSTOP, as in a partition) longer than the presence timeout
+    is declared dead: its members are removed (user_left). When it comes back with its sockets still
+    open, its next heartbeat is told so and it joins them again: user_joined, and they can send."""
+    system = make_system(gateways=2, chat_env={"CHAT_PRESENCE_TIMEOUT_MS": "1500", "CHAT_PRESENCE_SWEEP_MS": "300"},
+                         gateway_env={"HEARTBEAT_INTERVAL_MS": "300"})
+    paused_gateway, other_gateway = system.gateways
+    rid = create_room(other_gateway)["id"]
+
+    async def body():
+        ann = await Client.connect(paused_gateway, "ann")
+        bob = await Client.connect(other_gateway, "bob")
+        await ann.join(rid)
+        await bob.join(rid)
+        paused_gateway.pause()
+        try:
+            left = await bob.wait_for("user_left", username="ann", timeout=15)
+            assert left["room_id"] == rid, left
+        finally:
+            paused_gateway.resume()
+        back = await bob.wait_for("user_joined", username="ann", timeout=15)
+        assert back["room_id"] == rid, back
+        members = await ann.request({"type": "members", "room_id": rid}, "members")
+        assert sorted(m["username"] for m in members["members"]) == ["ann", "bob"], members
+        ack = await ann.send_message("still here", client_msg_id=unique("c"))
+        assert ack["type"] == "ack", ack
+        got = await bob.wait_for("message", content="still here")
+        assert got["username"] == "ann", got
+
+    run(body())
