@@ -10,6 +10,12 @@ public enum ChatErrorCode: String, Codable, Sendable, CaseIterable {
     case nameInvalid = "name_invalid"
     case usernameInvalid = "username_invalid"
     case tooManyRooms = "too_many_rooms"
+    /// The chat-service's `CHAT_MAX_ROOMS` is reached: no new rooms.
+    case roomLimitReached = "room_limit_reached"
+    /// `MAX_CONNECTIONS_PER_IP`: this client address has too many WebSockets open on this gateway.
+    case tooManyConnections = "too_many_connections"
+    /// `MAX_CONNECTIONS`: this gateway holds as many WebSockets as it may.
+    case serverFull = "server_full"
     case rateLimited = "rate_limited"
     case frameTooLarge = "frame_too_large"
     case unauthorized
@@ -26,9 +32,9 @@ public enum ChatErrorCode: String, Codable, Sendable, CaseIterable {
         case .forbidden, .notMember: 403
         case .roomNotFound, .notFound: 404
         case .roomExists: 409
-        case .tooManyRooms: 409
-        case .rateLimited: 429
-        case .unavailable: 503
+        case .tooManyRooms, .roomLimitReached: 409
+        case .rateLimited, .tooManyConnections: 429
+        case .unavailable, .serverFull: 503
         case .internal: 500
         }
     }

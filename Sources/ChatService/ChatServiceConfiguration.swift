@@ -12,6 +12,8 @@ public struct ChatServiceConfiguration: Sendable {
     public var retentionPerRoom = 10_000
     /// Max message size in UTF-8 bytes (`CHAT_MAX_CONTENT_BYTES`).
     public var maxContentBytes = 4096
+    /// Rooms the system may hold (`CHAT_MAX_ROOMS`, 0 = no limit); `room.create` then answers `room_limit_reached`.
+    public var maxRooms = 10_000
     public var historyDefaultLimit = 50
     public var historyMaxLimit = 200
     /// How long a `client_msg_id` is remembered (`CHAT_IDEMPOTENCY_TTL_MS`, default 24 h).
@@ -40,6 +42,7 @@ public struct ChatServiceConfiguration: Sendable {
         configuration.idempotencyTTL = try settings.milliseconds("CHAT_IDEMPOTENCY_TTL_MS", default: configuration.idempotencyTTL)
         configuration.duplicateWindow = try settings.milliseconds("CHAT_DUPLICATE_WINDOW_MS", default: configuration.duplicateWindow)
         configuration.presenceTimeout = try settings.milliseconds("CHAT_PRESENCE_TIMEOUT_MS", default: configuration.presenceTimeout)
+        configuration.maxRooms = try settings.int("CHAT_MAX_ROOMS", default: configuration.maxRooms, range: 0...10_000_000)
         configuration.presenceSweepInterval = try settings.milliseconds("CHAT_PRESENCE_SWEEP_MS", default: configuration.presenceSweepInterval)
         configuration.replicas = try settings.int("CHAT_REPLICAS", default: configuration.replicas, range: 1...5)
         configuration.instanceID = settings.string("INSTANCE_ID", default: configuration.instanceID)

@@ -44,9 +44,10 @@ struct Authenticator: Sendable {
         if !allowedOrigins.isEmpty, let origin = request.headers[.origin], !allowedOrigins.contains(origin) {
             throw GatewayHTTPError(.forbidden, ChatError(.forbidden, "origin \(origin.prefix(100)) is not allowed"))
         }
-        let query = request.uri.queryParameters
+        // Form decoding: `+` is a space (`?username=a+b` is "a b"); broken percent-encoding is refused.
+        let query = FormQuery.parse(request.uri.query ?? "")
         if let keys {
-            var token = query["token"].map(String.init)
+            var token = query["token"].map { $0 ?? "" }
             if token == nil, let header = request.headers[.authorization], header.lowercased().hasPrefix("bearer ") {
                 token = String(header.dropFirst(7)).trimmingCharacters(in: .whitespaces)
             }
@@ -67,7 +68,7 @@ struct Authenticator: Sendable {
         guard let raw = query["username"] else {
             throw GatewayHTTPError(.badRequest, ChatError(.usernameInvalid, "the username query parameter is required: /ws?username=NAME"))
         }
-        guard let username = Username(String(raw)) else {
+        guard let raw, let username = Username(raw) else {
             throw GatewayHTTPError(.badRequest, ChatError(.usernameInvalid, "username must be 1–\(Username.maxLength) characters without control characters"))
         }
         return Identity(userID: UserID.random(), username: username)
@@ -89,7 +90,7 @@ struct GatewayHTTPError: HTTPResponseError {
     }
 
     func response(from request: Request, context: some RequestContext) throws -> Response {
-        Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: ChatJSON.encode(error))))
+        Response(status: status, headers: [.contentType: "application/json", .init("X-Content-Type-Options")!: "nosniff"], body: .init(byteBuffer: ByteBuffer(bytes: ChatJSON.encode(error))))
     }
 }
 

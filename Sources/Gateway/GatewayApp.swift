@@ -39,6 +39,7 @@ public func buildGateway(
 
     let router = Router(context: GatewayRequestContext.self)
     router.middlewares.add(LogRequestsMiddleware(.debug))
+    router.middlewares.add(HardeningMiddleware())
     StatusRoutes.add(to: router) { core.health() }
     addRESTRoutes(to: router, core: core)
     if let webRoot = configuration.webRoot {
@@ -114,16 +115,13 @@ func addRESTRoutes(to router: Router<GatewayRequestContext>, core: GatewayCore) 
     }
     api.get("rooms/:id/history") { request, context -> Response in
         let id = try REST.roomID(context)
-        let query = request.uri.queryParameters
-        var limit: Int?
-        var before: UInt64?
-        if let text = query["limit"] {
-            guard let value = Int(text), value >= 1 else { throw GatewayHTTPError(.badRequest, ChatError(.invalidRequest, "limit must be a positive integer")) }
-            limit = value
-        }
-        if let text = query["before"] {
-            guard let value = UInt64(text) else { throw GatewayHTTPError(.badRequest, ChatError(.invalidRequest, "before must be a message seq (a non-negative integer)")) }
-            before = value
+        let query = FormQuery.parse(request.uri.query ?? "")
+        let limit: Int?
+        let before: UInt64?
+        do throws(ChatError) {
+            (limit, before) = try HistoryQuery.parse(limit: query["limit"].map { $0 ?? "" }, before: query["before"].map { $0 ?? "" })
+        } catch {
+            throw GatewayHTTPError(error)
         }
         let result: ServiceAPI.HistoryResult = try await REST.call(core, .history, ServiceAPI.History(roomID: id.rawValue, limit: limit, before: before))
         struct Body: Encodable {
@@ -136,9 +134,14 @@ func addRESTRoutes(to router: Router<GatewayRequestContext>, core: GatewayCore) 
 }
 
 func addWebSocketRoute(to router: Router<GatewayRequestContext>, core: GatewayCore) {
+    let limiter = ConnectionLimiter(
+        maxConnections: core.configuration.maxConnections, maxPerIP: core.configuration.maxConnectionsPerIP,
+        trustedProxies: core.configuration.trustedProxies
+    )
     router.ws("/ws") { request, context in
         do throws(GatewayHTTPError) {
             _ = try await core.auth.identify(request)
+            try limiter.admit(request, channel: context.channel)  // MAX_CONNECTIONS(_PER_IP): ConnectionLimits.swift
         } catch {
             // Without this the client would get a bare 400 instead of this error's status and JSON body.
             await RefusedUpgradeResponder.install(on: context.channel, for: error)

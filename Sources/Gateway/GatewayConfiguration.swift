@@ -43,6 +43,13 @@ public struct GatewayConfiguration: Sendable {
     public var typingInterval: Duration = .seconds(2)
     /// `WEB_ROOT`: directory with the browser UI (served at `/`).
     public var webRoot: String?
+    /// `MAX_CONNECTIONS`: WebSockets this gateway holds; more are refused with 503 `server_full`.
+    /// Default: the open-file limit less 512.
+    public var maxConnections = ConnectionLimiter.defaultMaxConnections()
+    /// `MAX_CONNECTIONS_PER_IP`: WebSockets per client address; more get 429 `too_many_connections` (0: no limit).
+    public var maxConnectionsPerIP = 0
+    /// `TRUSTED_PROXIES`: addresses/CIDR ranges whose `X-Forwarded-For` / `X-Real-IP` name the client.
+    public var trustedProxies: [CIDR] = [CIDR("127.0.0.0/8")!, CIDR("::1")!]
 
     public init(nats: NATSConfiguration) { self.nats = nats }
 
@@ -66,6 +73,14 @@ public struct GatewayConfiguration: Sendable {
         c.shutdownGrace = try settings.milliseconds("SHUTDOWN_GRACE_MS", default: c.shutdownGrace)
         c.typingInterval = try settings.milliseconds("TYPING_INTERVAL_MS", default: c.typingInterval)
         c.webRoot = settings.optional("WEB_ROOT")
+        c.maxConnections = try settings.int("MAX_CONNECTIONS", default: c.maxConnections, range: 1...10_000_000)
+        c.maxConnectionsPerIP = try settings.int("MAX_CONNECTIONS_PER_IP", default: c.maxConnectionsPerIP, range: 0...10_000_000)
+        if let text = settings.optional("TRUSTED_PROXIES") {
+            c.trustedProxies = try text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }.map { item in
+                guard let range = CIDR(item) else { throw ConfigurationError("TRUSTED_PROXIES: '\(item)' is not an IP address or CIDR range") }
+                return range
+            }
+        }
         return c
     }
 }
