@@ -1,0 +1,87 @@
+"""Resource limits (issue 9): MAX_CONNECTIONS, MAX_CONNECTIONS_PER_IP with TRUSTED_PROXIES, and the
+chat-service's CHAT_MAX_ROOMS. Small limits through the environment; each refusal must be the documented
+status and JSON body, counted in a metric, and the gateway must keep serving (slots come back on close)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import requests
+
+from chatclient import Client, Rejected, unique
+from system import http_get
+
+
+def run(coro, timeout: float = 60):
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+async def refused(url: str, **kwargs) -> Rejected:
+    try:
+        client = await Client.open(url, **kwargs)
+    except Rejected as rejection:
+        return rejection
+    await client.close()
+    raise AssertionError(f"{url} was not refused")
+
+
+def test_connection_limits_and_trusted_proxies(make_system):
+    system = make_system(gateway_env={"MAX_CONNECTIONS": "4", "MAX_CONNECTIONS_PER_IP": "2", "TRUSTED_PROXIES": "127.0.0.1"},
+                         chat_env={"CHAT_MAX_ROOMS": "3"})
+    gw = system.gateway
+
+    async def body():
+        # per IP: the third connection from 127.0.0.1 (no proxy headers) is refused with 429
+        a = await Client.connect(gw, "a")
+        b = await Client.connect(gw, "b")
+        rejection = await refused(gw.ws_url("c"))
+        assert rejection.status == 429 and rejection.json()["code"] == "too_many_connections", rejection
+        # a trusted proxy (loopback here) names the client in X-Forwarded-For: other clients still get in
+        c = await Client.open(gw.ws_url("c"), headers={"X-Forwarded-For": "203.0.113.7"})
+        d = await Client.open(gw.ws_url("d"), headers={"X-Forwarded-For": "198.51.100.1, 203.0.113.8", "X-Real-IP": "1.2.3.4"})
+        # the whole gateway: the fifth connection gets 503 server_full
+        rejection = await refused(gw.ws_url("e"), headers={"X-Forwarded-For": "192.0.2.99"})
+        assert rejection.status == 503 and rejection.json()["code"] == "server_full", rejection
+        # a closed socket gives its slot back
+        await a.close()
+        for _ in range(100):
+            try:
+                e = await Client.open(gw.ws_url("e"), headers={"X-Forwarded-For": "192.0.2.99"})
+                break
+            except Rejected:
+                await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the slot of a closed connection was not given back")
+        assert (await e.request({"type": "room_list"}, "room_list"))["type"] == "room_list"
+        for client in (b, c, d, e):
+            await client.close()
+
+    run(body())
+    metrics = gw.metrics()
+    assert 'gateway_connections_refused_total{reason="max_connections"} 1' in metrics, metrics
+    assert 'gateway_connections_refused_total{reason="max_connections_per_ip"} 1' in metrics
+    assert http_get(gw.base_url + "/health")[0] == 200
+
+    # CHAT_MAX_ROOMS=3: the fourth room is refused with 409 room_limit_reached; existing names still 409 room_exists
+    names = [unique("limit") for _ in range(3)]
+    for name in names:
+        assert requests.post(gw.base_url + "/api/v1/rooms", json={"name": name}, timeout=5).status_code == 201
+    response = requests.post(gw.base_url + "/api/v1/rooms", json={"name": unique("limit")}, timeout=5)
+    assert response.status_code == 409 and response.json()["code"] == "room_limit_reached", response.text
+    response = requests.post(gw.base_url + "/api/v1/rooms", json={"name": names[0]}, timeout=5)
+    assert response.status_code == 409 and response.json()["code"] == "room_exists", response.text
+    assert len(requests.get(gw.base_url + "/api/v1/rooms", timeout=5).json()["rooms"]) == 3
+
+
+def test_untrusted_peers_cannot_choose_their_address(make_system):
+    # Loopback is not a trusted proxy here: X-Forwarded-For is ignored and the peer address counts.
+    system = make_system(gateway_env={"MAX_CONNECTIONS_PER_IP": "1", "TRUSTED_PROXIES": "10.0.0.0/8"})
+    gw = system.gateway
+
+    async def body():
+        first = await Client.open(gw.ws_url("a"), headers={"X-Forwarded-For": "203.0.113.1"})
+        rejection = await refused(gw.ws_url("b"), headers={"X-Forwarded-For": "203.0.113.2"})
+        assert rejection.status == 429 and rejection.json()["code"] == "too_many_connections", rejection
+        await first.close()
+
+    run(body())
