@@ -123,3 +123,36 @@ struct FrameTests {
         #expect(text == "2024-01-15T10:30:00.500Z")
     }
 }
+
+@Suite("Hostile text: content, names, query strings")
+struct HostileTextTests {
+    @Test func contentRules() {
+        #expect(throws: ChatError(.contentInvalid, "message content is empty")) { try MessageContent.validate(" \n\t", maxBytes: 10) }
+        #expect((try? MessageContent.validate("a\u{0}b", maxBytes: 10)) == nil)
+        #expect((try? MessageContent.validate("\u{1B}[31m", maxBytes: 10)) == nil)
+        #expect((try? MessageContent.validate("a\u{85}", maxBytes: 10)) == nil)
+        #expect((try? MessageContent.validate("line\r\n\ttab <b>", maxBytes: 100)) != nil)
+        #expect((try? MessageContent.validate("😀😀😀", maxBytes: 11)) == nil, "12 bytes")
+    }
+
+    @Test func namesAreNFCWithoutInvisibleOrBidiCharacters() {
+        #expect(RoomName("cafe\u{301}")?.rawValue == "caf\u{E9}")
+        #expect(RoomName("Cafe\u{301}")?.normalized == RoomName("CAF\u{C9}")?.normalized)
+        for bad in ["a\u{200B}b", "\u{FEFF}x", "a\u{2066}b", "x\u{AD}", "a\u{200F}", "a" + String(repeating: "\u{301}", count: 200)] {
+            #expect(Username(bad) == nil, "\(bad.unicodeScalars.map { $0.value })")
+        }
+        #expect(Username("👨‍👩‍👧")?.rawValue == "👨‍👩‍👧", "ZWJ sequences stay allowed")
+    }
+
+    @Test func formQueryAndHistoryParams() throws {
+        let query = FormQuery.parse("username=a+b%2Bc&username=second&bad=%FF&broken=%4&flag")
+        #expect(query["username"] == .some("a b+c"))
+        #expect(query["bad"] == .some(nil))
+        #expect(query["broken"] == .some(nil))
+        #expect(query["flag"] == .some(""))
+        #expect(try HistoryQuery.parse(limit: "50", before: "42") == (50, 42))
+        for bad in ["0", "-1", "+5", "1e3", "", "99999999999999999999999"] {
+            #expect((try? HistoryQuery.parse(limit: bad, before: nil)) == nil, "\(bad)")
+        }
+    }
+}
