@@ -141,7 +141,8 @@ public final class ChatStore: Sendable {
             // CHAT_MAX_ROOMS: counted from the bucket's keys, so replicas creating rooms at the same
             // moment can overshoot by the number of concurrent creates (documented in the README).
             if configuration.maxRooms > 0 {
-                let count = try await rooms.keys().reduce(0) { $0 + ($1.hasPrefix("id.") ? 1 : 0) }
+                // Rooms are never deleted, so the bucket's subject index counts them in one request.
+                let count = try await rooms.storedKeys(matching: "id.*").count
                 if count >= configuration.maxRooms {
                     throw ChatError(.roomLimitReached, "this server already has \(count) rooms, the limit (\(configuration.maxRooms)); no new rooms can be created")
                 }
