@@ -102,6 +102,10 @@ public final class GatewayCore: Service, Sendable {
     }
 
     private func heartbeat() async {
+        // A heartbeat lost with a dying chat-service replica or a NATS restart must not cost
+        // REQUEST_TIMEOUT_MS (5 s) + the interval: that exceeded CHAT_PRESENCE_TIMEOUT_MS (6 s), and the
+        // sweeper removed the members of a live gateway (seen in the 30-minute chaos run).
+        let chat = ChatServiceClient(connection: connection, timeout: min(configuration.requestTimeout, configuration.heartbeatInterval))
         while !Task.isCancelled {
             do {
                 let result: ServiceAPI.HeartbeatResult = try await chat.call(.heartbeat, ServiceAPI.Heartbeat(gatewayID: configuration.presenceID, connections: connectionCount))

@@ -115,7 +115,9 @@ def start_system(chaos_system: System, base: Path, args: argparse.Namespace) -> 
     chaos_system.start_nats(nats_args)
     gateway_env = {"RATE_LIMIT_PER_SEC": "100000", "RATE_LIMIT_BURST": "100000"}
     chaos_system.start(chat_services=2, broadcasters=2, gateways=2,
-                       chat_env={"CHAT_PRESENCE_TIMEOUT_MS": str(PRESENCE_TIMEOUT_MS)}, gateway_env=gateway_env)
+                       chat_env={"CHAT_PRESENCE_TIMEOUT_MS": str(PRESENCE_TIMEOUT_MS),
+                                 # the checker compares whole rooms: no retention limit (10,000 per room by default)
+                                 "CHAT_RETENTION_PER_ROOM": "100000000"}, gateway_env=gateway_env)
     if args.nginx:
         chaos_system.add_nginx()
 
