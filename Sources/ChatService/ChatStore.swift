@@ -62,16 +62,21 @@ public final class ChatStore: Sendable {
     let leases: KeyValue
     let configuration: ChatServiceConfiguration
     let logger: Logger
-    private let roomCache = Mutex<[RoomID: Room]>([:])
-    private let positions = Mutex<[RoomID: Position]>([:])
+    /// What this replica remembers, all behind one lock: rooms (never change once created), each room's
+    /// last position (a hint the server verifies on every write), when each gateway was last recorded
+    /// alive from a join, and memberships seen in KV recently (see `membershipCacheTTL`).
+    private struct Caches {
+        var rooms: [RoomID: Room] = [:]
+        var positions: [RoomID: Position] = [:]
+        var gatewaysTouched: [GatewayID: ContinuousClock.Instant] = [:]
+        var knownMembers: [String: ContinuousClock.Instant] = [:]
+    }
+    private let caches = Mutex(Caches())
     private let roomWriters = KeyedSerializer<RoomID>()
-    /// When this replica last recorded each gateway as alive (joins count as a sign of life).
-    private let gatewaysTouched = Mutex<[GatewayID: ContinuousClock.Instant]>([:])
     /// Memberships this replica saw in KV recently, so a burst of sends costs one KV read per member
     /// per `membershipCacheTTL`, not one per message. Removals by this replica drop the entry at once;
     /// a removal by another replica is seen within the TTL (the gateway also checks membership itself
     /// before it forwards a send).
-    private let knownMembers = Mutex<[String: ContinuousClock.Instant]>([:])
     static let membershipCacheTTL: Duration = .seconds(2)
 
     static let membershipCacheLimit = 100_000
@@ -156,7 +161,7 @@ public final class ChatStore: Sendable {
                 throw ChatError(.roomExists, "a room named '\(name.rawValue)' already exists", room: room)
             }
             try await rooms.put(ChatNames.roomKey(room.id), ChatJSON.encode(room))
-            roomCache.withLock { $0[room.id] = room }
+            caches.withLock { $0.rooms[room.id] = room }
             var headers = NATSHeaders()
             headers[ChatNames.eventTypeHeader] = ChatEventType.roomCreated.rawValue
             _ = try await js.publish(ChatNames.roomCreatedSubject, payload: ChatJSON.encode(room), headers: headers, options: .init(messageID: "room-created:\(room.id)"))
@@ -179,10 +184,10 @@ public final class ChatStore: Sendable {
     }
 
     private func loadRoom(_ id: RoomID) async throws(NATSError) -> Room? {
-        if let cached = roomCache.withLock({ $0[id] }) { return cached }
+        if let cached = caches.withLock({ $0.rooms[id] }) { return cached }
         guard let entry = try await rooms.value(ChatNames.roomKey(id)), let room = try? ChatJSON.decode(Room.self, from: entry.value) else { return nil }
         // Rooms never change after creation, so a positive lookup can be cached for good.
-        roomCache.withLock { $0[id] = room }
+        caches.withLock { $0.rooms[id] = room }
         return room
     }
 
@@ -231,9 +236,9 @@ public final class ChatStore: Sendable {
                 // A join is also a sign of life of its gateway, so a gateway that dies before its first
                 // heartbeat still has a record for presence expiry to find. Once a second is plenty.
                 let now = ContinuousClock.now
-                let stale = gatewaysTouched.withLock { touched in
-                    guard let last = touched[gateway], now - last < .seconds(1) else {
-                        touched[gateway] = now
+                let stale = caches.withLock { caches in
+                    guard let last = caches.gatewaysTouched[gateway], now - last < .seconds(1) else {
+                        caches.gatewaysTouched[gateway] = now
                         return true
                     }
                     return false
@@ -260,7 +265,7 @@ public final class ChatStore: Sendable {
     /// Deletes the membership (compare-and-set, so only one remover emits UserLeft) and emits the event.
     func removeMember(room id: RoomID, user: UserID, reason: String) async throws(NATSError) -> Bool {
         let key = ChatNames.memberKey(id, user)
-        knownMembers.withLock { $0[key] = nil }
+        caches.withLock { $0.knownMembers[key] = nil }
         guard let entry = try await members.value(key), let member = try? ChatJSON.decode(Member.self, from: entry.value) else { return false }
         // Emptying the value by compare-and-set first: of two concurrent removers only one gets past here.
         guard try await members.updateIfRevision(key, [], revision: entry.revision) != nil else { return false }
@@ -286,12 +291,12 @@ public final class ChatStore: Sendable {
     public func isMember(room id: RoomID, user: UserID) async throws(ChatError) -> Bool {
         let key = ChatNames.memberKey(id, user)
         let now = ContinuousClock.now
-        if let seen = knownMembers.withLock({ $0[key] }), now - seen < Self.membershipCacheTTL { return true }
+        if let seen = caches.withLock({ $0.knownMembers[key] }), now - seen < Self.membershipCacheTTL { return true }
         do {
             guard let entry = try await members.value(key), !entry.value.isEmpty else { return false }
-            knownMembers.withLock { known in
-                if known.count >= Self.membershipCacheLimit { known.removeAll(keepingCapacity: true) }
-                known[key] = now
+            caches.withLock { caches in
+                if caches.knownMembers.count >= Self.membershipCacheLimit { caches.knownMembers.removeAll(keepingCapacity: true) }
+                caches.knownMembers[key] = now
             }
             return true
         } catch {
@@ -310,14 +315,14 @@ public final class ChatStore: Sendable {
     // MARK: Messages
 
     private func position(of room: RoomID) async throws(NATSError) -> Position {
-        if let cached = positions.withLock({ $0[room] }) { return cached }
+        if let cached = caches.withLock({ $0.positions[room] }) { return cached }
         let position: Position
         if let last = try await js.lastMessage(stream: ChatNames.eventStream, subject: ChatNames.messageSubject(room)) {
             position = Position(streamSequence: last.sequence, roomSeq: Self.roomSeq(last))
         } else {
             position = Position(streamSequence: 0, roomSeq: 0)
         }
-        positions.withLock { $0[room] = position }
+        caches.withLock { $0.positions[room] = position }
         return position
     }
 
@@ -371,15 +376,15 @@ public final class ChatStore: Sendable {
                 headers[ChatNames.roomHeader] = id.rawValue
                 // nil: another writer took this seq; drop the hint and re-read the room's last message.
                 guard let ack = try await publishMessage(message, headers: headers, dedupID: dedupID, expectedLast: last.streamSequence) else {
-                    positions.withLock { $0[id] = nil }
+                    caches.withLock { $0.positions[id] = nil }
                     continue
                 }
                 if ack.duplicate, let stored = try await storedMessage(at: ack.sequence) {
                     return (ServiceAPI.SendResult(message: stored, duplicate: true), ack.sequence)
                 }
-                positions.withLock { positions in
-                    if (positions[id]?.roomSeq ?? 0) < message.seq {
-                        positions[id] = Position(streamSequence: ack.sequence, roomSeq: message.seq)
+                caches.withLock { caches in
+                    if (caches.positions[id]?.roomSeq ?? 0) < message.seq {
+                        caches.positions[id] = Position(streamSequence: ack.sequence, roomSeq: message.seq)
                     }
                 }
                 return (ServiceAPI.SendResult(message: message, duplicate: false), ack.sequence)

@@ -358,3 +358,8 @@ async def wait_all_delivered(clients: dict[Client, list[str]], expected: dict[st
         if loop.time() > deadline:
             raise AssertionError(f"not every message was delivered within {timeout} s; missing per client/room: {missing}")
         await asyncio.sleep(0.05)
+
+
+def run(coro, timeout: float = 120):
+    """Runs a test's async body to completion with a hard bound (a hang fails the test, not CI)."""
+    return asyncio.run(asyncio.wait_for(coro, timeout))

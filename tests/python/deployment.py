@@ -25,8 +25,8 @@ from typing import Any
 import nats
 
 from chatclient import Client
-from system import (REPO_ROOT, Process, System, SystemError_, free_port, http_get, nats_server_binary,
-                    port_open, run_async)
+from system import (REPO_ROOT, NatsServer, Process, System, SystemError_, free_port, http_get,
+                    nats_server_binary)
 
 DEPLOY = REPO_ROOT / "deploy"
 PASSWORD_VARIABLES = {
@@ -94,22 +94,8 @@ class ConfiguredNats(Process):
             options["tls"] = self.ssl_context()
         return await nats.connect(self.plain_url, user=user, password=password(user), **options)
 
-    def probe(self) -> bool:
-        if not port_open(self.port):
-            return False
-
-        async def js_info():
-            nc = await self.connect()
-            try:
-                await nc.request("$JS.API.INFO", b"", timeout=1)
-                return True
-            finally:
-                await nc.close()
-
-        try:
-            return run_async(js_info)
-        except Exception:
-            return False
+    # Ready when JetStream answers, through this server's own `connect` (users, TLS).
+    probe = NatsServer.probe
 
     def wait_ready(self, deadline: float = 30.0) -> "Process":
         return super().wait_ready(deadline)

@@ -301,12 +301,19 @@ class NatsServer(Process):
                 *(extra_args or [])]
         super().__init__(system, "nats-server", argv, dict(os.environ))
 
+    async def connect(self, **kwargs):
+        """A nats-py connection (no reconnects unless asked)."""
+        options = dict(connect_timeout=2, allow_reconnect=False, max_reconnect_attempts=0)
+        options.update(kwargs)
+        return await nats.connect(self.url, **options)
+
     def probe(self) -> bool:
+        """Ready when JetStream answers $JS.API.INFO."""
         if not port_open(self.port):
             return False
 
         async def js_info():
-            nc = await nats.connect(self.url, connect_timeout=1, allow_reconnect=False, max_reconnect_attempts=0)
+            nc = await self.connect(connect_timeout=1)
             try:
                 await nc.request("$JS.API.INFO", b"", timeout=1)
                 return True

@@ -15,15 +15,12 @@ import time
 
 import nats
 
-from chatclient import Client, Sender, check_exactly_once_in_order, create_room, expected_by_room, wait_all_delivered
+from chatclient import run, Client, Sender, check_exactly_once_in_order, create_room, expected_by_room, wait_all_delivered
 from system import http_get, metric_value, nats_request_all
 
 # Senders must not be rate limited here; the limiter has its own test.
 FAST = {"RATE_LIMIT_PER_SEC": "100000", "RATE_LIMIT_BURST": "100000"}
 
-
-def run(coro, timeout: float = 120):
-    return asyncio.run(asyncio.wait_for(coro, timeout))
 
 
 async def settle_and_check(members: dict[Client, list[str]], sender: Sender, timeout: float = 20.0) -> None:

@@ -7,29 +7,23 @@ cases) is stored verbatim. The rules are listed in README "Limits and hostile in
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import os
 import socket
 import struct
 import uuid
-from typing import Any
-from urllib.parse import quote
 
 import nats
 import pytest
 import requests
 
-from chatclient import Client, Rejected, create_room, history, unique
+from chatclient import run, Client, Rejected, create_room, history, unique
 from system import System, http_get
 
 ROOM = "%ROOM%"        # replaced by the joined target room's id
 MISSING = str(uuid.uuid4())
 
-
-def run(coro, timeout: float = 60):
-    return asyncio.run(asyncio.wait_for(coro, timeout))
 
 
 @pytest.fixture(scope="module")

@@ -8,12 +8,9 @@ import asyncio
 
 import requests
 
-from chatclient import Client, Rejected, unique
+from chatclient import run, Client, Rejected, unique
 from system import http_get
 
-
-def run(coro, timeout: float = 60):
-    return asyncio.run(asyncio.wait_for(coro, timeout))
 
 
 async def refused(url: str, **kwargs) -> Rejected:
