@@ -148,13 +148,36 @@ public final class ClientConnection: Sendable {
         }
     }
 
+    /// How long a client that stopped reading keeps its socket after the 1008 close frame is queued:
+    /// a client that reads again within it gets everything in flight and then the close frame.
+    static let slowClientCloseTimeout: TimeAmount = .seconds(10)
+
+    /// Queues the 1008 close frame straight behind the frames already handed to the channel (the ones
+    /// not yet handed over were dropped), then drops the TCP connection once the frame is in the
+    /// kernel's send buffer (the client reads it before the FIN) or after `slowClientCloseTimeout`
+    /// (a client that never reads again cannot receive it, and must not hold the socket).
     private func disconnectSlowClient() {
         slowDisconnects.increment()
         logger.warning("client too slow: outbound queue full, disconnecting", metadata: ["limit": "\(limit)"])
-        close(.policyViolation, reason: "slow consumer: outbound queue full")
-        // The close frame cannot reach a client that no longer reads: drop the TCP connection.
+        let first = outbox.withLock { box -> Bool in
+            defer { box.closeRequested = true }
+            return !box.closeRequested
+        }
+        guard first else { return }
         let channel = self.channel
-        channel.eventLoop.scheduleTask(in: .milliseconds(500)) { channel.close(promise: nil) }
+        channel.eventLoop.execute {
+            var payload = channel.allocator.buffer(capacity: 40)
+            payload.write(webSocketErrorCode: .policyViolation)
+            payload.writeString("slow consumer: outbound queue full")
+            let written = channel.eventLoop.makePromise(of: Void.self)
+            channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .connectionClose, data: payload), promise: written)
+            let deadline = channel.eventLoop.scheduleTask(in: Self.slowClientCloseTimeout) { channel.close(promise: nil) }
+            written.futureResult.whenComplete { _ in
+                deadline.cancel()
+                // A moment for the client's close reply, which the WebSocket handler reads.
+                channel.eventLoop.scheduleTask(in: .seconds(1)) { channel.close(promise: nil) }
+            }
+        }
     }
 }
 

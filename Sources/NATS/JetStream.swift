@@ -48,12 +48,23 @@ public struct JetStream: Sendable {
     // MARK: Streams and consumers
 
     /// Creates the stream, or updates it when it exists with another configuration.
+    ///
+    /// Replicas starting together race to create it: the loser is told "name in use", or — while the
+    /// winner's create is still in flight — "subjects overlap" (nats-server 2.9). Both mean: update.
+    /// An overlap with a stream of another name still fails (its update answers "stream not found").
     @discardableResult
     public func createOrUpdateStream(_ configuration: StreamConfiguration) async throws(NATSError) -> StreamInfo {
         do {
             return try await api("STREAM.CREATE.\(configuration.name)", body: configuration, as: StreamInfo.self)
         } catch where error.jetStreamCode == JetStreamErrorCode.streamNameInUse {
             return try await api("STREAM.UPDATE.\(configuration.name)", body: configuration, as: StreamInfo.self)
+        } catch where error.jetStreamCode == JetStreamErrorCode.subjectsOverlap {
+            let overlap = error
+            do {
+                return try await api("STREAM.UPDATE.\(configuration.name)", body: configuration, as: StreamInfo.self)
+            } catch where error.jetStreamCode == JetStreamErrorCode.streamNotFound {
+                throw overlap
+            }
         }
     }
 

@@ -231,6 +231,7 @@ public enum JetStreamErrorCode {
     public static let wrongLastSequence = 10071
     public static let streamNotFound = 10059
     public static let streamNameInUse = 10058
+    public static let subjectsOverlap = 10065
     public static let consumerNotFound = 10014
     public static let messageNotFound = 10037
 }
