@@ -19,6 +19,7 @@ public enum ChatNames {
         case send = "message.send"
         case history = "message.history"
         case heartbeat = "gateway.heartbeat"
+        case presenceSync = "gateway.presence_sync"
 
         public var subject: String { "\(ChatNames.servicePrefix).\(rawValue)" }
         /// The `$SRV` endpoint name.

@@ -203,6 +203,37 @@ public enum ServiceAPI {
         }
     }
 
+    /// A gateway's statement of the members it really holds (anti-entropy). The chat-service removes
+    /// this gateway's member records that it does not list and that are older than the sync grace:
+    /// records a lost delete brought back (nats-server ≥ 2.11 can resurrect purged KV entries after a
+    /// second crash) or whose leave never arrived.
+    /// - `roomID` + `users`: every user the gateway holds in that room;
+    /// - `rooms` (no `roomID`): every room the gateway holds members in.
+    public struct PresenceSync: Codable, Sendable {
+        /// Users (or rooms) one request may list: 20,000 UUIDs stay under NATS's 1 MB payload limit.
+        public static let maxEntries = 20_000
+        public var gatewayID: String
+        public var roomID: String?
+        public var users: [String]?
+        public var rooms: [String]?
+        public init(gatewayID: String, roomID: String? = nil, users: [String]? = nil, rooms: [String]? = nil) {
+            self.gatewayID = gatewayID
+            self.roomID = roomID
+            self.users = users
+            self.rooms = rooms
+        }
+        enum CodingKeys: String, CodingKey {
+            case users, rooms
+            case gatewayID = "gateway_id"
+            case roomID = "room_id"
+        }
+    }
+
+    public struct PresenceSyncResult: Codable, Sendable {
+        public var removed: Int
+        public init(removed: Int) { self.removed = removed }
+    }
+
     public struct Ok: Codable, Sendable {
         public var ok: Bool
         public init() { ok = true }

@@ -59,6 +59,29 @@ struct ChatHandlers: Sendable {
             let rejoin = try await store.heartbeat(gateway: try Self.gateway(request.gatewayID), connections: max(0, request.connections))
             return ServiceAPI.HeartbeatResult(rejoin: rejoin)
         }
+        add(.presenceSync, on: service) { (request: ServiceAPI.PresenceSync) throws(ChatError) in
+            let gateway = try Self.gateway(request.gatewayID)
+            let limit = ServiceAPI.PresenceSync.maxEntries
+            var users: Set<UserID> = [], rooms: Set<RoomID> = []
+            let room: RoomID?
+            if let roomID = request.roomID {
+                guard let listed = request.users, request.rooms == nil else {
+                    throw ChatError(.invalidRequest, "with room_id, give users (and no rooms)")
+                }
+                guard listed.count <= limit else { throw ChatError(.invalidRequest, "at most \(limit) users") }
+                room = try Self.room(roomID)
+                for text in listed { users.insert(try Self.user(text)) }
+            } else {
+                guard let listed = request.rooms, request.users == nil else {
+                    throw ChatError(.invalidRequest, "give room_id and users, or rooms")
+                }
+                guard listed.count <= limit else { throw ChatError(.invalidRequest, "at most \(limit) rooms") }
+                room = nil
+                for text in listed { rooms.insert(try Self.room(text)) }
+            }
+            let removed = try await store.syncPresence(gateway: gateway, room: room, users: users, rooms: rooms, nowMilliseconds: ChatTime.now().milliseconds)
+            return ServiceAPI.PresenceSyncResult(removed: removed)
+        }
     }
 
     static func room(_ text: String) throws(ChatError) -> RoomID {

@@ -48,7 +48,7 @@ public final class ChatServiceRunner: Service, Sendable {
         try await withGracefulShutdownHandler {
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { try await service.run() }
-                group.addTask { await self.sweepPresence(store: store, lease: lease) }
+                group.addTask { await self.sweepPresence(store: store, lease: lease, connection: connection) }
                 try await group.next()
                 group.cancelAll()
             }
@@ -59,12 +59,21 @@ public final class ChatServiceRunner: Service, Sendable {
         await connection.drain()
     }
 
-    private func sweepPresence(store: ChatStore, lease: Lease) async {
+    /// While leader: expire gateways every sweep; reconcile every member (see
+    /// `ChatStore.sweepExpiredGateways`) on becoming leader, after a NATS reconnect (a restarted
+    /// server may have brought deleted members back) and every `presenceReconcileInterval`.
+    private func sweepPresence(store: ChatStore, lease: Lease, connection: NATSConnection) async {
         let interval = configuration.presenceSweepInterval
+        let reconcileInterval = configuration.presenceReconcileInterval
         await lease.whileLeader(logger: logger) {
+            var reconciled: (at: ContinuousClock.Instant, reconnects: Int)? = nil
             while !Task.isCancelled {
+                let now = ContinuousClock.now
+                let reconcile = reconciled.map { now - $0.at >= reconcileInterval || connection.reconnects != $0.reconnects } ?? true
                 do {
-                    try await store.sweepExpiredGateways(nowMilliseconds: ChatTime.now().milliseconds)
+                    let reconnects = connection.reconnects
+                    try await store.sweepExpiredGateways(nowMilliseconds: ChatTime.now().milliseconds, reconcile: reconcile)
+                    if reconcile { reconciled = (now, reconnects) }
                 } catch {
                     self.logger.warning("presence sweep failed", metadata: [LogKey.error: "\(error)"])
                 }

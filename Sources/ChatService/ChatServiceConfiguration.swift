@@ -24,6 +24,14 @@ public struct ChatServiceConfiguration: Sendable {
     /// (`CHAT_PRESENCE_TIMEOUT_MS`, default 6 s; gateways beat every 2 s).
     public var presenceTimeout: Duration = .seconds(6)
     public var presenceSweepInterval: Duration = .seconds(1)
+    /// A gateway's presence sync (`gateway.presence_sync`) removes only member records older than this
+    /// (`CHAT_PRESENCE_SYNC_GRACE_MS`, default 10 s): a join whose reply has not reached the gateway
+    /// yet is not in its statement. Must exceed the gateways' `REQUEST_TIMEOUT_MS`.
+    public var presenceSyncGrace: Duration = .seconds(10)
+    /// How often the presence leader also checks every member against the gateway records
+    /// (`CHAT_PRESENCE_RECONCILE_MS`, default 30 s; also right after a NATS reconnect and on becoming
+    /// leader): members of a gateway declared dead that came back (a lost delete) are removed again.
+    public var presenceReconcileInterval: Duration = .seconds(30)
     /// Stream and bucket replicas (`CHAT_REPLICAS`; 3 on a 3-node cluster).
     public var replicas = 1
     /// A unique name of this instance (`INSTANCE_ID`, default random).
@@ -44,6 +52,8 @@ public struct ChatServiceConfiguration: Sendable {
         configuration.presenceTimeout = try settings.milliseconds("CHAT_PRESENCE_TIMEOUT_MS", default: configuration.presenceTimeout)
         configuration.maxRooms = try settings.int("CHAT_MAX_ROOMS", default: configuration.maxRooms, range: 0...10_000_000)
         configuration.presenceSweepInterval = try settings.milliseconds("CHAT_PRESENCE_SWEEP_MS", default: configuration.presenceSweepInterval)
+        configuration.presenceSyncGrace = try settings.milliseconds("CHAT_PRESENCE_SYNC_GRACE_MS", default: configuration.presenceSyncGrace, allowZero: true)
+        configuration.presenceReconcileInterval = try settings.milliseconds("CHAT_PRESENCE_RECONCILE_MS", default: configuration.presenceReconcileInterval)
         configuration.replicas = try settings.int("CHAT_REPLICAS", default: configuration.replicas, range: 1...5)
         configuration.instanceID = settings.string("INSTANCE_ID", default: configuration.instanceID)
         return configuration

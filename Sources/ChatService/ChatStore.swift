@@ -263,10 +263,12 @@ public final class ChatStore: Sendable {
     }
 
     /// Deletes the membership (compare-and-set, so only one remover emits UserLeft) and emits the event.
-    func removeMember(room id: RoomID, user: UserID, reason: String) async throws(NATSError) -> Bool {
+    /// `only`: the record is removed only if it still satisfies this when read (a sweep decided on an
+    /// older read, and the member may have joined again since).
+    func removeMember(room id: RoomID, user: UserID, reason: String, only: (Member) -> Bool = { _ in true }) async throws(NATSError) -> Bool {
         let key = ChatNames.memberKey(id, user)
         caches.withLock { $0.knownMembers[key] = nil }
-        guard let entry = try await members.value(key), let member = try? ChatJSON.decode(Member.self, from: entry.value) else { return false }
+        guard let entry = try await members.value(key), let member = try? ChatJSON.decode(Member.self, from: entry.value), only(member) else { return false }
         // Emptying the value by compare-and-set first: of two concurrent removers only one gets past here.
         guard try await members.updateIfRevision(key, [], revision: entry.revision) != nil else { return false }
         // Erased, not deleted: no delete marker stays behind, so counting a room's members is one
@@ -513,25 +515,81 @@ public final class ChatStore: Sendable {
         }
     }
 
+    /// A live gateway's statement of what it holds (`ServiceAPI.PresenceSync`): removes its member
+    /// records older than `presenceSyncGrace` that the statement does not list — in `room` the users
+    /// not in `users`; without `room`, every room not in `rooms`. Returns how many were removed.
+    public func syncPresence(gateway: GatewayID, room: RoomID?, users: Set<UserID>, rooms: Set<RoomID>, nowMilliseconds: Int64) async throws(ChatError) -> Int {
+        let cutoff = nowMilliseconds - configuration.presenceSyncGrace.inMilliseconds
+        func isStale(_ member: Member, in memberRoom: RoomID) -> Bool {
+            guard member.gatewayID == gateway, member.joinedAtMilliseconds < cutoff else { return false }
+            return room == nil ? !rooms.contains(memberRoom) : !users.contains(member.userID)
+        }
+        do {
+            var removed = 0
+            for entry in try await members.values(matching: room.map(ChatNames.memberPattern) ?? ">") {
+                let parts = entry.key.split(separator: ".")
+                guard !entry.value.isEmpty, parts.count == 2, let memberRoom = RoomID(String(parts[0])),
+                      let member = try? ChatJSON.decode(Member.self, from: entry.value), isStale(member, in: memberRoom) else { continue }
+                if try await removeMember(room: memberRoom, user: member.userID, reason: "presence_sync", only: { isStale($0, in: memberRoom) }) {
+                    removed += 1
+                }
+            }
+            if removed > 0 {
+                logger.notice("presence sync removed members the gateway does not hold", metadata: [
+                    "gateway_id": "\(gateway)", "room_id": "\(room.map(\.rawValue) ?? "*")", "members": "\(removed)",
+                ])
+            }
+            return removed
+        } catch {
+            throw Self.chatError(error)
+        }
+    }
+
     /// Removes every member held by a gateway that stopped heartbeating, emitting UserLeft for each.
     /// Run by the presence leader only. Returns how many members were removed.
+    ///
+    /// `reconcile` also checks every member against the gateway records, not only the members of
+    /// gateways that just expired: a member of a gateway declared dead earlier (tombstone) that joined
+    /// before the tombstone, or of a gateway with no record at all, is stale. Such records come back
+    /// when a delete is lost — nats-server 2.12/2.15 resurrect purged KV entries written before one
+    /// crash when it crashes again (README, "Presence") — so the leader reconciles after a NATS
+    /// reconnect and every `presenceReconcileInterval`.
     @discardableResult
-    public func sweepExpiredGateways(nowMilliseconds: Int64) async throws(NATSError) -> Int {
+    public func sweepExpiredGateways(nowMilliseconds: Int64, reconcile: Bool = false) async throws(NATSError) -> Int {
         let timeout = configuration.presenceTimeout.inMilliseconds
         var dead: Set<String> = []
         var alive: Set<String> = []
+        var tombstones: [String: Int64] = [:]
         for entry in try await gateways.values(matching: ">") {
-            guard let record = try? JSONDecoder().decode(GatewayRecord.self, from: Data(entry.value)), record.expired != true else { continue }
-            if record.lastSeenMilliseconds + timeout < nowMilliseconds { dead.insert(entry.key) } else { alive.insert(entry.key) }
+            guard let record = try? JSONDecoder().decode(GatewayRecord.self, from: Data(entry.value)) else { continue }
+            if record.expired == true {
+                tombstones[entry.key] = record.lastSeenMilliseconds
+            } else if record.lastSeenMilliseconds + timeout < nowMilliseconds {
+                dead.insert(entry.key)
+            } else {
+                alive.insert(entry.key)
+            }
         }
-        guard !dead.isEmpty else { return 0 }
+        guard !dead.isEmpty || reconcile else { return 0 }
+        /// Stale: held by a gateway that just expired, or (reconciling) by one declared dead before the
+        /// member joined, or by one with no record that would have beaten by now.
+        func isStale(_ member: Member) -> Bool {
+            let gateway = member.gatewayID.rawValue
+            if alive.contains(gateway) { return false }
+            if dead.contains(gateway) { return true }
+            guard reconcile else { return false }
+            if let declaredDead = tombstones[gateway] { return member.joinedAtMilliseconds < declaredDead }
+            return member.joinedAtMilliseconds + timeout < nowMilliseconds
+        }
         var removed = 0
         for entry in try await members.values(matching: ">") {
-            guard !entry.value.isEmpty, let member = try? ChatJSON.decode(Member.self, from: entry.value),
-                  dead.contains(member.gatewayID.rawValue), !alive.contains(member.gatewayID.rawValue) else { continue }
+            guard !entry.value.isEmpty, let member = try? ChatJSON.decode(Member.self, from: entry.value), isStale(member) else { continue }
             let parts = entry.key.split(separator: ".")
             guard parts.count == 2, let room = RoomID(String(parts[0])) else { continue }
-            if try await removeMember(room: room, user: member.userID, reason: "gateway_expired") { removed += 1 }
+            let joinedAt = member.joinedAtMilliseconds
+            if try await removeMember(room: room, user: member.userID, reason: "gateway_expired", only: { $0.gatewayID == member.gatewayID && $0.joinedAtMilliseconds == joinedAt }) {
+                removed += 1
+            }
         }
         for key in dead {
             // A tombstone, not a delete: the gateway may only be cut off (a partition, a pause), and its
@@ -539,7 +597,7 @@ public final class ChatStore: Sendable {
             let tombstone = GatewayRecord(gatewayID: key, lastSeenMilliseconds: nowMilliseconds, connections: 0, expired: true)
             try await gateways.put(key, Array((try? JSONEncoder().encode(tombstone)) ?? Data()))
         }
-        if removed > 0 { logger.notice("removed members of expired gateways", metadata: ["gateways": "\(dead.sorted())", "members": "\(removed)"]) }
+        if removed > 0 { logger.notice("removed members of expired gateways", metadata: ["gateways": "\(dead.sorted())", "members": "\(removed)", "reconcile": "\(reconcile)"]) }
         return removed
     }
 }

@@ -37,6 +37,9 @@ public struct GatewayConfiguration: Sendable {
     public var requestTimeout: Duration = .seconds(5)
     /// `HEARTBEAT_INTERVAL_MS`: presence heartbeat to the chat-service.
     public var heartbeatInterval: Duration = .seconds(2)
+    /// `PRESENCE_SYNC_INTERVAL_MS`: how often the gateway tells the chat-service which members it holds,
+    /// so records it does not hold are removed (0: only after NATS reconnects). See `ServiceAPI.PresenceSync`.
+    public var presenceSyncInterval: Duration = .seconds(300)
     /// `SHUTDOWN_GRACE_MS`: how long SIGTERM waits for sockets to close after sending 1001.
     public var shutdownGrace: Duration = .seconds(5)
     /// `TYPING_INTERVAL_MS`: at most one typing notice per user per room per interval.
@@ -71,6 +74,7 @@ public struct GatewayConfiguration: Sendable {
         c.requestTimeout = try settings.milliseconds("REQUEST_TIMEOUT_MS", default: c.requestTimeout)
         c.heartbeatInterval = try settings.milliseconds("HEARTBEAT_INTERVAL_MS", default: c.heartbeatInterval)
         c.shutdownGrace = try settings.milliseconds("SHUTDOWN_GRACE_MS", default: c.shutdownGrace)
+        c.presenceSyncInterval = try settings.milliseconds("PRESENCE_SYNC_INTERVAL_MS", default: c.presenceSyncInterval, allowZero: true)
         c.typingInterval = try settings.milliseconds("TYPING_INTERVAL_MS", default: c.typingInterval)
         c.webRoot = settings.optional("WEB_ROOT")
         c.maxConnections = try settings.int("MAX_CONNECTIONS", default: c.maxConnections, range: 1...10_000_000)

@@ -59,7 +59,26 @@ public final class GatewayCore: Service, Sendable {
                 group.addTask {
                     for await event in self.connection.events() {
                         self.metrics.natsConnected.record(event == .reconnected ? 1 : 0)
-                        if event == .reconnected { self.hub.resyncAll() }
+                        if event == .reconnected {
+                            self.hub.resyncAll()
+                            // A restarted nats-server may have brought back members deleted before it
+                            // died; sync now and once more past the sync grace (records younger than it
+                            // are left alone by the first).
+                            Task {
+                                await self.hub.syncPresence(gatewayID: self.configuration.presenceID)
+                                try? await Task.sleep(for: .seconds(15))
+                                await self.hub.syncPresence(gatewayID: self.configuration.presenceID)
+                            }
+                        }
+                    }
+                }
+                if configuration.presenceSyncInterval > .zero {
+                    group.addTask {
+                        while !Task.isCancelled {
+                            try? await Task.sleep(for: self.configuration.presenceSyncInterval)
+                            if Task.isCancelled { break }
+                            await self.hub.syncPresence(gatewayID: self.configuration.presenceID)
+                        }
                     }
                 }
                 // The handler below only closes the sockets; this ends the loops above, else run()

@@ -65,6 +65,23 @@ final class RoomHub: Sendable {
         for worker in rooms.withLock({ $0.values.map(\.worker) }) { _ = worker.inbox.append(.rejoin(gatewayID: gatewayID)) }
     }
 
+    /// Tells the chat-service which members this gateway holds (`ServiceAPI.PresenceSync`): the list of
+    /// its rooms, then each room's users (sent by the room's worker, in order with its adds and removes).
+    func syncPresence(gatewayID: String) async {
+        let (rooms, workers) = rooms.withLock { rooms in (rooms.keys.map(\.rawValue), rooms.values.map(\.worker)) }
+        guard rooms.count <= ServiceAPI.PresenceSync.maxEntries else {
+            logger.warning("presence sync skipped: too many rooms for one request", metadata: ["rooms": "\(rooms.count)"])
+            return
+        }
+        do {
+            let result: ServiceAPI.PresenceSyncResult = try await chat.call(.presenceSync, ServiceAPI.PresenceSync(gatewayID: gatewayID, rooms: rooms))
+            if result.removed > 0 { logger.notice("presence sync: the chat-service removed members this gateway does not hold", metadata: ["members": "\(result.removed)"]) }
+        } catch {
+            logger.warning("presence sync failed", metadata: [LogKey.error: "\(error)"])
+        }
+        for worker in workers { _ = worker.inbox.append(.syncPresence(gatewayID: gatewayID)) }
+    }
+
     /// Counts one local member less; the last one stops the room's worker and subscriptions.
     func release(_ room: RoomID) {
         let stopped: RoomWorker? = rooms.withLock { rooms in
@@ -96,6 +113,7 @@ final class RoomWorker: Sendable {
         case remove(String)
         case resync
         case rejoin(gatewayID: String)
+        case syncPresence(gatewayID: String)
     }
 
     struct Member {
@@ -216,6 +234,18 @@ final class RoomWorker: Sendable {
             await resync(&state)
         case .rejoin(let gatewayID):
             await rejoin(state, gatewayID: gatewayID)
+        case .syncPresence(let gatewayID):
+            // The users as of this point in the room's order; the request itself does not hold up deliveries.
+            let users = Set(state.members.values.map(\.connection.userID.rawValue))
+            guard users.count <= ServiceAPI.PresenceSync.maxEntries else { return }
+            let (room, hub) = (self.room, self.hub)
+            Task {
+                do {
+                    let _: ServiceAPI.PresenceSyncResult = try await hub.chat.call(.presenceSync, ServiceAPI.PresenceSync(gatewayID: gatewayID, roomID: room.rawValue, users: Array(users)))
+                } catch {
+                    hub.logger.warning("presence sync failed", metadata: ["room_id": "\(room)", LogKey.error: "\(error)"])
+                }
+            }
         }
     }
 

@@ -23,9 +23,10 @@ public struct Settings: Sendable {
         return parsed
     }
 
-    public func milliseconds(_ key: String, default value: Duration) throws -> Duration {
+    /// A duration given in milliseconds; `allowZero` for settings where 0 means "off" or "none".
+    public func milliseconds(_ key: String, default value: Duration, allowZero: Bool = false) throws -> Duration {
         guard optional(key) != nil else { return value }
-        return .milliseconds(try int(key, default: 0, range: 1...Int(Int32.max)))
+        return .milliseconds(try int(key, default: 0, range: (allowZero ? 0 : 1)...Int(Int32.max)))
     }
 
     public func bool(_ key: String, default value: Bool) throws -> Bool {

@@ -250,6 +250,87 @@ struct ChatServiceTests {
         #expect(events.filter { $0.headers[ChatNames.eventTypeHeader] == "UserLeft.v1" }.count == 1)
     }
 
+    @Test func presenceSyncRemovesWhatTheGatewayDoesNotHold() async throws {
+        let fixture = try await ChatFixture { $0.presenceSyncGrace = .zero }
+        try await fixture.startReplica()
+        let (a, b) = (try await fixture.createRoom("sync-a"), try await fixture.createRoom("sync-b"))
+        let (held, gone, elsewhere, other) = (UserID.random(), UserID.random(), UserID.random(), UserID.random())
+        _ = try await fixture.join(a.id, held, "held")
+        _ = try await fixture.join(a.id, gone, "gone")
+        _ = try await fixture.join(b.id, elsewhere, "elsewhere")
+        _ = try await fixture.join(a.id, other, "other", gateway: "gw-other")
+        func members(_ room: Room) async throws -> [String] {
+            let list: ServiceAPI.MemberList = try await fixture.chat.call(.members, ServiceAPI.RoomRef(roomID: room.id.rawValue))
+            return list.members.map(\.username)
+        }
+        // Room a: gw-test holds only `held`; gw-other's member is not gw-test's business.
+        let inRoom: ServiceAPI.PresenceSyncResult = try await fixture.chat.call(.presenceSync, ServiceAPI.PresenceSync(gatewayID: "gw-test", roomID: a.id.rawValue, users: [held.rawValue]))
+        #expect(inRoom.removed == 1)
+        #expect(try await members(a) == ["held", "other"])
+        // gw-test holds members in room a only: its member of room b is stale.
+        let rooms: ServiceAPI.PresenceSyncResult = try await fixture.chat.call(.presenceSync, ServiceAPI.PresenceSync(gatewayID: "gw-test", rooms: [a.id.rawValue]))
+        #expect(rooms.removed == 1)
+        #expect(try await members(b).isEmpty)
+        #expect(try await members(a) == ["held", "other"])
+        let event = try #require(try await fixture.client.jetStream.lastMessage(stream: ChatNames.eventStream, subject: ChatNames.presenceSubject(b.id)))
+        #expect(try ChatJSON.decode(PresenceEvent.self, from: event.payload).reason == "presence_sync")
+
+        // Bad statements are refused before anything is touched.
+        for bad in [
+            ServiceAPI.PresenceSync(gatewayID: "gw-test", roomID: a.id.rawValue, users: ["not-a-uuid"]),
+            ServiceAPI.PresenceSync(gatewayID: "gw.test", rooms: []),
+            ServiceAPI.PresenceSync(gatewayID: "gw-test", roomID: a.id.rawValue, users: [], rooms: []),
+            ServiceAPI.PresenceSync(gatewayID: "gw-test"),
+        ] {
+            do {
+                let _: ServiceAPI.PresenceSyncResult = try await fixture.chat.call(.presenceSync, bad)
+                Issue.record("accepted \(bad)")
+            } catch {
+                #expect(error.code == .invalidRequest)
+            }
+        }
+        #expect(try await members(a) == ["held", "other"])
+    }
+
+    @Test func presenceSyncLeavesRecentJoinsAlone() async throws {
+        let fixture = try await ChatFixture()  // default grace: 10 s
+        try await fixture.startReplica()
+        let room = try await fixture.createRoom("sync-grace")
+        _ = try await fixture.join(room.id, UserID.random(), "just-joined")
+        // The gateway's statement may predate this join's reply: a young record is not removed.
+        let result: ServiceAPI.PresenceSyncResult = try await fixture.chat.call(.presenceSync, ServiceAPI.PresenceSync(gatewayID: "gw-test", roomID: room.id.rawValue, users: []))
+        #expect(result.removed == 0)
+        let list: ServiceAPI.MemberList = try await fixture.chat.call(.members, ServiceAPI.RoomRef(roomID: room.id.rawValue))
+        #expect(list.members.map(\.username) == ["just-joined"])
+    }
+
+    /// A member record that comes back after its gateway was declared dead (nats-server 2.12+ can
+    /// resurrect purged KV entries after a second crash) is removed by the leader's reconcile.
+    @Test func reconcileRemovesMembersOfDeadGatewaysThatCameBack() async throws {
+        let fixture = try await ChatFixture { $0.presenceReconcileInterval = .milliseconds(300) }
+        try await fixture.startReplica()
+        let room = try await fixture.createRoom("reconcile")
+        let now = ChatTime.now().milliseconds
+        let gateways = try await fixture.client.keyValue(KeyValueConfiguration(bucket: ChatNames.gatewaysBucket))
+        let members = try await fixture.client.keyValue(KeyValueConfiguration(bucket: ChatNames.membersBucket))
+        _ = try await gateways.put("gw-gone", Array(#"{"connections":0,"expired":true,"gateway_id":"gw-gone","last_seen_ms":\#(now)}"#.utf8))
+        func plant(_ name: String, gateway: String, joinedAt: Int64) async throws -> UserID {
+            let user = UserID.random()
+            let member = Member(userID: user, username: name, gatewayID: GatewayID(gateway)!, joinedAt: "2026-01-01T00:00:00Z", joinedAtMilliseconds: joinedAt)
+            _ = try await members.put(ChatNames.memberKey(room.id, user), ChatJSON.encode(member))
+            return user
+        }
+        _ = try await plant("resurrected", gateway: "gw-gone", joinedAt: now - 5_000)      // joined before it was declared dead
+        _ = try await plant("rejoined", gateway: "gw-gone", joinedAt: now + 5_000)         // joined after (a re-join)
+        _ = try await plant("orphan", gateway: "gw-unknown", joinedAt: now - 600_000)      // no gateway record, long ago
+        _ = try await plant("newcomer", gateway: "gw-unknown-2", joinedAt: now)            // no record yet, just joined
+        _ = try await fixture.join(room.id, UserID.random(), "live")                      // gw-test beats
+        try await eventually("stale members reconciled", timeout: .seconds(10)) {
+            let list: ServiceAPI.MemberList = try await fixture.chat.call(.members, ServiceAPI.RoomRef(roomID: room.id.rawValue))
+            return list.members.map(\.username) == ["live", "newcomer", "rejoined"]
+        }
+    }
+
     @Test func serviceInfoListsEveryEndpoint() async throws {
         let fixture = try await ChatFixture()
         try await fixture.startReplica()

@@ -91,6 +91,10 @@ def resolve_binary(value: str) -> Path:
     return path if path.is_absolute() else REPO_ROOT / path
 
 
+# nats-server 2.15.1 from PyPI (scripts/bootstrap): a newer server than Debian's for the tests that need one.
+NEWER_NATS_SERVER = REPO_ROOT / ".data" / "nats-server-2.15.1" / "bin" / "nats-server"
+
+
 def nats_server_binary() -> str:
     binary = os.environ.get("NATS_SERVER_BIN") or shutil.which("nats-server") or "/usr/sbin/nats-server"
     if not Path(binary).exists():
@@ -293,11 +297,13 @@ class Process:
 class NatsServer(Process):
     kind = "nats-server"
 
-    def __init__(self, system: "System", extra_args: list[str] | None = None):
+    def __init__(self, system: "System", extra_args: list[str] | None = None, binary: str | None = None):
         self.port = free_port()
         self.store = system.dir / "jetstream"
         self.url = f"nats://127.0.0.1:{self.port}"
-        argv = [nats_server_binary(), "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", str(self.store),
+        if binary is not None and not Path(binary).exists():
+            raise SystemError_(f"nats-server not found at {binary}; run scripts/bootstrap")
+        argv = [binary or nats_server_binary(), "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", str(self.store),
                 *(extra_args or [])]
         super().__init__(system, "nats-server", argv, dict(os.environ))
 
@@ -473,8 +479,8 @@ class System:
     def processes(self) -> list[Process]:
         return [p for p in [self.nats, *self.chat_services, *self.broadcasters, *self.gateways] if p is not None]
 
-    def start_nats(self, extra_args: list[str] | None = None) -> NatsServer:
-        self.nats = NatsServer(self, extra_args)
+    def start_nats(self, extra_args: list[str] | None = None, binary: str | None = None) -> NatsServer:
+        self.nats = NatsServer(self, extra_args, binary)
         self.nats.start().wait_ready()
         return self.nats
 

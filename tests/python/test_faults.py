@@ -6,6 +6,8 @@
 - a disconnect while no chat-service is reachable still removes the member once one is back (the
   gateway retries the leave; it used to drop it, leaving the member listed for as long as the gateway
   lived);
+- presence anti-entropy: a member record the gateway does not hold (planted, or brought back by
+  nats-server 2.15.1 after two crashes: it resurrects purged KV entries) is removed with `user_left`;
 - 10 % of a room's clients stop reading: each is disconnected and counted in
   `gateway_slow_client_disconnects_total`; when it reads again (within the gateway's 10 s close
   timeout) it gets what was in flight, then the close frame 1008, then the end of the connection; the
@@ -18,11 +20,13 @@ import asyncio
 import json
 import struct
 import time
+import uuid
 from pathlib import Path
 
 import nats
 
 from chatclient import run, Client, create_room
+from system import NEWER_NATS_SERVER, System
 from proxy import TcpProxy
 from test_gateway import RawWebSocket
 
@@ -103,6 +107,103 @@ def test_a_disconnect_while_no_chat_service_answers_still_removes_the_member(mak
         await witness.close()
 
     run(body())
+
+
+async def member_record(url: str, room: str, user: str) -> dict | None:
+    nc = await nats.connect(url, connect_timeout=2)
+    try:
+        kv = await nc.jetstream().key_value("chat_members")
+        try:
+            entry = await kv.get(f"{room}.{user}")
+        except nats.js.errors.KeyNotFoundError:
+            return None
+        return json.loads(entry.value) if entry.value else None
+    finally:
+        await nc.close()
+
+
+def test_a_member_record_the_gateway_does_not_hold_is_removed(make_system):
+    """The gateway's periodic presence sync: a record naming it for a user it does not hold (a lost
+    leave, a resurrected entry) is removed and the room told."""
+    system = make_system(gateway_env={"PRESENCE_SYNC_INTERVAL_MS": "500"})
+    gateway = system.gateway
+    room = create_room(gateway)["id"]
+
+    async def body():
+        witness = await Client.connect(gateway, "witness")
+        await witness.join(room)
+        record = await member_record(system.nats.url, room, witness.user_id)
+        assert record is not None
+        ghost = str(uuid.uuid4())
+        planted = {**record, "user_id": ghost, "username": "ghost",
+                   "joined_at_ms": record["joined_at_ms"] - 60_000}
+        nc = await nats.connect(system.nats.url, connect_timeout=2)
+        kv = await nc.jetstream().key_value("chat_members")
+        await kv.put(f"{room}.{ghost}", json.dumps(planted).encode())
+        await nc.close()
+        assert ghost in await member_ids(system.nats.url, room)
+        left = await witness.wait_for("user_left", timeout=10, user_id=ghost)
+        assert left["room_id"] == room
+        assert await member_ids(system.nats.url, room) == {witness.user_id}
+        # The witness itself (held, and its record young) stays through many syncs.
+        assert (await witness.send_message("still here"))["type"] == "ack"
+        await witness.close()
+
+    run(body())
+
+
+def test_members_brought_back_by_a_second_nats_crash_are_removed_again(tmp_path):
+    """nats-server 2.15.1 (also 2.12; not 2.9 or 2.10) brings KV entries back that were written before
+    it crashed once and purged after some later write, when it crashes again. A member who left in between is listed again; the
+    gateway's presence sync after the reconnect removes it (`PRESENCE_SYNC_INTERVAL_MS=0`: only the
+    reconnect triggers it here)."""
+    system = System(tmp_path)
+    try:
+        system.start_nats(binary=str(NEWER_NATS_SERVER))
+        system.start(chat_env={"CHAT_PRESENCE_SYNC_GRACE_MS": "1000"}, gateway_env={"PRESENCE_SYNC_INTERVAL_MS": "0"})
+        gateway = system.gateway
+        room = create_room(gateway)["id"]
+
+        async def wait_reconnected():
+            deadline = time.monotonic() + 20
+            while gateway.metric("gateway_nats_connected") != 1 or not await asyncio.to_thread(system.chat_service.probe):
+                assert time.monotonic() < deadline, "the services did not reconnect to nats-server"
+                await asyncio.sleep(0.1)
+
+        async def crash_nats():
+            await system.nats.akill()
+            await system.nats.arestart()
+            await wait_reconnected()
+
+        async def body():
+            witness = await Client.connect(gateway, "witness")
+            await witness.join(room)
+            leaver = await Client.connect(gateway, "leaver")
+            await leaver.join(room)
+            await witness.wait_for("user_joined", user_id=leaver.user_id)
+            await crash_nats()                                  # crash 1: the leaver's record predates it
+            newcomer = await Client.connect(gateway, "newcomer")  # a write after crash 1 (needed to trigger it)
+            await newcomer.join(room)
+            await witness.wait_for("user_joined", user_id=newcomer.user_id)
+            await leaver.close()
+            await witness.wait_for("user_left", timeout=10, user_id=leaver.user_id)
+            assert await member_ids(system.nats.url, room) == {witness.user_id, newcomer.user_id}
+            await crash_nats()                                  # crash 2: 2.15.1 brings the record back
+            deadline = time.monotonic() + 20
+            while (members := await member_ids(system.nats.url, room)) != {witness.user_id, newcomer.user_id}:
+                assert time.monotonic() < deadline, f"stale members after the second crash: {members}"
+                await asyncio.sleep(0.1)
+            # The record did come back (the fault happened): the sync's removal told the room again.
+            again = await witness.wait_for("user_left", timeout=10, user_id=leaver.user_id)
+            assert again["room_id"] == room
+            print(f"after the second crash the leaver was listed again and removed with {again}")
+            assert (await witness.send_message("after two crashes"))["type"] == "ack"
+            await witness.close()
+            await newcomer.close()
+
+        run(body())
+    finally:
+        system.stop()
 
 
 def test_ten_percent_of_clients_stop_reading(make_system):
