@@ -116,7 +116,9 @@ def run(bin_dir: Path, target: str, scenario: str, extra: list[str], out: Path, 
         profiled = dict(processes).get(perf) if perf else None
         if profiled:
             data = out / f"perf-{scenario}-{perf}.data"
-            recorder = subprocess.Popen(["perf", "record", "-F", "499", "-g", "-o", str(data), "-p", str(profiled)],
+            # PERF_CALL_GRAPH=dwarf: callers through Swift frames (the default frame-pointer graphs break there).
+            graph = ["--call-graph", "dwarf,16384", "-F", "199"] if os.environ.get("PERF_CALL_GRAPH") == "dwarf" else ["-F", "499", "-g"]
+            recorder = subprocess.Popen(["perf", "record", *graph, "-o", str(data), "-p", str(profiled)],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         code = subprocess.call(argv, cwd=ROOT)
         if recorder is not None:
