@@ -249,8 +249,12 @@ public struct JSONFields {
     }
 
     public func string(_ key: String) throws(ChatError) -> String {
-        guard let text = try optionalString(key) else { throw ChatError(.invalidRequest, "missing field '\(key)'") }
-        return text
+        switch fields[key] {
+        case .string(let text)?: return text
+        case nil: throw ChatError(.invalidRequest, "missing field '\(key)'")
+        case .null?: throw ChatError(.invalidRequest, "field '\(key)' must be a string, not null")
+        default: throw ChatError(.invalidRequest, "field '\(key)' must be a string")
+        }
     }
 
     public func uint64(_ key: String) throws(ChatError) -> UInt64 {
