@@ -50,6 +50,16 @@ async def member_ids(url: str, room: str) -> set[str]:
         await nc.close()
 
 
+async def witness_and_member(gateway, room: str, name: str) -> tuple[Client, Client]:
+    """A witness and a member `name` in `room`, once the witness has seen the member join."""
+    witness = await Client.connect(gateway, "witness")
+    await witness.join(room)
+    member = await Client.connect(gateway, name)
+    await member.join(room)
+    await witness.wait_for("user_joined", user_id=member.user_id)
+    return witness, member
+
+
 def test_half_open_connection_is_closed_by_ping_timeout_and_the_room_told(make_system):
     system = make_system(gateway_env={"PING_INTERVAL_MS": "500"})
     gateway = system.gateway
@@ -92,11 +102,7 @@ def test_a_disconnect_while_no_chat_service_answers_still_removes_the_member(mak
     room = create_room(gateway)["id"]
 
     async def body():
-        witness = await Client.connect(gateway, "witness")
-        await witness.join(room)
-        leaver = await Client.connect(gateway, "leaver")
-        await leaver.join(room)
-        await witness.wait_for("user_joined", user_id=leaver.user_id)
+        witness, leaver = await witness_and_member(gateway, room, "leaver")
         await service.akill()              # no chat-service: the leave of the disconnect cannot be served
         leaver.abort()
         await asyncio.sleep(2.5)           # the gateway's first leave attempts fail meanwhile
@@ -176,11 +182,7 @@ def test_members_brought_back_by_a_second_nats_crash_are_removed_again(tmp_path)
             await wait_reconnected()
 
         async def body():
-            witness = await Client.connect(gateway, "witness")
-            await witness.join(room)
-            leaver = await Client.connect(gateway, "leaver")
-            await leaver.join(room)
-            await witness.wait_for("user_joined", user_id=leaver.user_id)
+            witness, leaver = await witness_and_member(gateway, room, "leaver")
             await crash_nats()                                  # crash 1: the leaver's record predates it
             newcomer = await Client.connect(gateway, "newcomer")  # a write after crash 1 (needed to trigger it)
             await newcomer.join(room)
