@@ -67,6 +67,8 @@ public final class GatewayCore: Service, Sendable {
                             Task {
                                 await self.hub.syncPresence(gatewayID: self.configuration.presenceID)
                                 try? await Task.sleep(for: .seconds(15))
+                                // Not after shutdown has drained the connection.
+                                guard self.connection.isConnected else { return }
                                 await self.hub.syncPresence(gatewayID: self.configuration.presenceID)
                             }
                         }

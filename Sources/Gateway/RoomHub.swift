@@ -79,7 +79,15 @@ final class RoomHub: Sendable {
         } catch {
             logger.warning("presence sync failed", metadata: [LogKey.error: "\(error)"])
         }
-        for worker in workers { _ = worker.inbox.append(.syncPresence(gatewayID: gatewayID)) }
+        // Paced (5 ms per room, 30 s in all at most) so a gateway with thousands of rooms does not send
+        // them all at once to a chat-service that has just reconnected too. Each room takes its snapshot
+        // when its event is handled, just before its request: a snapshot must not be older than the
+        // chat-service's sync grace when it arrives.
+        let pause = Duration.microseconds(min(5_000, 30_000_000 / max(1, workers.count)))
+        for worker in workers {
+            _ = worker.inbox.append(.syncPresence(gatewayID: gatewayID))
+            try? await Task.sleep(for: pause)
+        }
     }
 
     /// Counts one local member less; the last one stops the room's worker and subscriptions.
