@@ -312,11 +312,14 @@ def test_rest_history_large_limit_is_capped_and_other_methods_are_json_404(syste
         assert response.status_code == 404 and response.json()["code"] == "not_found", (method, response.text)
 
 
-def test_static_files_have_nosniff_and_cache_control(system):
+def test_static_files_have_nosniff_cache_control_and_a_strict_csp(system):
     response = requests.get(system.gateway.base_url + "/", timeout=5)
     assert response.status_code == 200 and "text/html" in response.headers["Content-Type"]
     assert response.headers["X-Content-Type-Options"] == "nosniff"
     assert response.headers["Cache-Control"] == "no-cache"
+    csp = response.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp and "unsafe-inline" not in csp, csp
+    assert response.headers["X-Frame-Options"] == "DENY" and response.headers["Referrer-Policy"] == "no-referrer"
     api = requests.get(system.gateway.base_url + "/api/v1/rooms", timeout=5)
     assert api.headers["X-Content-Type-Options"] == "nosniff" and "Cache-Control" not in api.headers
 
