@@ -199,6 +199,7 @@ struct ChatSession {
                     logger.warning("could not leave after disconnect", metadata: ["room_id": "\(room)", "error": "\(error)"])
                     return
                 }
+                gateway.metrics.leaveRetries.increment()
             }
             try? await Task.sleep(for: delay)
             delay = min(delay * 2, .seconds(3))

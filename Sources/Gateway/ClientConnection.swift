@@ -210,6 +210,8 @@ struct GatewayMetrics: Sendable {
     let gapFills = Counter(label: "gateway_gap_fill_messages_total")
     let duplicatesDropped = Counter(label: "gateway_duplicate_deliveries_dropped_total")
     let deliveriesDropped = Counter(label: "gateway_room_inbox_overflow_total")
+    /// Leaves after a disconnect that failed and will be tried again (the chat-service unreachable).
+    let leaveRetries = Counter(label: "gateway_leave_retries_total")
 
     func framesIn(_ type: String) -> Counter { Counter(label: "gateway_frames_in_total", dimensions: [("type", type)]) }
     func error(_ code: ChatErrorCode) -> Counter { Counter(label: "gateway_errors_total", dimensions: [("code", code.rawValue)]) }

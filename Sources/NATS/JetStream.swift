@@ -56,14 +56,12 @@ public struct JetStream: Sendable {
     public func createOrUpdateStream(_ configuration: StreamConfiguration) async throws(NATSError) -> StreamInfo {
         do {
             return try await api("STREAM.CREATE.\(configuration.name)", body: configuration, as: StreamInfo.self)
-        } catch where error.jetStreamCode == JetStreamErrorCode.streamNameInUse {
-            return try await api("STREAM.UPDATE.\(configuration.name)", body: configuration, as: StreamInfo.self)
-        } catch where error.jetStreamCode == JetStreamErrorCode.subjectsOverlap {
-            let overlap = error
+        } catch where [JetStreamErrorCode.streamNameInUse, JetStreamErrorCode.subjectsOverlap].contains(error.jetStreamCode) {
+            let createError = error
             do {
                 return try await api("STREAM.UPDATE.\(configuration.name)", body: configuration, as: StreamInfo.self)
             } catch where error.jetStreamCode == JetStreamErrorCode.streamNotFound {
-                throw overlap
+                throw createError
             }
         }
     }

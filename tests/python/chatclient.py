@@ -108,6 +108,14 @@ class Client:
     async def connect(cls, gateway, username: str, **kwargs: Any) -> "Client":
         return await cls.open(gateway.ws_url(username), username, **kwargs)
 
+    @classmethod
+    async def joined(cls, gateway, username: str, *rooms: str, **kwargs: Any) -> "Client":
+        """Connected as `username` and joined to each of `rooms` (every join acknowledged)."""
+        client = await cls.connect(gateway, username, **kwargs)
+        for room in rooms:
+            await client.join(room)
+        return client
+
     @property
     def user_id(self) -> str:
         return self.connected["user_id"]

@@ -52,10 +52,8 @@ async def member_ids(url: str, room: str) -> set[str]:
 
 async def witness_and_member(gateway, room: str, name: str) -> tuple[Client, Client]:
     """A witness and a member `name` in `room`, once the witness has seen the member join."""
-    witness = await Client.connect(gateway, "witness")
-    await witness.join(room)
-    member = await Client.connect(gateway, name)
-    await member.join(room)
+    witness = await Client.joined(gateway, "witness", room)
+    member = await Client.joined(gateway, name, room)
     await witness.wait_for("user_joined", user_id=member.user_id)
     return witness, member
 
@@ -67,8 +65,7 @@ def test_half_open_connection_is_closed_by_ping_timeout_and_the_room_told(make_s
     proxy = TcpProxy(gateway.port)
 
     async def body():
-        witness = await Client.connect(gateway, "witness")
-        await witness.join(room)
+        witness = await Client.joined(gateway, "witness", room)
         ghost = await Client.open(f"ws://127.0.0.1:{proxy.port}/ws?username=ghost", "ghost", ping_interval=None)
         await ghost.join(room)
         await witness.wait_for("user_joined", user_id=ghost.user_id)
@@ -103,9 +100,14 @@ def test_a_disconnect_while_no_chat_service_answers_still_removes_the_member(mak
 
     async def body():
         witness, leaver = await witness_and_member(gateway, room, "leaver")
+        retries_before = gateway.metric("gateway_leave_retries_total")
         await service.akill()              # no chat-service: the leave of the disconnect cannot be served
         leaver.abort()
-        await asyncio.sleep(2.5)           # the gateway's first leave attempts fail meanwhile
+        # The gateway's first leave attempts fail (and are to be retried) while no chat-service runs.
+        deadline = time.monotonic() + 15
+        while gateway.metric("gateway_leave_retries_total") < retries_before + 2:
+            assert time.monotonic() < deadline, "the gateway did not retry the leave"
+            await asyncio.sleep(0.05)
         await service.arestart()
         left = await witness.wait_for("user_left", timeout=20, user_id=leaver.user_id)
         assert left["room_id"] == room
@@ -136,8 +138,7 @@ def test_a_member_record_the_gateway_does_not_hold_is_removed(make_system):
     room = create_room(gateway)["id"]
 
     async def body():
-        witness = await Client.connect(gateway, "witness")
-        await witness.join(room)
+        witness = await Client.joined(gateway, "witness", room)
         record = await member_record(system.nats.url, room, witness.user_id)
         assert record is not None
         ghost = str(uuid.uuid4())

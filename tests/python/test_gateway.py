@@ -371,8 +371,7 @@ def test_rest_history_paging(gw):
     rid = room["id"]
 
     async def body():
-        client = await Client.connect(gw, "pager")
-        await client.join(rid)
+        client = await Client.joined(gw, "pager", rid)
         for n in range(1, 6):
             assert (await client.send_message(f"m{n}"))["seq"] == n
 
@@ -416,8 +415,7 @@ def test_health_and_metrics(gw):
 
     async def body():
         before = json.loads(http_get(gw.base_url + "/health")[1])
-        client = await Client.connect(gw, "counted")
-        await client.join(room["id"])
+        client = await Client.joined(gw, "counted", room["id"])
         during = json.loads(http_get(gw.base_url + "/health")[1])
         assert during["connections"] == before["connections"] + 1, (before, during)
         assert during["rooms"] >= 1
@@ -493,8 +491,7 @@ def test_several_rooms_per_connection(gw, gateway_with):
     rooms = [create_room(limited)["id"] for _ in range(3)]
 
     async def too_many():
-        client = await Client.connect(limited, "greedy")
-        await client.join(rooms[0])
+        client = await Client.joined(limited, "greedy", rooms[0])
         await client.join(rooms[1])
         reply = await client.request({"type": "join", "room_id": rooms[2]}, "joined")
         assert reply["type"] == "error" and reply["code"] == "too_many_rooms", reply
@@ -510,10 +507,8 @@ def test_client_msg_id_ack_and_retries_store_one_message(gw):
     rid = create_room(gw)["id"]
 
     async def body():
-        sender = await Client.connect(gw, "retrier")
-        watcher = await Client.connect(gw, "watcher")
-        await sender.join(rid)
-        await watcher.join(rid)
+        sender = await Client.joined(gw, "retrier", rid)
+        watcher = await Client.joined(gw, "watcher", rid)
         ack = await sender.send_message("once", client_msg_id="cmid-1")
         assert ack["type"] == "ack" and ack["client_msg_id"] == "cmid-1" and ack["room_id"] == rid, ack
         assert UUID.match(ack["message_id"]) and ack["seq"] == 1, ack
@@ -522,8 +517,7 @@ def test_client_msg_id_ack_and_retries_store_one_message(gw):
         assert (again["message_id"], again["seq"]) == (ack["message_id"], ack["seq"]), again
         # retry from a new connection of the same username (the old one dropped)
         sender.abort()
-        sender2 = await Client.connect(gw, "retrier")
-        await sender2.join(rid)
+        sender2 = await Client.joined(gw, "retrier", rid)
         third = await sender2.send_message("once", client_msg_id="cmid-1")
         assert third["type"] == "ack" and third["message_id"] == ack["message_id"] and third["seq"] == 1, third
         # the same client_msg_id from another user is another message
@@ -545,10 +539,8 @@ def test_resume_with_since_after_a_forced_disconnect(gw):
     rid = create_room(gw)["id"]
 
     async def body():
-        talker = await Client.connect(gw, "talker")
-        reader = await Client.connect(gw, "reader")
-        await talker.join(rid)
-        await reader.join(rid)
+        talker = await Client.joined(gw, "talker", rid)
+        reader = await Client.joined(gw, "reader", rid)
         for n in range(5):
             await talker.send_message(f"before {n}")
         seen = [m["seq"] for m in await reader.wait_messages(rid, 5)]
@@ -579,8 +571,7 @@ def test_resume_with_since_after_a_forced_disconnect(gw):
         # since=0 replays the whole room; a client without since gets only what comes after its join
         replay = await Client.connect(gw, "replayer")
         await replay.join(rid, since=0)
-        fresh = await Client.connect(gw, "fresh")
-        await fresh.join(rid)
+        fresh = await Client.joined(gw, "fresh", rid)
         await talker.send_message("after everyone")
         assert [m["seq"] for m in await replay.wait_messages(rid, 19)] == list(range(1, 20))
         assert [m["seq"] for m in await fresh.wait_messages(rid, 1)] == [19]
@@ -598,8 +589,7 @@ def test_members_joining_a_busy_room_get_a_gap_free_stream(gw, gateway_with):
     rid = create_room(fast)["id"]
 
     async def body():
-        talker = await Client.connect(fast, "talker")
-        await talker.join(rid)
+        talker = await Client.joined(fast, "talker", rid)
         total = 160
         joiners: list[tuple[Client, int]] = []  # (client, first seq it must get)
 
@@ -638,10 +628,8 @@ def test_typing_notices_go_to_the_others_and_are_throttled(gw):
     rid = create_room(gw)["id"]
 
     async def body():
-        a = await Client.connect(gw, "typer")
-        b = await Client.connect(gw, "watcher")
-        await a.join(rid)
-        await b.join(rid)
+        a = await Client.joined(gw, "typer", rid)
+        b = await Client.joined(gw, "watcher", rid)
         await a.send({"type": "typing", "room_id": rid})
         notice = await b.wait_for("typing")
         assert notice == {"type": "typing", "room_id": rid, "user_id": a.user_id, "username": "typer"}, notice
@@ -749,8 +737,7 @@ def test_rate_limit(gateway_with):
     rid = create_room(gateway)["id"]
 
     async def body():
-        client = await Client.connect(gateway, "spammer")
-        await client.join(rid)
+        client = await Client.joined(gateway, "spammer", rid)
         replies = [await client.send_message(f"spam {n}", client_msg_id=f"spam-{n}") for n in range(6)]
         acks = [r for r in replies if r["type"] == "ack"]
         limited = [r for r in replies if r["type"] == "error"]
@@ -839,10 +826,8 @@ def test_a_client_that_never_reads_is_disconnected_and_does_not_slow_the_room(ga
     content = "z" * 4000
 
     async def body():
-        fast = await Client.connect(gateway, "hare")
-        sender = await Client.connect(gateway, "sender")
-        await fast.join(rid)
-        await sender.join(rid)
+        fast = await Client.joined(gateway, "hare", rid)
+        sender = await Client.joined(gateway, "sender", rid)
         sent_at: dict[int, float] = {}  # seq → when its send started
         deadline = time.monotonic() + 60
         n = 0
@@ -940,8 +925,7 @@ def test_sigterm_closes_every_socket_with_1001(system):
 
     async def body():
         idle = await Client.connect(gateway, "idle")
-        member = await Client.connect(gateway, "member")
-        await member.join(rid)
+        member = await Client.joined(gateway, "member", rid)
         started = time.monotonic()
         code = await gateway.aterminate(timeout=10)
         assert code == 0, f"exit code {code}"
@@ -968,10 +952,8 @@ def test_gap_fill_when_a_delivery_arrives_out_of_order(make_system):
     duplicates_before = gateway.metric("gateway_duplicate_deliveries_dropped_total")
 
     async def body():
-        talker = await Client.connect(gateway, "talker")
-        victim = await Client.connect(gateway, "victim")
-        await talker.join(rid)
-        await victim.join(rid)
+        talker = await Client.joined(gateway, "talker", rid)
+        victim = await Client.joined(gateway, "victim", rid)
         await talker.send_message("one")
         await victim.wait_messages(rid, 1)
 
@@ -1024,10 +1006,8 @@ def test_deliveries_lost_in_a_nats_disconnect_are_recovered(make_system):
         rid = create_room(direct)["id"]
 
         async def body():
-            talker = await Client.connect(direct, "talker")
-            victim = await Client.connect(lossy, "victim")
-            await talker.join(rid)
-            await victim.join(rid)
+            talker = await Client.joined(direct, "talker", rid)
+            victim = await Client.joined(lossy, "victim", rid)
             await talker.send_message("one")
             assert [m["seq"] for m in await victim.wait_messages(rid, 1)] == [1]
 
@@ -1077,8 +1057,7 @@ def test_chat_service_unavailable_then_recovered(make_system):
     rid = create_room(gateway)["id"]
 
     async def body():
-        client = await Client.connect(gateway, "patient")
-        await client.join(rid)
+        client = await Client.joined(gateway, "patient", rid)
 
         service.pause()  # alive but silent: requests time out
         try:
@@ -1148,10 +1127,8 @@ def test_gateway_declared_dead_while_paused_joins_its_members_again(make_system)
     rid = create_room(other_gateway)["id"]
 
     async def body():
-        ann = await Client.connect(paused_gateway, "ann")
-        bob = await Client.connect(other_gateway, "bob")
-        await ann.join(rid)
-        await bob.join(rid)
+        ann = await Client.joined(paused_gateway, "ann", rid)
+        bob = await Client.joined(other_gateway, "bob", rid)
         paused_gateway.pause()
         try:
             left = await bob.wait_for("user_left", username="ann", timeout=15)

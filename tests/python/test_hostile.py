@@ -146,11 +146,9 @@ def test_websocket_frame_is_refused_and_nothing_changes(system, rooms, template,
     target, victim = rooms["target"]["id"], rooms["victim"]["id"]
 
     async def body():
-        observer = await Client.connect(gw, "observer")
-        await observer.join(victim)
+        observer = await Client.joined(gw, "observer", victim)
         observed = len(observer.frames)
-        client = await Client.connect(gw, "mallory")
-        await client.join(target)
+        client = await Client.joined(gw, "mallory", target)
         before = await stream_messages(system.nats.url)
         histories = [history(gw, target)["messages"], history(gw, victim)["messages"]]
         start = len(client.frames)
@@ -195,10 +193,8 @@ def test_odd_content_is_stored_verbatim(system, rooms):
     room = create_room(gw)["id"]
 
     async def body():
-        client = await Client.connect(gw, "ann")
-        other = await Client.connect(gw, "bob")
-        await client.join(room)
-        await other.join(room)
+        client = await Client.joined(gw, "ann", room)
+        other = await Client.joined(gw, "bob", room)
         for content, what in ACCEPTED:
             ack = await client.send_message(content)
             assert ack["type"] == "ack", f"{what}: {ack}"
