@@ -1,13 +1,13 @@
 import ChatCore
 import Foundation
-import HummingbirdWebSocket
 import Logging
 import NATS
 import NIOCore
 import ServiceSupport
 
 /// One WebSocket connection's protocol handling: reads client frames in order, answers each one, and
-/// keeps the connection's room memberships. Runs alongside the connection's writer task.
+/// keeps the connection's room memberships. Driven by the connection's `SessionInbox`, one message at
+/// a time.
 struct ChatSession {
     let connection: ClientConnection
     let gateway: GatewayCore
@@ -33,16 +33,15 @@ struct ChatSession {
         send(ServerFrame.error(error, clientMessageID: clientMessageID, retryAfterMilliseconds: retryAfterMilliseconds, roomID: roomID.map { String($0.prefix(64)) }))
     }
 
-    /// Handles one inbound WebSocket message.
-    mutating func handle(_ message: WebSocketMessage) async {
-        let bytes: [UInt8]
-        switch message {
-        case .text(let text): bytes = Array(text.utf8)
-        case .binary:
-            gateway.metrics.framesIn("binary").increment()
-            sendError(ChatError(.invalidRequest, "binary frames are not supported; send JSON text frames"))
-            return
-        }
+    /// A binary message: the protocol is JSON text.
+    func handleBinary() {
+        gateway.metrics.framesIn("binary").increment()
+        sendError(ChatError(.invalidRequest, "binary frames are not supported; send JSON text frames"))
+    }
+
+    /// Handles one inbound text message (UTF-8, validated by the WebSocket layer).
+    mutating func handle(text: ByteBuffer) async {
+        let bytes = Array(text.readableBytesView)
         let frame: ClientFrame
         do {
             frame = try ClientFrame.parse(bytes)

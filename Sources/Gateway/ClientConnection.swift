@@ -1,5 +1,4 @@
 import ChatCore
-import HummingbirdWebSocket
 import Logging
 import Metrics
 import NATS
@@ -21,6 +20,8 @@ public final class ClientConnection: Sendable {
     public let username: Username
     let limit: Int
     let channel: any Channel
+    /// Encoded frames go out here (see `WebSocketFrameBytes`).
+    let output: WebSocketFrameOutput
     let logger: Logger
     private let slowDisconnects: Counter
     private let framesOut: Counter
@@ -32,18 +33,17 @@ public final class ClientConnection: Sendable {
         var inFlight = 0
         var flushScheduled = false
         var closed = false
-        /// Hummingbird's writer, for the close handshake (which it owns); set while the socket is open.
-        var writer: WebSocketOutboundWriter?
         var closeRequested = false
     }
     private let outbox = Mutex(Outbox())
 
-    init(id: String, userID: UserID, username: Username, queueLimit: Int, channel: any Channel, logger: Logger, metrics: GatewayMetrics) {
+    init(id: String, userID: UserID, username: Username, queueLimit: Int, channel: any Channel, output: WebSocketFrameOutput, logger: Logger, metrics: GatewayMetrics) {
         self.id = id
         self.userID = userID
         self.username = username
         self.limit = queueLimit
         self.channel = channel
+        self.output = output
         self.logger = logger
         self.slowDisconnects = metrics.slowDisconnects
         self.framesOut = metrics.framesOut
@@ -58,7 +58,7 @@ public final class ClientConnection: Sendable {
         case refused
     }
 
-    /// Queues a frame without scheduling its flush; fan-out uses this to flush many sockets per
+    /// Queues an encoded frame (`WebSocketFrameBytes`) without scheduling its flush; fan-out uses this to flush many sockets per
     /// event-loop task (see `FlushBatch`).
     func enqueue(_ frame: ByteBuffer) -> Enqueued {
         let result = outbox.withLock { box -> Enqueued? in
@@ -80,9 +80,10 @@ public final class ClientConnection: Sendable {
         return result
     }
 
-    /// Queues a frame for the socket; false when the socket is closing or the client was too slow.
+    /// Queues an encoded frame (`WebSocketFrameBytes`) for the socket; false when the socket is
+    /// closing or the client was too slow.
     @discardableResult
-    public func send(_ frame: ByteBuffer) -> Bool {
+    func send(frame: ByteBuffer) -> Bool {
         switch enqueue(frame) {
         case .queued: return true
         case .needsFlush:
@@ -92,7 +93,8 @@ public final class ClientConnection: Sendable {
         }
     }
 
-    public func send(_ bytes: [UInt8]) { send(ByteBuffer(bytes: bytes)) }
+    /// Queues a text frame with this payload.
+    public func send(_ payload: [UInt8]) { send(frame: WebSocketFrameBytes.text(payload)) }
 
     /// Writes everything queued and flushes the socket once. Must run on the channel's event loop.
     func flush() {
@@ -105,11 +107,11 @@ public final class ClientConnection: Sendable {
         }
         guard let last = batch.last else { return }
         for frame in batch.dropLast() {
-            channel.write(WebSocketFrame(fin: true, opcode: .text, data: frame), promise: nil)
+            output.write(frame, promise: nil)
         }
         // Writes complete in order, so the last one's completion accounts for the whole batch.
         let written = channel.eventLoop.makePromise(of: Void.self)
-        channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .text, data: last), promise: written)
+        output.writeAndFlush(last, promise: written)
         let count = batch.count
         let framesOut = self.framesOut
         written.futureResult.whenComplete { result in
@@ -118,34 +120,26 @@ public final class ClientConnection: Sendable {
         }
     }
 
-    /// Called when the socket is upgraded: the writer is used only to close.
-    func attach(_ writer: WebSocketOutboundWriter) {
-        outbox.withLock { $0.writer = writer }
-    }
-
-    /// Closes the socket with `code` after everything already queued (graceful shutdown: 1001). There
-    /// is no writer task per connection: a close is rare, so it gets a task of its own.
-    public func close(_ code: WebSocketErrorCode, reason: String) {
-        let writer = outbox.withLock { box -> WebSocketOutboundWriter? in
-            guard !box.closeRequested, let writer = box.writer else { return nil }
-            box.closeRequested = true
-            return writer
+    /// Closes the socket with `code` after everything already queued (graceful shutdown: 1001): the
+    /// close handshake is the connection handler's (`WebSocketConnectionHandler`).
+    public func close(_ code: WebSocketErrorCode, reason: String, timeout: TimeAmount = .seconds(2)) {
+        let first = outbox.withLock { box -> Bool in
+            defer { box.closeRequested = true }
+            return !box.closeRequested
         }
-        guard let writer else { return }
-        Task {
-            // Frames queued before the close go out first (the event loop runs its tasks in order).
-            try? await channel.eventLoop.submit { self.flush() }.get()
-            outbox.withLock { $0.closed = true }
-            try? await writer.close(code, reason: reason)
+        guard first else { return }
+        channel.eventLoop.execute {
+            // Frames queued before the close go out first; nothing is queued after it.
+            self.flush()
+            self.outbox.withLock { $0.closed = true }
+            self.channel.pipeline.fireUserInboundEventTriggered(
+                WebSocketCloseRequest(code: code, reason: reason, graceAfterWrite: timeout, deadline: timeout))
         }
     }
 
-    /// The socket's reader is done: refuse further frames and forget the writer.
+    /// The session is over: refuse further frames.
     func finish() {
-        outbox.withLock { box in
-            box.closed = true
-            box.writer = nil
-        }
+        outbox.withLock { $0.closed = true }
     }
 
     /// How long a client that stopped reading keeps its socket after the 1008 close frame is queued:
@@ -164,20 +158,12 @@ public final class ClientConnection: Sendable {
             return !box.closeRequested
         }
         guard first else { return }
-        let channel = self.channel
-        channel.eventLoop.execute {
-            var payload = channel.allocator.buffer(capacity: 40)
-            payload.write(webSocketErrorCode: .policyViolation)
-            payload.writeString("slow consumer: outbound queue full")
-            let written = channel.eventLoop.makePromise(of: Void.self)
-            channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .connectionClose, data: payload), promise: written)
-            let deadline = channel.eventLoop.scheduleTask(in: Self.slowClientCloseTimeout) { channel.close(promise: nil) }
-            written.futureResult.whenComplete { _ in
-                deadline.cancel()
-                // A moment for the client's close reply, which the WebSocket handler reads.
-                channel.eventLoop.scheduleTask(in: .seconds(1)) { channel.close(promise: nil) }
-            }
-        }
+        // The frames not yet handed to the channel were dropped; the close frame goes straight behind
+        // the ones in flight. A moment after it reached the kernel the client has it (and its close
+        // reply is read by the handler).
+        channel.pipeline.fireUserInboundEventTriggered(WebSocketCloseRequest(
+            code: .policyViolation, reason: "slow consumer: outbound queue full",
+            graceAfterWrite: .seconds(1), deadline: Self.slowClientCloseTimeout))
     }
 }
 
@@ -186,6 +172,7 @@ public final class ClientConnection: Sendable {
 struct FlushBatch {
     private var byLoop: [ObjectIdentifier: (loop: any EventLoop, clients: [ClientConnection])] = [:]
 
+    /// Queues an encoded frame (`WebSocketFrameBytes`) for `client`.
     mutating func send(_ frame: ByteBuffer, to client: ClientConnection) {
         guard case .needsFlush = client.enqueue(frame) else { return }
         let loop = client.channel.eventLoop

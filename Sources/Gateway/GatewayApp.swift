@@ -1,7 +1,8 @@
 import ChatCore
 import Foundation
 import Hummingbird
-import HummingbirdWebSocket
+import HummingbirdCore
+import NIOWebSocket
 import Logging
 import NATS
 import NIOCore
@@ -9,14 +10,12 @@ import ServiceLifecycle
 import ServiceSupport
 
 /// Request context that keeps the channel, so a stuck socket can be closed hard.
-public struct GatewayRequestContext: RequestContext, WebSocketRequestContext {
+public struct GatewayRequestContext: RequestContext {
     public var coreContext: CoreRequestContextStorage
-    public let webSocket: WebSocketHandlerReference<Self>
     let channel: any Channel
 
     public init(source: ApplicationRequestContextSource) {
         self.coreContext = .init(source: source)
-        self.webSocket = .init()
         self.channel = source.channel
     }
 
@@ -45,17 +44,16 @@ public func buildGateway(
     if let webRoot = configuration.webRoot {
         router.middlewares.add(FileMiddleware(webRoot, searchForIndexHtml: true))
     }
-    addWebSocketRoute(to: router, core: core)
-
-    let wsConfiguration = WebSocketServerConfiguration(
-        maxFrameSize: configuration.maxFrameBytes,
-        autoPing: .enabled(timePeriod: configuration.pingInterval),
-        closeTimeout: .seconds(2),
-        validateUTF8: true
-    )
+    router.get("ws") { _, _ -> Response in
+        throw GatewayHTTPError(.upgradeRequired, ChatError(.invalidRequest, "/ws is a WebSocket endpoint: connect with a WebSocket client"))
+    }
+    let upgrade = webSocketUpgrade(core: core)
+    let server = HTTPServerBuilder { responder in
+        GatewayHTTPChannel(responder: responder, configuration: .init(), maxFrameSize: configuration.maxFrameBytes, decide: upgrade)
+    }
     let app = Application(
         router: router,
-        server: .http1WebSocketUpgrade(webSocketRouter: router, configuration: .init(ws: wsConfiguration)),
+        server: server,
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "gateway"),
         onServerRunning: onServerRunning,
         logger: logger
@@ -133,52 +131,47 @@ func addRESTRoutes(to router: Router<GatewayRequestContext>, core: GatewayCore) 
     }
 }
 
-func addWebSocketRoute(to router: Router<GatewayRequestContext>, core: GatewayCore) {
+/// Decides `/ws` upgrades (identity, then the connection limits) and installs each accepted
+/// connection: its `ClientConnection`, `ChatSession` and `WebSocketConnectionHandler`.
+func webSocketUpgrade(core: GatewayCore) -> GatewayHTTPChannel.Decide {
     let limiter = ConnectionLimiter(
         maxConnections: core.configuration.maxConnections, maxPerIP: core.configuration.maxConnectionsPerIP,
         trustedProxies: core.configuration.trustedProxies
     )
-    router.ws("/ws") { request, context in
+    let configuration = core.configuration
+    return { request, channel, _ in
+        guard request.uri.path == "/ws" else { return .refuse(nil) }
+        let identity: Identity
         do throws(GatewayHTTPError) {
-            _ = try await core.auth.identify(request)
-            try limiter.admit(request, channel: context.channel)  // MAX_CONNECTIONS(_PER_IP): ConnectionLimits.swift
+            identity = try await core.auth.identify(request)
+            try limiter.admit(request, channel: channel)  // MAX_CONNECTIONS(_PER_IP): ConnectionLimits.swift
         } catch {
-            // Without this the client would get a bare 400 instead of this error's status and JSON body.
-            await RefusedUpgradeResponder.install(on: context.channel, for: error)
-            throw error
+            return .refuse(error)
         }
-        return .upgrade([:])
-    } onUpgrade: { inbound, outbound, context in
-        let identity = try await core.auth.identify(context.request)
-        let connectionID = String(makeUUID().prefix(13))
-        var logger = core.logger
-        logger[metadataKey: LogKey.connectionID] = "\(connectionID)"
-        logger[metadataKey: LogKey.userID] = "\(identity.userID)"
-        logger[metadataKey: LogKey.username] = "\(identity.username)"
-        let client = ClientConnection(
-            id: connectionID, userID: identity.userID, username: identity.username,
-            queueLimit: core.configuration.outboundQueueLimit, channel: context.requestContext.channel,
-            logger: logger, metrics: core.metrics
-        )
-        core.register(client)
-        defer { core.unregister(client) }
-        client.attach(outbound)
-        logger.info("client connected")
-        client.send(ServerFrame.connected(userID: identity.userID, username: identity.username.rawValue, gatewayID: core.configuration.gatewayID))
-        // One task per connection: this one reads and answers; frames to the client are written on
-        // the channel's event loop (see ClientConnection).
-        var session = ChatSession(connection: client, gateway: core)
-        do {
-            for try await message in inbound.messages(maxSize: core.configuration.maxFrameBytes) {
-                await session.handle(message)
+        return .accept { channel in
+            let connectionID = String(makeUUID().prefix(13))
+            var connectionLogger = core.logger
+            connectionLogger[metadataKey: LogKey.connectionID] = "\(connectionID)"
+            connectionLogger[metadataKey: LogKey.userID] = "\(identity.userID)"
+            connectionLogger[metadataKey: LogKey.username] = "\(identity.username)"
+            let logger = connectionLogger
+            let output = try WebSocketFrameOutput(channel: channel)
+            let client = ClientConnection(
+                id: connectionID, userID: identity.userID, username: identity.username,
+                queueLimit: configuration.outboundQueueLimit, channel: channel, output: output, logger: logger, metrics: core.metrics
+            )
+            let inbox = SessionInbox(session: ChatSession(connection: client, gateway: core), channel: channel) {
+                client.finish()
+                core.unregister(client)
+                logger.info("client disconnected")
             }
-        } catch {
-            await session.disconnected()
-            client.finish()
-            throw error  // e.g. message too large: the WebSocket layer closes with 1009
+            try channel.pipeline.syncOperations.addHandler(WebSocketConnectionHandler(
+                inbox: inbox, output: output, maxMessageBytes: configuration.maxFrameBytes,
+                pingInterval: TimeAmount(configuration.pingInterval), closeTimeout: .seconds(2)
+            ))
+            core.register(client)
+            logger.info("client connected")
+            client.send(ServerFrame.connected(userID: identity.userID, username: identity.username.rawValue, gatewayID: configuration.gatewayID))
         }
-        await session.disconnected()
-        client.finish()
-        logger.info("client disconnected")
     }
 }

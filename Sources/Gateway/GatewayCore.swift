@@ -1,6 +1,5 @@
 import ChatCore
 import Foundation
-import HummingbirdWebSocket
 import Logging
 import NATS
 import NIOCore
@@ -112,7 +111,7 @@ public final class GatewayCore: Service, Sendable {
         }
         await withTaskCancellationHandler {
             for await message in subscription {
-                let frame = ByteBuffer(bytes: message.payload)
+                let frame = WebSocketFrameBytes.text(message.payload)
                 var flushes = FlushBatch()
                 for client in clients.withLock({ Array($0.values) }) { flushes.send(frame, to: client) }
                 flushes.submit()

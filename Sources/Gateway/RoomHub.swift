@@ -213,7 +213,7 @@ final class RoomWorker: Sendable {
             }
         case .typing(let message):
             let sender = message.headers[ChatNames.userHeader]
-            let frame = ByteBuffer(bytes: message.payload)
+            let frame = WebSocketFrameBytes.text(message.payload)
             for member in state.members.values where member.connection.userID.rawValue != sender {
                 state.flushes.send(frame, to: member.connection)
             }
@@ -323,7 +323,7 @@ final class RoomWorker: Sendable {
         guard let seq = message.headers[ChatNames.roomSeqHeader].flatMap(UInt64.init) else {
             // Presence and other room events: no per-room seq, deduplicated by stream sequence.
             state.lastStreamSeq = max(state.lastStreamSeq, streamSeq)
-            let frame = ByteBuffer(bytes: message.payload)
+            let frame = WebSocketFrameBytes.text(message.payload)
             for member in state.members.values { state.flushes.send(frame, to: member.connection) }
             return
         }
@@ -336,12 +336,15 @@ final class RoomWorker: Sendable {
         if seq > last + 1 {
             await fillGap(from: last, to: seq - 1, &state)
         }
-        let frame = ByteBuffer(bytes: message.payload)
-        for id in state.members.keys {
-            guard var member = state.members[id], member.cursor < seq else { continue }
-            state.flushes.send(frame, to: member.connection)
-            member.cursor = seq
-            state.members[id] = member
+        let frame = WebSocketFrameBytes.text(message.payload)
+        // By index: no hashing of member ids per delivery.
+        var index = state.members.values.startIndex
+        while index != state.members.values.endIndex {
+            if state.members.values[index].cursor < seq {
+                state.flushes.send(frame, to: state.members.values[index].connection)
+                state.members.values[index].cursor = seq
+            }
+            state.members.values.formIndex(after: &index)
         }
         state.lastSeq = seq
         state.lastStreamSeq = max(state.lastStreamSeq, streamSeq)
@@ -350,12 +353,14 @@ final class RoomWorker: Sendable {
     /// Sends a message read from history (it never arrived live) to every member not past it yet.
     private func deliverFromHistory(_ message: ChatMessage, _ state: inout RoomState) {
         hub.metrics.gapFills.increment()
-        let frame = ByteBuffer(bytes: ServerFrame.message(message))
-        for id in state.members.keys {
-            guard var member = state.members[id], member.cursor < message.seq else { continue }
-            state.flushes.send(frame, to: member.connection)
-            member.cursor = message.seq
-            state.members[id] = member
+        let frame = WebSocketFrameBytes.text(ServerFrame.message(message))
+        var index = state.members.values.startIndex
+        while index != state.members.values.endIndex {
+            if state.members.values[index].cursor < message.seq {
+                state.flushes.send(frame, to: state.members.values[index].connection)
+                state.members.values[index].cursor = message.seq
+            }
+            state.members.values.formIndex(after: &index)
         }
     }
 

@@ -1,0 +1,244 @@
+import ChatCore
+import Logging
+import NIOCore
+import NIOWebSocket
+import ServiceSupport
+import Synchronization
+
+/// What the connection's socket may be asked to do from outside its event loop (see
+/// `ClientConnection.close`): sent as a user event through the pipeline, so it runs on the loop.
+struct WebSocketCloseRequest: Sendable {
+    var code: WebSocketErrorCode
+    var reason: String
+    /// The socket closes this long after the close frame reached the kernel, unless the peer's close
+    /// frame arrives first.
+    var graceAfterWrite: TimeAmount
+    /// The socket closes at the latest this long after the request (a peer that does not read never
+    /// takes the close frame).
+    var deadline: TimeAmount
+}
+
+/// The WebSocket side of one client connection, event-driven on the channel's event loop: no task
+/// and no async stream per connection (an idle connection is this handler, its `ClientConnection` and
+/// its session's state). Protocol rules live in `WebSocketStateMachine`; complete text messages go to
+/// the `SessionInbox`, which runs the session in a task only while there is something to process.
+final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = WebSocketFrame
+    typealias OutboundOut = ByteBuffer
+
+    private var machine: WebSocketStateMachine
+    private let inbox: SessionInbox
+    /// Encoded frames (`WebSocketFrameBytes`) go out here, past NIO's frame encoder.
+    private let output: WebSocketFrameOutput
+    private let pingInterval: TimeAmount
+    private let closeTimeout: TimeAmount
+    private var pingTimer: RepeatedTask?
+    private var closeTimer: Scheduled<Void>?
+
+    init(inbox: SessionInbox, output: WebSocketFrameOutput, maxMessageBytes: Int, pingInterval: TimeAmount, closeTimeout: TimeAmount) {
+        self.machine = WebSocketStateMachine(maxMessageBytes: maxMessageBytes)
+        self.inbox = inbox
+        self.output = output
+        self.pingInterval = pingInterval
+        self.closeTimeout = closeTimeout
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        guard pingInterval > .zero else { return }
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        pingTimer = context.eventLoop.scheduleRepeatedTask(initialDelay: pingInterval, delay: pingInterval) { _ in
+            let (handler, context) = bound.value
+            handler.perform(handler.machine.pingTick(payload: { Self.pingPayload(context.channel.allocator) }), context: context)
+        }
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        perform(machine.received(unwrapInboundIn(data)), context: context)
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        switch event {
+        case let request as WebSocketCloseRequest:
+            close(request, context: context)
+        case let event as ChannelEvent where event == .inputClosed:
+            // The peer shut down its side (the server allows half-closure, for HTTP): without a close
+            // frame first this is an abnormal end; nothing more can be read, so the socket closes.
+            context.close(promise: nil)
+        case is ChannelShouldQuiesceEvent:
+            close(WebSocketCloseRequest(code: .goingAway, reason: "server shutting down", graceAfterWrite: closeTimeout, deadline: closeTimeout), context: context)
+        default:
+            context.fireUserInboundEventTriggered(event)
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        machine.closed()
+        pingTimer?.cancel()
+        closeTimer?.cancel()
+        pingTimer = nil
+        closeTimer = nil
+        inbox.push(.closed)
+        context.fireChannelInactive()
+    }
+
+    /// Frame decoding errors (the decoder stops after one) are answered with a close frame — 1009 for
+    /// a frame over the size limit, 1002 otherwise — and the socket closes once it is written.
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        inbox.logger.debug("WebSocket error, closing", metadata: [LogKey.error: "\(error)"])
+        guard let error = error as? NIOWebSocketError, machine.state == .open else {
+            context.close(promise: nil)
+            return
+        }
+        _ = machine.close(.protocolError)
+        let code: WebSocketErrorCode = error == .invalidFrameLength ? .messageTooLarge : .protocolError
+        writeThenClose(WebSocketFrameBytes.close(code, reason: nil), context: context)
+    }
+
+    private func close(_ request: WebSocketCloseRequest, context: ChannelHandlerContext) {
+        guard case .sendClose(let code, let reason, _) = machine.close(request.code, reason: request.reason) else { return }
+        writeClose(code, reason: reason, graceAfterWrite: request.graceAfterWrite, deadline: request.deadline, context: context)
+    }
+
+    /// Writes our close frame; the socket closes when the peer's close frame arrives (`closeSocket`),
+    /// `graceAfterWrite` after the frame reached the kernel, or at `deadline`.
+    private func writeClose(_ code: WebSocketErrorCode, reason: String?, graceAfterWrite: TimeAmount, deadline: TimeAmount, context: ChannelHandlerContext) {
+        let channel = context.channel
+        closeTimer = context.eventLoop.scheduleTask(in: deadline) { channel.close(promise: nil) }
+        let written = context.eventLoop.makePromise(of: Void.self)
+        output.writeAndFlush(WebSocketFrameBytes.close(code, reason: reason), promise: written)
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        written.futureResult.whenComplete { _ in
+            let handler = bound.value
+            guard handler.closeTimer != nil else { return }  // the socket closed meanwhile
+            handler.closeTimer?.cancel()
+            handler.closeTimer = channel.eventLoop.scheduleTask(in: graceAfterWrite) { channel.close(promise: nil) }
+        }
+    }
+
+    private func perform(_ action: WebSocketStateMachine.Action, context: ChannelHandlerContext) {
+        switch action {
+        case .none:
+            break
+        case .deliverText(let text):
+            deliver(.text(text), context: context)
+        case .deliverBinary:
+            deliver(.binary, context: context)
+        case .sendPong(let payload):
+            output.writeAndFlush(WebSocketFrameBytes.frame(.pong, payload.readableBytesView), promise: nil)
+        case .sendPing(let payload):
+            output.writeAndFlush(WebSocketFrameBytes.frame(.ping, payload.readableBytesView), promise: nil)
+        case .sendClose(let code, let reason, let thenClose):
+            let frame = WebSocketFrameBytes.close(code, reason: reason)
+            if thenClose {
+                writeThenClose(frame, context: context)
+            } else {
+                writeClose(code, reason: reason, graceAfterWrite: closeTimeout, deadline: closeTimeout, context: context)
+            }
+        case .closeSocket:
+            context.close(promise: nil)
+        }
+    }
+
+    private func writeThenClose(_ frame: ByteBuffer, context: ChannelHandlerContext) {
+        let channel = context.channel
+        let written = context.eventLoop.makePromise(of: Void.self)
+        output.writeAndFlush(frame, promise: written)
+        written.futureResult.whenComplete { _ in channel.close(promise: nil) }
+    }
+
+    /// A too-talkative client stops being read until its session has caught up.
+    private func deliver(_ item: SessionInbox.Item, context: ChannelHandlerContext) {
+        if inbox.push(item) == .pause {
+            context.channel.setOption(ChannelOptions.autoRead, value: false).whenFailure { _ in }
+        }
+    }
+
+    static func pingPayload(_ allocator: ByteBufferAllocator) -> ByteBuffer {
+        var payload = allocator.buffer(capacity: 16)
+        var generator = SystemRandomNumberGenerator()
+        payload.writeInteger(generator.next() as UInt64)
+        payload.writeInteger(generator.next() as UInt64)
+        return payload
+    }
+}
+
+/// A connection's complete inbound messages, processed in order by its `ChatSession` in a task that
+/// exists only while messages wait (an idle connection holds no task).
+final class SessionInbox: @unchecked Sendable {
+    enum Item: Sendable {
+        case text(ByteBuffer)
+        case binary
+        /// The socket closed: the session leaves its rooms; nothing follows.
+        case closed
+    }
+
+    enum Pushed: Equatable {
+        case queued
+        /// The queue is at `pauseAt`: stop reading the socket; the drain resumes it.
+        case pause
+    }
+
+    private struct Queue {
+        var items: [Item] = []
+        var draining = false
+        var paused = false
+    }
+
+    private let queue = Mutex(Queue())
+    /// Touched only by the drain task, and only one drain task runs at a time: `Queue.draining`, set
+    /// and cleared under the lock, hands the session from one to the next (the lock orders them).
+    private var session: ChatSession
+    private let channel: any Channel
+    let logger: Logger
+    private let pauseAt: Int
+    private let onClosed: @Sendable () -> Void
+
+    init(session: ChatSession, channel: any Channel, pauseAt: Int = 32, onClosed: @escaping @Sendable () -> Void) {
+        self.session = session
+        self.channel = channel
+        self.logger = session.logger
+        self.pauseAt = pauseAt
+        self.onClosed = onClosed
+    }
+
+    @discardableResult
+    func push(_ item: Item) -> Pushed {
+        let (startDrain, pause) = queue.withLock { queue -> (Bool, Bool) in
+            queue.items.append(item)
+            let pause = !queue.paused && queue.items.count >= pauseAt
+            if pause { queue.paused = true }
+            if queue.draining { return (false, pause) }
+            queue.draining = true
+            return (true, pause)
+        }
+        if startDrain { Task { await self.drain() } }
+        return pause ? .pause : .queued
+    }
+
+    private func drain() async {
+        while true {
+            let next = queue.withLock { queue -> (items: [Item], resume: Bool)? in
+                if queue.items.isEmpty {
+                    queue.draining = false
+                    return nil
+                }
+                defer {
+                    queue.items = []
+                    queue.paused = false
+                }
+                return (queue.items, queue.paused)
+            }
+            guard let next else { return }
+            if next.resume { channel.setOption(ChannelOptions.autoRead, value: true).whenFailure { _ in } }
+            for item in next.items {
+                switch item {
+                case .text(let text): await session.handle(text: text)
+                case .binary: session.handleBinary()
+                case .closed:
+                    await session.disconnected()
+                    onClosed()
+                }
+            }
+        }
+    }
+}
