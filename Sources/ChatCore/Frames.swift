@@ -21,6 +21,9 @@ public enum ClientFrame: Sendable, Equatable {
         }
     }
 
+    /// Every `type` a client frame can have.
+    public static let types = ["join", "leave", "message", "history", "members", "room_list", "typing"]
+
     public var type: String {
         switch self {
         case .join: "join"

@@ -346,11 +346,17 @@ public final class ChatStore: Sendable {
             let (result, streamSequence) = try await roomWriters.run(id) {
                 try await self.append(room: id, user: user, username: username, content: content, clientMessageID: clientMessageID, idempotencyKey: idempotencyKey)
             }
-            // Recorded after the room's writer is released (the next message need not wait for it);
-            // until it lands, JetStream's duplicate window catches a retry.
+            // For retries after JetStream's duplicate window (CHAT_DUPLICATE_WINDOW_MS, 2 min): recorded
+            // after the room's writer is released and without waiting for the store's acknowledgement
+            // (the reply does not wait a round trip for it); a retry within the window is caught by
+            // JetStream itself, so the record only has to land within the window.
             if let idempotencyKey, !result.duplicate {
                 let record = IdempotencyRecord(messageID: result.message.messageID, seq: result.message.seq, streamSequence: streamSequence)
-                _ = try? await idempotency.put(idempotencyKey, ChatJSON.encode(record))
+                do {
+                    try idempotency.putWithoutAck(idempotencyKey, ChatJSON.encode(record))
+                } catch {
+                    logger.warning("idempotency record not written", metadata: ["room_id": "\(id)", "error": "\(error)"])
+                }
             }
             return result
         } catch {

@@ -109,10 +109,19 @@ public final class ClientConnection: Sendable {
         for frame in batch.dropLast() {
             output.write(frame, promise: nil)
         }
-        // Writes complete in order, so the last one's completion accounts for the whole batch.
-        let written = channel.eventLoop.makePromise(of: Void.self)
-        output.writeAndFlush(last, promise: written)
+        output.writeAndFlush(last, promise: nil)
         let count = batch.count
+        // Usually the socket took every byte at once: nothing is in flight, and no completion (a
+        // promise and a callback per socket per flush) is needed. Otherwise the batch stays counted
+        // until a marker written behind it completes (writes complete in order).
+        let buffered = (try? channel.syncOptions?.getOption(ChannelOptions.bufferedWritableBytes)) ?? 1
+        if buffered == 0 {
+            outbox.withLock { $0.inFlight -= count }
+            if channel.isActive { framesOut.increment(by: Int64(count)) }
+            return
+        }
+        let written = channel.eventLoop.makePromise(of: Void.self)
+        output.writeAndFlush(ByteBuffer(), promise: written)
         let framesOut = self.framesOut
         written.futureResult.whenComplete { result in
             self.outbox.withLock { $0.inFlight -= count }
@@ -200,6 +209,14 @@ struct GatewayMetrics: Sendable {
     /// Leaves after a disconnect that failed and will be tried again (the chat-service unreachable).
     let leaveRetries = Counter(label: "gateway_leave_retries_total")
 
-    func framesIn(_ type: String) -> Counter { Counter(label: "gateway_frames_in_total", dimensions: [("type", type)]) }
-    func error(_ code: ChatErrorCode) -> Counter { Counter(label: "gateway_errors_total", dimensions: [("code", code.rawValue)]) }
+    /// Made once: a labelled counter made per frame costs a registry lookup (lock and hashing) each time.
+    private let framesInByType: [String: Counter] = Dictionary(uniqueKeysWithValues: (ClientFrame.types + ["binary", "invalid"]).map {
+        ($0, Counter(label: "gateway_frames_in_total", dimensions: [("type", $0)]))
+    })
+    private let errorsByCode: [ChatErrorCode: Counter] = Dictionary(uniqueKeysWithValues: ChatErrorCode.allCases.map {
+        ($0, Counter(label: "gateway_errors_total", dimensions: [("code", $0.rawValue)]))
+    })
+
+    func framesIn(_ type: String) -> Counter { framesInByType[type] ?? Counter(label: "gateway_frames_in_total", dimensions: [("type", type)]) }
+    func error(_ code: ChatErrorCode) -> Counter { errorsByCode[code]! }
 }

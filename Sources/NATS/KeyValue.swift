@@ -107,6 +107,14 @@ public final class KeyValue: Sendable {
         try await jetStream.publish(try subject(key), payload: value).sequence
     }
 
+    /// Stores the value without waiting for JetStream's acknowledgement (none is asked for: a core
+    /// publish to the key's subject). Saves the caller a round trip and the server an ack; at most once —
+    /// lost if the connection fails before the server stored it. For records that only back up another
+    /// mechanism (the chat-service's idempotency records behind JetStream's duplicate window).
+    public func putWithoutAck(_ key: String, _ value: [UInt8]) throws(NATSError) {
+        try jetStream.connection.publish(try subject(key), payload: value)
+    }
+
     /// Stores only if the key holds no value; throws `.wrongLastSequence` when it does.
     @discardableResult
     public func create(_ key: String, _ value: [UInt8]) async throws(NATSError) -> UInt64 {

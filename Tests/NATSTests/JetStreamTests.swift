@@ -202,6 +202,11 @@ struct JetStreamTests {
         try await kv.purge("size")
         #expect(try await kv.value("size") == nil)
         #expect(try await kv.values(matching: "*").map(\.key) == ["color"])
+
+        // No acknowledgement to wait for: the value shows up once the server has stored it.
+        try kv.putWithoutAck("shape", Array("round".utf8))
+        try await eventually("the unacknowledged put is stored") { try await kv.value("shape")?.value == Array("round".utf8) }
+        #expect(throws: NATSError.self) { try kv.putWithoutAck("bad key!", []) }
     }
 
     @Test func streamSurvivesServerRestart() async throws {
