@@ -181,40 +181,83 @@ public final class BroadcasterRunner: Service, Sendable {
         return try js.pullConsumer(stream: ChatNames.eventStream, consumer: ChatNames.broadcasterConsumer)
     }
 
+    /// One pull request for `batchSize` events stays outstanding and events are published as they
+    /// arrive (a quiet room's event is not held back), so a request is sent per `batchSize` events or
+    /// per second, not per event; acks are batched too (see `AckBatch`). A watchdog wakes the loop
+    /// every `tick` to check deadlines, instead of a timer per wait.
     private func pump(_ consumer: PullConsumer, connection: NATSConnection) async throws {
+        let tick = Duration.milliseconds(100)
+        let watchdog = Task {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: tick)
+                consumer.wake()
+            }
+        }
+        defer { watchdog.cancel() }
+        let expires = Duration.seconds(1)
+        var outstanding = 0  // events the current request may still bring
+        var requestDeadline = ContinuousClock.now
+        var acks = AckBatch()
         while !Task.isCancelled {
-            // A fetch returns when its batch is full or it expires, so one fetch of `batchSize` held
-            // every event of a quiet room back for up to its 1 s expiry. Wait for the first event
-            // alone, then take only what the server already has (its `pending`), which comes at once.
-            var batch = try await consumer.fetch(batch: 1, expires: .seconds(1))
-            guard let first = batch.first else { continue }
-            let more = min(Int(clamping: first.pending), configuration.batchSize - 1)
-            if more > 0 {
-                batch += try await consumer.fetch(batch: more, expires: .seconds(1))
+            if outstanding <= 0 {
+                try consumer.request(batch: configuration.batchSize, expires: expires)
+                outstanding = configuration.batchSize
+                // The server ends the request at `expires` (408); past this its answer was lost (e.g.
+                // a reconnect in between) and a new request goes out.
+                requestDeadline = ContinuousClock.now.advanced(by: expires + .milliseconds(500))
             }
-            guard let last = batch.last else { continue }
-            let start = ContinuousClock.now
-            var redelivered: Int64 = 0
-            for event in batch {
-                if event.deliveries > 1 { redelivered += 1 }
-                try publish(event, connection: connection)
+            let received = try await consumer.receive()
+            let now = ContinuousClock.now
+            if received.requestEnded || now >= requestDeadline { outstanding = 0 }
+            if let last = received.messages.last {
+                outstanding -= received.messages.count
+                let start = ContinuousClock.now
+                var redelivered: Int64 = 0
+                for event in received.messages {
+                    if event.deliveries > 1 { redelivered += 1 }
+                    try publish(event, connection: connection)
+                }
+                acks.add(last, count: received.messages.count, now: now)
+                batchTimer.recordInterval(since: start)
+                deliveredCounter.increment(by: Int64(received.messages.count))
+                if redelivered > 0 { redeliveredCounter.increment(by: redelivered) }
+                lagGauge.record(Int64(last.pending))
+                state.withLock {
+                    $0.delivered += Int64(received.messages.count)
+                    $0.redelivered += redelivered
+                    $0.lag = Int64(last.pending)
+                    $0.lastStreamSequence = last.streamSequence
+                }
             }
-            // Acknowledge only what the server has certainly received: the ack goes out on the same
-            // connection after the deliveries, and the server reads a connection in order, so it
-            // cannot take the ack without having taken them (libnats replays both in order after a
-            // reconnect). Not waiting for the ack's reply (and no flush round trip) lets the next
-            // fetch go out at once; a lost ack means redelivery, which gateways drop by stream seq.
+            try acks.flushIfDue(now: now)
+        }
+    }
+
+    /// Acknowledges (ack policy "all": the last one covers all before it) at most every
+    /// `maxDelay` or every `maxCount` events, not per event. The ack goes out on the same connection
+    /// after the deliveries, and the server reads a connection in order, so it cannot take the ack
+    /// without having taken them (libnats replays both in order after a reconnect); no waiting for
+    /// the ack's reply. An ack lost or delayed means redelivery from the ack floor after a failover,
+    /// which gateways drop by stream sequence.
+    struct AckBatch {
+        static let maxCount = 128
+        static let maxDelay = Duration.milliseconds(50)
+        private var last: JetStreamMessage?
+        private var count = 0
+        private var since: ContinuousClock.Instant?
+
+        mutating func add(_ message: JetStreamMessage, count: Int, now: ContinuousClock.Instant) {
+            last = message
+            self.count += count
+            if since == nil { since = now }
+        }
+
+        mutating func flushIfDue(now: ContinuousClock.Instant) throws(NATSError) {
+            guard let last, let since, count >= Self.maxCount || now - since >= Self.maxDelay else { return }
             try last.ack()
-            batchTimer.recordInterval(since: start)
-            deliveredCounter.increment(by: Int64(batch.count))
-            if redelivered > 0 { redeliveredCounter.increment(by: redelivered) }
-            lagGauge.record(Int64(last.pending))
-            state.withLock {
-                $0.delivered += Int64(batch.count)
-                $0.redelivered += redelivered
-                $0.lag = Int64(last.pending)
-                $0.lastStreamSequence = last.streamSequence
-            }
+            self.last = nil
+            self.count = 0
+            self.since = nil
         }
     }
 

@@ -407,37 +407,62 @@ public final class PullConsumer: Sendable {
     /// With `noWait` the server answers at once with what it has (then a 404 status) instead of
     /// holding the request until the batch is full.
     public func fetch(batch: Int, expires: Duration = .seconds(1), noWait: Bool = false) async throws(NATSError) -> [JetStreamMessage] {
-        let request = noWait
-            ? "{\"batch\":\(batch),\"no_wait\":true}"
-            : "{\"batch\":\(batch),\"expires\":\(expires.inMilliseconds * 1_000_000)}"
-        try connection.publish("$JS.API.CONSUMER.MSG.NEXT.\(stream).\(consumer)", payload: Array(request.utf8), reply: inbox)
+        try request(batch: batch, expires: expires, noWait: noWait)
         let deadline = ContinuousClock.now.advanced(by: expires + .milliseconds(500))
         var messages: [JetStreamMessage] = []
         while messages.count < batch {
-            guard let received = await subscription.buffer.takeAll(until: deadline) else {
-                throw NATSError(.connectionClosed, message: "consumer \(consumer) subscription closed")
-            }
-            if received.isEmpty { break }  // deadline
-            var ended = false
-            for message in received {
-                if let status = message.headers.status, message.payload.isEmpty {
-                    switch status {
-                    case 100: continue  // heartbeat / flow control
-                    case 404, 408: ended = true  // no messages / request expired: this request is over
-                    case 409:
-                        let description = message.headers.statusDescription ?? ""
-                        if description.contains("Deleted") || description.contains("Leadership") {
-                            throw NATSError(.jetStream, message: "consumer \(consumer): \(description)")
-                        }
-                        ended = true
-                    default: ended = true
-                    }
-                } else if let jsMessage = JetStreamMessage(message: message, connection: connection) {
-                    messages.append(jsMessage)
-                }
-            }
-            if ended { break }
+            let received = try await receive(until: deadline)
+            messages += received.messages
+            if received.requestEnded || (received.messages.isEmpty && ContinuousClock.now >= deadline) { break }
         }
         return messages
     }
+
+    /// Asks the server for up to `batch` messages, sent as they become available until `expires`
+    /// (`receive` hands them over as they arrive). A request ends when `batch` messages were sent
+    /// (silently: count them) or with a status (`Received.requestEnded`).
+    public func request(batch: Int, expires: Duration = .seconds(1), noWait: Bool = false) throws(NATSError) {
+        let body = noWait
+            ? "{\"batch\":\(batch),\"no_wait\":true}"
+            : "{\"batch\":\(batch),\"expires\":\(expires.inMilliseconds * 1_000_000)}"
+        try connection.publish("$JS.API.CONSUMER.MSG.NEXT.\(stream).\(consumer)", payload: Array(body.utf8), reply: inbox)
+    }
+
+    public struct Received: Sendable {
+        public var messages: [JetStreamMessage] = []
+        /// The server ended the request: it expired, or had nothing (no_wait), or refused it.
+        public var requestEnded = false
+    }
+
+    /// Everything that arrived for this consumer's requests, waiting for something if nothing has;
+    /// `until`: return empty at that instant; without it, only a message or `wake()` ends the wait
+    /// (one watchdog calling `wake()` costs less than a timer per wait). Throws when the consumer
+    /// was deleted or lost its leader, or the subscription closed.
+    public func receive(until deadline: ContinuousClock.Instant? = nil) async throws(NATSError) -> Received {
+        let arrived: [NATSMessage]?
+        if let deadline { arrived = await subscription.buffer.takeAll(until: deadline) } else { arrived = await subscription.buffer.takeAll() }
+        guard let arrived else { throw NATSError(.connectionClosed, message: "consumer \(consumer) subscription closed") }
+        var received = Received()
+        for message in arrived {
+            if let status = message.headers.status, message.payload.isEmpty {
+                switch status {
+                case 100: continue  // heartbeat / flow control
+                case 404, 408: received.requestEnded = true  // no messages / request expired
+                case 409:
+                    let description = message.headers.statusDescription ?? ""
+                    if description.contains("Deleted") || description.contains("Leadership") {
+                        throw NATSError(.jetStream, message: "consumer \(consumer): \(description)")
+                    }
+                    received.requestEnded = true
+                default: received.requestEnded = true
+                }
+            } else if let jsMessage = JetStreamMessage(message: message, connection: connection) {
+                received.messages.append(jsMessage)
+            }
+        }
+        return received
+    }
+
+    /// Makes a waiting (or the next) `receive` return at once.
+    public func wake() { subscription.buffer.wake() }
 }

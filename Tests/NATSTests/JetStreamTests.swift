@@ -159,6 +159,32 @@ struct JetStreamTests {
         _ = try await js.publish("events.x", payload: [42])
         let next = try await rebound.fetch(batch: 1, expires: .seconds(2))
         #expect(next.first?.streamSequence == 11)
+        try next[0].ack()
+
+        // A streaming pull: messages come as they are published, while the request stays open; the
+        // server ends it at its expiry with a status.
+        try rebound.request(batch: 100, expires: .milliseconds(800))
+        var streamed: [UInt64] = []
+        for payload in [UInt8(43), 44] {
+            _ = try await js.publish("events.x", payload: [payload])
+            let received = try await rebound.receive(until: .now.advanced(by: .seconds(5)))
+            #expect(!received.requestEnded, "the request is still open after one message")
+            streamed += received.messages.map(\.streamSequence)
+            for message in received.messages { try await message.ackSync() }  // no redelivery within the request
+        }
+        #expect(streamed == [12, 13])
+        var ended = false
+        let deadline = ContinuousClock.now.advanced(by: .seconds(5))
+        while !ended, ContinuousClock.now < deadline {
+            let received = try await rebound.receive(until: deadline)
+            #expect(received.messages.isEmpty)
+            ended = received.requestEnded
+        }
+        #expect(ended, "the server ended the request at its expiry")
+        // wake() ends a wait with nothing received.
+        rebound.wake()
+        let woken = try await rebound.receive()
+        #expect(woken.messages.isEmpty && !woken.requestEnded)
     }
 
     @Test func keyValueCompareAndSetDeleteKeysAndWatch() async throws {
