@@ -169,9 +169,11 @@ func webSocketUpgrade(core: GatewayCore) -> GatewayHTTPChannel.Decide {
                 inbox: inbox, output: output, maxMessageBytes: configuration.maxFrameBytes,
                 pingInterval: TimeAmount(configuration.pingInterval), closeTimeout: .seconds(2)
             ))
+            // `connected` is queued before the client is registered: from then on room-wide news
+            // (`room_created`) can be queued for it too, and must not come first.
+            client.send(ServerFrame.connected(userID: identity.userID, username: identity.username.rawValue, gatewayID: configuration.gatewayID))
             core.register(client)
             logger.info("client connected")
-            client.send(ServerFrame.connected(userID: identity.userID, username: identity.username.rawValue, gatewayID: configuration.gatewayID))
         }
     }
 }

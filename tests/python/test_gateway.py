@@ -1145,3 +1145,31 @@ def test_gateway_declared_dead_while_paused_joins_its_members_again(make_system)
         assert got["username"] == "ann", got
 
     run(body())
+
+
+def test_connected_is_the_first_frame_even_while_rooms_are_being_created(gw):
+    """Room-wide news (room_created) goes to every registered socket; a socket must still get `connected`
+    first. Rooms are created without pause while 40 clients connect (Client.connect checks the first frame)."""
+    import threading
+
+    stop = threading.Event()
+    created = []
+
+    def create_rooms():
+        while not stop.is_set() and len(created) < 400:
+            created.append(create_room(gw)["id"])
+
+    creator = threading.Thread(target=create_rooms)
+    creator.start()
+
+    async def body():
+        for index in range(40):
+            client = await Client.connect(gw, f"first{index}")
+            await client.close()
+
+    try:
+        run(body())
+    finally:
+        stop.set()
+        creator.join(timeout=30)
+    assert len(created) > 0, "rooms were created during the connects"
