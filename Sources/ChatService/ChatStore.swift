@@ -246,7 +246,10 @@ public final class ChatStore: Sendable {
                 if stale { try await touchGateway(gateway, connections: nil) }
                 try await publishPresence(.userJoined, room: id, user: user, username: username.rawValue, reason: nil)
             }
-            let position = try await position(of: id)
+            // Read, not the cached hint: another replica may have stored messages this one has not
+            // seen, and a stale `last_seq` left a joining member without them until a later message
+            // revealed the gap (a chaos run ended with 3 such messages missing: no later message came).
+            let position = try await position(of: id, fresh: true)
             return ServiceAPI.JoinResult(room: try await withMemberCount(room), lastSeq: position.roomSeq, joined: joined)
         } catch {
             throw Self.chatError(error)
@@ -316,16 +319,22 @@ public final class ChatStore: Sendable {
 
     // MARK: Messages
 
-    private func position(of room: RoomID) async throws(NATSError) -> Position {
-        if let cached = caches.withLock({ $0.positions[room] }) { return cached }
+    /// The room's last message position: the cached hint, or with `fresh` (or nothing cached) read from
+    /// the stream.
+    private func position(of room: RoomID, fresh: Bool = false) async throws(NATSError) -> Position {
+        if !fresh, let cached = caches.withLock({ $0.positions[room] }) { return cached }
         let position: Position
         if let last = try await js.lastMessage(stream: ChatNames.eventStream, subject: ChatNames.messageSubject(room)) {
             position = Position(streamSequence: last.sequence, roomSeq: Self.roomSeq(last))
         } else {
             position = Position(streamSequence: 0, roomSeq: 0)
         }
-        caches.withLock { $0.positions[room] = position }
-        return position
+        return caches.withLock { caches in
+            // A writer of this replica may have moved on meanwhile: keep the newer position.
+            if let cached = caches.positions[room], cached.roomSeq > position.roomSeq { return cached }
+            caches.positions[room] = position
+            return position
+        }
     }
 
     static func roomSeq(_ message: JetStream.StoredMessage) -> UInt64 {
