@@ -131,18 +131,24 @@ public final class ClientConnection: Sendable {
 
     /// Closes the socket with `code` after everything already queued (graceful shutdown: 1001): the
     /// close handshake is the connection handler's (`WebSocketConnectionHandler`).
-    public func close(_ code: WebSocketErrorCode, reason: String, timeout: TimeAmount = .seconds(2)) {
-        let first = outbox.withLock { box -> Bool in
-            defer { box.closeRequested = true }
-            return !box.closeRequested
-        }
-        guard first else { return }
+    public func close(_ code: WebSocketErrorCode, reason: String) {
+        let timeout = WebSocketConnectionHandler.closeTimeout
+        guard claimClose() else { return }
         channel.eventLoop.execute {
             // Frames queued before the close go out first; nothing is queued after it.
             self.flush()
             self.outbox.withLock { $0.closed = true }
             self.channel.pipeline.fireUserInboundEventTriggered(
                 WebSocketCloseRequest(code: code, reason: reason, graceAfterWrite: timeout, deadline: timeout))
+        }
+    }
+
+    /// True for the first caller only: a socket is closed once, by whoever asks first (a shutdown, a
+    /// slow-client disconnect, an error).
+    private func claimClose() -> Bool {
+        outbox.withLock { box in
+            defer { box.closeRequested = true }
+            return !box.closeRequested
         }
     }
 
@@ -162,11 +168,7 @@ public final class ClientConnection: Sendable {
     private func disconnectSlowClient() {
         slowDisconnects.increment()
         logger.warning("client too slow: outbound queue full, disconnecting", metadata: ["limit": "\(limit)"])
-        let first = outbox.withLock { box -> Bool in
-            defer { box.closeRequested = true }
-            return !box.closeRequested
-        }
-        guard first else { return }
+        guard claimClose() else { return }
         // The frames not yet handed to the channel were dropped; the close frame goes straight behind
         // the ones in flight. A moment after it reached the kernel the client has it (and its close
         // reply is read by the handler).

@@ -167,7 +167,7 @@ func webSocketUpgrade(core: GatewayCore) -> GatewayHTTPChannel.Decide {
             }
             try channel.pipeline.syncOperations.addHandler(WebSocketConnectionHandler(
                 inbox: inbox, output: output, maxMessageBytes: configuration.maxFrameBytes,
-                pingInterval: TimeAmount(configuration.pingInterval), closeTimeout: .seconds(2)
+                pingInterval: TimeAmount(configuration.pingInterval)
             ))
             // `connected` is queued before the client is registered: from then on room-wide news
             // (`room_created`) can be queued for it too, and must not come first.

@@ -31,16 +31,19 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
     /// Encoded frames (`WebSocketFrameBytes`) go out here, past NIO's frame encoder.
     private let output: WebSocketFrameOutput
     private let pingInterval: TimeAmount
-    private let closeTimeout: TimeAmount
     private var pingTimer: RepeatedTask?
     private var closeTimer: Scheduled<Void>?
 
-    init(inbox: SessionInbox, output: WebSocketFrameOutput, maxMessageBytes: Int, pingInterval: TimeAmount, closeTimeout: TimeAmount) {
+    /// How long our close frame waits for the peer's reply (and for the kernel to take it) before the
+    /// socket is closed anyway.
+    static let closeTimeout: TimeAmount = .seconds(2)
+    private var closeTimeout: TimeAmount { Self.closeTimeout }
+
+    init(inbox: SessionInbox, output: WebSocketFrameOutput, maxMessageBytes: Int, pingInterval: TimeAmount) {
         self.machine = WebSocketStateMachine(maxMessageBytes: maxMessageBytes)
         self.inbox = inbox
         self.output = output
         self.pingInterval = pingInterval
-        self.closeTimeout = closeTimeout
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -73,12 +76,22 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
 
     func channelInactive(context: ChannelHandlerContext) {
         machine.closed()
+        cancelTimers()
+        inbox.push(.closed)
+        context.fireChannelInactive()
+    }
+
+    /// The timers hold this handler and its context: they end with the handler, whichever of
+    /// `channelInactive` and `handlerRemoved` comes first.
+    func handlerRemoved(context: ChannelHandlerContext) {
+        cancelTimers()
+    }
+
+    private func cancelTimers() {
         pingTimer?.cancel()
         closeTimer?.cancel()
         pingTimer = nil
         closeTimer = nil
-        inbox.push(.closed)
-        context.fireChannelInactive()
     }
 
     /// Frame decoding errors (the decoder stops after one) are answered with a close frame — 1009 for

@@ -86,7 +86,7 @@ struct WebSocketStateMachine {
 
     private mutating func complete(_ opcode: WebSocketOpcode, _ data: ByteBuffer) -> Action {
         guard opcode == .text else { return .deliverBinary }
-        guard String(validating: data.readableBytesView, as: UTF8.self) != nil else { return fail(.dataInconsistentWithMessage) }
+        guard data.isValidUTF8 else { return fail(.dataInconsistentWithMessage) }
         return .deliverText(data)
     }
 
@@ -95,7 +95,7 @@ struct WebSocketStateMachine {
         let size = payload.readableBytes
         let code = payload.readWebSocketErrorCode()
         state = .closed
-        if payload.readableBytes > 0, String(validating: payload.readableBytesView, as: UTF8.self) == nil {
+        if payload.readableBytes > 0, !payload.isValidUTF8 {
             return .sendClose(.protocolError, reason: nil, thenClose: true)
         }
         let reply: WebSocketErrorCode
@@ -134,4 +134,14 @@ struct WebSocketStateMachine {
 
     /// The socket closed.
     mutating func closed() { state = .closed; fragments = nil }
+}
+
+extension ByteBuffer {
+    /// Whether the readable bytes are valid UTF-8, checked in place (`String(validating:)` would
+    /// allocate a string per inbound message only to discard it).
+    var isValidUTF8: Bool {
+        withUnsafeReadableBytes { raw in
+            (try? UTF8Span(validating: Span(_unsafeElements: raw.assumingMemoryBound(to: UInt8.self)))) != nil
+        }
+    }
 }

@@ -63,6 +63,24 @@ struct WebSocketStateMachineTests {
         #expect(machine.received(bytes) == .sendClose(.dataInconsistentWithMessage, reason: nil, thenClose: false))
     }
 
+    @Test func utf8CheckAgreesWithTheStandardLibrary() {
+        let cases: [[UInt8]] = [
+            [], Array("plain ascii".utf8), Array("héllo 👋 世界".utf8),
+            [0xC3, 0x28], [0xE2, 0x82], [0xF0, 0x9F, 0x91], // invalid continuation, truncated
+            [0xC0, 0xAF], [0xE0, 0x80, 0xAF], // overlong
+            [0xED, 0xA0, 0x80], // UTF-16 surrogate
+            [0xF4, 0x90, 0x80, 0x80], [0xFF], // beyond U+10FFFF, never valid
+        ]
+        var generator = SystemRandomNumberGenerator()
+        let random = (0..<500).map { _ in (0..<Int.random(in: 0...12, using: &generator)).map { _ in UInt8.random(in: 0x7F...0xF5, using: &generator) } }
+        for bytes in cases + random {
+            #expect(ByteBuffer(bytes: bytes).isValidUTF8 == (String(validating: bytes, as: UTF8.self) != nil), "\(bytes)")
+        }
+        var offset = ByteBuffer(bytes: [0xFF] + Array("ok".utf8))
+        offset.moveReaderIndex(forwardBy: 1)
+        #expect(offset.isValidUTF8, "only the readable bytes are checked")
+    }
+
     @Test func pingIsAnsweredAndAClosingConnectionIgnoresData() {
         var machine = WebSocketStateMachine(maxMessageBytes: 100)
         #expect(machine.received(frame(.ping, "abc")) == .sendPong(ByteBuffer(string: "abc")))
