@@ -113,11 +113,47 @@ public struct PresenceEvent: Codable, Sendable, Equatable {
 public enum ChatTime {
     /// RFC 3339 UTC with milliseconds, e.g. `2024-01-15T10:30:00.123Z`.
     public static func format(_ date: Date) -> String {
-        date.formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: true, timeZone: .gmt))
+        format(milliseconds: Int64((date.timeIntervalSince1970 * 1000).rounded(.down)))
+    }
+
+    /// The same text from milliseconds since 1970, written by hand: Foundation's
+    /// `ISO8601FormatStyle` cost ~3 % of the chat-service's CPU (once per message).
+    public static func format(milliseconds: Int64) -> String {
+        let (days, millisOfDay) = milliseconds.quotientAndRemainder(dividingBy: 86_400_000)
+        let (civilDays, dayMillis) = millisOfDay < 0 ? (days - 1, millisOfDay + 86_400_000) : (days, millisOfDay)
+        // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm, proleptic Gregorian).
+        let z = civilDays + 719_468
+        let era = (z >= 0 ? z : z - 146_096) / 146_097
+        let dayOfEra = z - era * 146_097
+        let yearOfEra = (dayOfEra - dayOfEra / 1460 + dayOfEra / 36524 - dayOfEra / 146_096) / 365
+        let dayOfYear = dayOfEra - (365 * yearOfEra + yearOfEra / 4 - yearOfEra / 100)
+        let mp = (5 * dayOfYear + 2) / 153
+        let day = dayOfYear - (153 * mp + 2) / 5 + 1
+        let month = mp < 10 ? mp + 3 : mp - 9
+        let year = yearOfEra + era * 400 + (month <= 2 ? 1 : 0)
+        let fields: [(Int64, Int)] = [
+            (year, 4), (month, 2), (day, 2), (dayMillis / 3_600_000, 2), (dayMillis / 60_000 % 60, 2),
+            (dayMillis / 1000 % 60, 2), (dayMillis % 1000, 3),
+        ]
+        let separators: [UInt8] = Array("--T::.Z".utf8)
+        return String(unsafeUninitializedCapacity: 24) { out in
+            var position = 0
+            for (index, (value, width)) in fields.enumerated() {
+                var remaining = value
+                for digit in stride(from: width - 1, through: 0, by: -1) {
+                    out[position + digit] = UInt8(ascii: "0") + UInt8(remaining % 10)
+                    remaining /= 10
+                }
+                position += width
+                out[position] = separators[index]
+                position += 1
+            }
+            return position
+        }
     }
 
     public static func now() -> (text: String, milliseconds: Int64) {
-        let date = Date()
-        return (format(date), Int64(date.timeIntervalSince1970 * 1000))
+        let milliseconds = Int64((Date().timeIntervalSince1970 * 1000).rounded(.down))
+        return (format(milliseconds: milliseconds), milliseconds)
     }
 }

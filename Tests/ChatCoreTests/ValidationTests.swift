@@ -20,6 +20,30 @@ struct ValidationTests {
         #expect(random.rawValue.count == 36)
     }
 
+    @Test func asciiAndUnicodeNamesFollowTheSameLengthRule() {
+        #expect(Username(String(repeating: "é", count: 32))?.rawValue.count == 32)
+        #expect(Username(String(repeating: "e\u{301}", count: 32))?.rawValue == String(repeating: "é", count: 32), "NFC: e + combining acute becomes é")
+        #expect(Username(String(repeating: "é", count: 33)) == nil)
+        #expect(Username("\tann bob\n")?.rawValue == "ann bob", "surrounding whitespace is trimmed on the ASCII path too")
+        #expect(Username("ann\u{7F}") == nil, "DEL is a control character")
+    }
+
+    @Test func timestampsMatchFoundationsISO8601() throws {
+        let style = Date.ISO8601FormatStyle(includingFractionalSeconds: true, timeZone: .gmt)
+        var generator = SystemRandomNumberGenerator()
+        // 1970 … 2200 at millisecond precision, plus the edges of days, leap days and centuries.
+        let fixed: [Int64] = [0, 999, 86_399_999, 86_400_000, 951_782_400_000, 951_868_799_999, 4_107_542_400_000, 1_705_314_600_123]
+        for milliseconds in fixed + (0..<2000).map({ _ in Int64.random(in: 0...7_258_118_400_000, using: &generator) }) {
+            // Foundation truncates the binary Double (.374 can print as .373): 0.2 ms inside the millisecond.
+            let date = Date(timeIntervalSince1970: (Double(milliseconds) + 0.2) / 1000)
+            #expect(ChatTime.format(milliseconds: milliseconds) == date.formatted(style), "\(milliseconds)")
+        }
+        #expect(ChatTime.format(milliseconds: 1_705_314_600_123) == "2024-01-15T10:30:00.123Z")
+        let (text, milliseconds) = ChatTime.now()
+        #expect(text == ChatTime.format(milliseconds: milliseconds))
+        #expect((try? style.parseStrategy.parse(text)) != nil)
+    }
+
     @Test func tokensAllowOnlySafeCharacters() {
         #expect(GatewayID("gw-1_A") != nil)
         for bad in ["gw.1", "gw*", "gw>", "gw 1", "", String(repeating: "a", count: 65), "gw/1", "é"] {
