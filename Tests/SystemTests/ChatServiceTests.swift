@@ -51,6 +51,34 @@ struct ChatServiceTests {
         #expect(try ChatJSON.decode(ChatError.self, from: mistyped.payload).error.contains("name"))
     }
 
+    @Test func memberCountsInJoinedRepliesCatchUpWithOtherReplicas() async throws {
+        let fixture = try await ChatFixture()
+        try await fixture.startReplica()
+        try await fixture.startReplica()
+        let room = try await fixture.createRoom("busy")
+        let users = (0..<20).map { _ in UserID.random() }
+        for (index, user) in users.enumerated() {
+            // Each replica counts its own joins at once and the other's within the cache TTL.
+            let count = try await fixture.join(room.id, user, "u\(index)").room.memberCount
+            #expect((1...index + 1).contains(count), "join \(index + 1): \(count)")
+        }
+        let exact: Room = try await fixture.chat.call(.getRoom, ServiceAPI.RoomRef(roomID: room.id.rawValue))
+        #expect(exact.memberCount == users.count, "the room itself is always counted exactly")
+        // Both replicas report every member once their cached counts expire: wait (deadline) for ten
+        // replies in a row with the full count (a rejoin changes nothing).
+        let deadline = ContinuousClock.now + .seconds(15)
+        var streak = 0, replies: [Int] = []
+        while streak < 10, ContinuousClock.now < deadline {
+            let rejoin = try await fixture.join(room.id, users[0], "u0")
+            #expect(!rejoin.joined)
+            replies.append(rejoin.room.memberCount)
+            streak = rejoin.room.memberCount == users.count ? streak + 1 : 0
+            if streak == 0 { try await Task.sleep(for: .milliseconds(50)) }  // polling pace, not synchronisation
+        }
+        #expect(streak == 10, "\(replies.suffix(20))")
+        #expect(replies.allSatisfy { (1...users.count).contains($0) })
+    }
+
     @Test func joinLeaveMembersAndEvents() async throws {
         let fixture = try await ChatFixture()
         try await fixture.startReplica()
