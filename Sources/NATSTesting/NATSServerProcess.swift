@@ -60,6 +60,7 @@ public final class NATSServerProcess: @unchecked Sendable {
         process.standardError = FileHandle.nullDevice
         try process.run()
         self.process = process
+        LiveServers.shared.add(process.processIdentifier)
         try waitUntilReady(deadline: Date().addingTimeInterval(15))
     }
 
@@ -79,9 +80,12 @@ public final class NATSServerProcess: @unchecked Sendable {
 
     /// Stops the server. `kill: true` sends SIGKILL (a crash), otherwise SIGTERM (a clean shutdown).
     public func stop(kill: Bool = false) {
-        guard let process, process.isRunning else { self.process = nil; return }
-        Glibc.kill(process.processIdentifier, kill ? SIGKILL : SIGTERM)
-        process.waitUntilExit()
+        guard let process else { return }
+        if process.isRunning {
+            Glibc.kill(process.processIdentifier, kill ? SIGKILL : SIGTERM)
+            process.waitUntilExit()
+        }
+        LiveServers.shared.remove(process.processIdentifier)
         self.process = nil
     }
 
@@ -163,5 +167,69 @@ public func collect(_ subscription: NATSSubscription, count: Int, timeout: Durat
         let first = await group.next() ?? nil
         group.cancelAll()
         return first ?? []
+    }
+}
+
+/// The servers this process started and has not stopped, killed when the process ends however it
+/// ends: a fixture that is never deinitialized (a test that leaks it) or a crashing test would
+/// otherwise leave its nats-server running after the test process (seen: one per such run).
+/// `atexit` covers a normal exit; on a crash or termination signal they are killed first and the
+/// signal then goes to the handler that was installed before (Swift's backtracer, or the default).
+final class LiveServers: @unchecked Sendable {
+    // @unchecked: `slots` is written under `lock`; the signal handler only reads it (pid_t stores
+    // are single machine words) and calls kill(2), sigaction(2) and raise(3), which are
+    // async-signal-safe. `previous` is written once, before the handlers are installed.
+    static let shared = LiveServers()
+    static let capacity = 1024
+    let slots = UnsafeMutablePointer<pid_t>.allocate(capacity: LiveServers.capacity)
+    let previous = UnsafeMutablePointer<sigaction>.allocate(capacity: 65)
+    private let lock = NSLock()
+    /// Faults come back by themselves when the handler returns (the instruction runs again); the
+    /// others are raised again.
+    private static let faults = [SIGSEGV, SIGBUS, SIGILL, SIGFPE]
+    private static let raised = [SIGABRT, SIGTRAP, SIGTERM, SIGINT, SIGHUP]
+
+    private init() {
+        slots.initialize(repeating: 0, count: Self.capacity)
+        previous.initialize(repeating: sigaction(), count: 65)
+        atexit { LiveServers.killAll() }
+        for signal in Self.faults + Self.raised {
+            var action = sigaction()
+            if Self.faults.contains(signal) {
+                action.__sigaction_handler.sa_handler = { signal in
+                    LiveServers.killAll()
+                    sigaction(signal, LiveServers.shared.previous + Int(signal), nil)
+                }
+            } else {
+                action.__sigaction_handler.sa_handler = { signal in
+                    LiveServers.killAll()
+                    sigaction(signal, LiveServers.shared.previous + Int(signal), nil)
+                    raise(signal)
+                }
+            }
+            sigaction(signal, &action, previous + Int(signal))
+        }
+    }
+
+    func add(_ pid: pid_t) {
+        lock.withLock {
+            guard let free = (0..<Self.capacity).first(where: { slots[$0] == 0 }) else { return }
+            slots[free] = pid
+        }
+    }
+
+    func remove(_ pid: pid_t) {
+        lock.withLock {
+            for index in 0..<Self.capacity where slots[index] == pid { slots[index] = 0 }
+        }
+    }
+
+    func contains(_ pid: pid_t) -> Bool {
+        lock.withLock { (0..<Self.capacity).contains { slots[$0] == pid } }
+    }
+
+    static func killAll() {
+        let slots = shared.slots
+        for index in 0..<capacity where slots[index] > 0 { kill(slots[index], SIGKILL) }
     }
 }
