@@ -103,7 +103,9 @@ public final class BroadcasterRunner: Service, Sendable {
         }
         var leasesConfig = KeyValueConfiguration(bucket: ChatNames.leasesBucket)
         leasesConfig.replicas = configuration.replicas  // as the chat-service creates it: R3 on a cluster
-        let leases = try await connection.keyValue(leasesConfig)
+        let leases = try await StartupRetry.run("creating the leases bucket", logger: logger) { () throws(NATSError) in
+            try await connection.keyValue(leasesConfig)
+        }
         let lease = Lease(bucket: leases, name: "broadcaster", holder: configuration.instanceID, duration: configuration.leaseDuration)
 
         let service = NATSService(

@@ -33,7 +33,10 @@ public final class ChatServiceRunner: Service, Sendable {
 
     public func run() async throws {
         let connection = try await NATSConnection.connect(configuration.nats, logger: logger)
-        let store = try await ChatStore.open(connection: connection, configuration: configuration, logger: logger)
+        let (configuration, logger) = (self.configuration, self.logger)
+        let store = try await StartupRetry.run("creating the event stream and buckets", logger: logger) { () throws(NATSError) in
+            try await ChatStore.open(connection: connection, configuration: configuration, logger: logger)
+        }
         let service = NATSService(
             connection: connection, name: ChatNames.serviceName, version: ChatVersion.current,
             description: "nats-chat rooms, membership, messages and history", metadata: ["instance": configuration.instanceID],
