@@ -139,16 +139,9 @@ func webSocketUpgrade(core: GatewayCore) -> GatewayHTTPChannel.Decide {
         trustedProxies: core.configuration.trustedProxies
     )
     let configuration = core.configuration
-    return { request, channel, _ in
-        guard request.uri.path == "/ws" else { return .refuse(nil) }
-        let identity: Identity
-        do throws(GatewayHTTPError) {
-            identity = try await core.auth.identify(request)
-            try limiter.admit(request, channel: channel)  // MAX_CONNECTIONS(_PER_IP): ConnectionLimits.swift
-        } catch {
-            return .refuse(error)
-        }
-        return .accept { channel in
+    /// Installs an accepted connection (on its event loop, once upgraded).
+    @Sendable func accept(_ identity: Identity) -> GatewayHTTPChannel.Upgrade {
+        .accept { channel in
             let connectionID = String(makeUUID().prefix(13))
             var connectionLogger = core.logger
             connectionLogger[metadataKey: LogKey.connectionID] = "\(connectionID)"
@@ -174,6 +167,31 @@ func webSocketUpgrade(core: GatewayCore) -> GatewayHTTPChannel.Decide {
             client.send(ServerFrame.connected(userID: identity.userID, username: identity.username.rawValue, gatewayID: configuration.gatewayID))
             core.register(client)
             logger.info("client connected")
+        }
+    }
+    /// The identity, then the connection limits; `accept` or the error to answer.
+    @Sendable func admit(_ request: Request, _ channel: any Channel, _ identify: () throws(GatewayHTTPError) -> Identity) -> GatewayHTTPChannel.Upgrade {
+        do throws(GatewayHTTPError) {
+            let identity = try identify()
+            try limiter.admit(request, channel: channel)  // MAX_CONNECTIONS(_PER_IP): ConnectionLimits.swift
+            return accept(identity)
+        } catch {
+            return .refuse(error)
+        }
+    }
+    return { request, channel, _ in
+        guard request.uri.path == "/ws" else { return .now(.refuse(nil)) }
+        guard core.auth.requiresToken else {
+            return .now(admit(request, channel) { () throws(GatewayHTTPError) in try core.auth.identifyByUsername(request) })
+        }
+        return .later {
+            let identity: Identity
+            do throws(GatewayHTTPError) {
+                identity = try await core.auth.identify(request)
+            } catch {
+                return .refuse(error)
+            }
+            return admit(request, channel) { identity }
         }
     }
 }

@@ -24,7 +24,12 @@ struct GatewayHTTPChannel: ServerChildChannel, HTTPChannelHandler {
         /// Refuse: answered with this error's status and JSON body (400 without one).
         case refuse(GatewayHTTPError?)
     }
-    typealias Decide = @Sendable (Request, any Channel, Logger) async -> Upgrade
+    /// The decision on the event loop, or work that has to suspend first (a token check).
+    enum Decision: Sendable {
+        case now(Upgrade)
+        case later(@Sendable () async -> Upgrade)
+    }
+    typealias Decide = @Sendable (Request, any Channel, Logger) -> Decision
 
     enum UpgradeResult: Sendable {
         case websocket
@@ -49,15 +54,26 @@ struct GatewayHTTPChannel: ServerChildChannel, HTTPChannelHandler {
                 maxFrameSize: maxFrameSize,
                 enableAutomaticErrorHandling: false,  // WebSocketConnectionHandler answers decoding errors
                 shouldUpgrade: { channel, head in
-                    let promise = channel.eventLoop.makePromise(of: HTTPHeaders?.self)
-                    promise.completeWithTask {
-                        let request = Request(head: try HTTPRequest(head, secure: false, splitCookie: false), body: .init(buffer: ByteBuffer()))
-                        let upgrade = await decide(request, channel, logger)
+                    @Sendable func decided(_ upgrade: Upgrade) -> HTTPHeaders? {
                         decisionBox.set(upgrade)
                         if case .accept = upgrade { return HTTPHeaders() }
                         return nil
                     }
-                    return promise.futureResult
+                    let request: Request
+                    do {
+                        request = Request(head: try HTTPRequest(head, secure: false, splitCookie: false), body: .init(buffer: ByteBuffer()))
+                    } catch {
+                        return channel.eventLoop.makeFailedFuture(error)
+                    }
+                    switch decide(request, channel, logger) {
+                    case .now(let upgrade):
+                        // No task per connection when nothing has to wait (username clients).
+                        return channel.eventLoop.makeSucceededFuture(decided(upgrade))
+                    case .later(let work):
+                        let promise = channel.eventLoop.makePromise(of: HTTPHeaders?.self)
+                        promise.completeWithTask { decided(await work()) }
+                        return promise.futureResult
+                    }
                 },
                 upgradePipelineHandler: { channel, _ in
                     channel.eventLoop.makeCompletedFuture {
