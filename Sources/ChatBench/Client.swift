@@ -36,7 +36,7 @@ public struct Target: Sendable {
     }
 }
 
-/// Connects WebSocket clients (plain NIO: TCP → HTTP/1 upgrade → frame handler) and speaks REST.
+/// Connects WebSocket clients (plain NIO: TCP → HTTP/1.1 upgrade → frame handler) and speaks REST.
 final class Connector: Sendable {
     let target: Target
     let shards: [Shard]
@@ -56,34 +56,13 @@ final class Connector: Sendable {
         let connection = BenchConnection(index: index, username: username, shard: shard)
         let target = self.target
         let uri = target.path + "?username=" + username
+        let request = WebSocketHandshake.request(path: uri, host: "\(target.host):\(target.port)")
         var bootstrap = ClientBootstrap(group: shard.loop)
             .channelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
             .connectTimeout(timeout)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    let upgrader = NIOTypedWebSocketClientUpgrader<Bool>(maxFrameSize: 1 << 22, upgradePipelineHandler: { channel, _ in
-                        channel.eventLoop.makeCompletedFuture {
-                            try channel.pipeline.syncOperations.addHandler(connection)
-                            return true
-                        }
-                    })
-                    var headers = HTTPHeaders()
-                    headers.add(name: "Host", value: "\(target.host):\(target.port)")
-                    headers.add(name: "Content-Length", value: "0")
-                    let head = HTTPRequestHead(version: .http1_1, method: .GET, uri: uri, headers: headers)
-                    let configuration = NIOTypedHTTPClientUpgradeConfiguration<Bool>(
-                        upgradeRequestHead: head, upgraders: [upgrader],
-                        notUpgradingCompletionHandler: { channel in channel.eventLoop.makeSucceededFuture(false) }
-                    )
-                    var pipeline = NIOUpgradableHTTPClientPipelineConfiguration(upgradeConfiguration: configuration)
-                    // The server's first frame often arrives in the same read as the 101 response.
-                    pipeline.leftOverBytesStrategy = .forwardBytes
-                    let negotiated = try channel.pipeline.syncOperations.configureUpgradableHTTPClientPipeline(configuration: pipeline)
-                    negotiated.whenComplete { result in
-                        if case .success(true) = result { return }
-                        connection.closedOnLoop(error: BenchError("WebSocket upgrade refused"))
-                        channel.close(promise: nil)
-                    }
+                    try channel.pipeline.syncOperations.addHandler(WebSocketHandshake(request: request, connection: connection))
                 }
             }
         if !sources.isEmpty { bootstrap = bootstrap.bind(to: sources[index % sources.count]) }
@@ -175,5 +154,103 @@ private final class HTTPCollector: ChannelInboundHandler, @unchecked Sendable {
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         promise.fail(error)
         context.close(promise: nil)
+    }
+}
+
+/// The client side of the HTTP/1.1 upgrade, by hand: one prebuilt request, and a scan of the response
+/// head for the `101` status and `Sec-WebSocket-Accept`, instead of NIO's HTTP codec and typed upgrade
+/// handlers. chat-bench shares the machine's two cores with the server, and in a connect storm the
+/// handshake machinery was most of its CPU.
+final class WebSocketHandshake: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    /// RFC 6455's example nonce, for every connection, and its accept value (§1.3): the server derives
+    /// the accept from whatever key it gets, which is what this checks; fresh nonces protect browsers
+    /// from caching proxies, not a load generator.
+    static let key = "dGhlIHNhbXBsZSBub25jZQ=="
+    static let expectedAccept = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+    static let maxHeadBytes = 16 * 1024
+
+    static func request(path: String, host: String) -> ByteBuffer {
+        ByteBuffer(string: "GET \(path) HTTP/1.1\r\nHost: \(host)\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            + "Sec-WebSocket-Key: \(key)\r\nSec-WebSocket-Version: 13\r\nContent-Length: 0\r\n\r\n")
+    }
+
+    private let request: ByteBuffer
+    private let connection: BenchConnection
+    private var received: ByteBuffer?
+
+    init(request: ByteBuffer, connection: BenchConnection) {
+        self.request = request
+        self.connection = connection
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        context.writeAndFlush(wrapOutboundOut(request), promise: nil)
+        context.fireChannelActive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var bytes = unwrapInboundIn(data)
+        if var earlier = received {
+            earlier.writeBuffer(&bytes)
+            bytes = earlier
+        }
+        guard let headLength = Self.headLength(bytes) else {
+            guard bytes.readableBytes < Self.maxHeadBytes else { return fail("response head longer than \(Self.maxHeadBytes) bytes", context: context) }
+            received = bytes
+            return
+        }
+        received = nil
+        let head = bytes.readString(length: headLength) ?? ""
+        let lines = head.split(separator: "\r\n")
+        guard let status = lines.first, status.hasPrefix("HTTP/1.1 101") else {
+            return fail("WebSocket upgrade refused: \(lines.first ?? "no status line")", context: context)
+        }
+        let accept = lines.dropFirst().first { $0.lowercased().hasPrefix("sec-websocket-accept:") }
+            .map { String($0.dropFirst("sec-websocket-accept:".count).filter { $0 != " " && $0 != "\t" }) }
+        guard accept == Self.expectedAccept else {
+            return fail("Sec-WebSocket-Accept \(accept ?? "missing"), expected \(Self.expectedAccept)", context: context)
+        }
+        do {
+            try context.pipeline.syncOperations.addHandlers(
+                [ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: 1 << 22)), WebSocketFrameEncoder(), connection],
+                position: .after(self)
+            )
+        } catch {
+            return fail("\(error)", context: context)
+        }
+        // The server's first frame often arrives in the same read as the 101 response.
+        if bytes.readableBytes > 0 { context.fireChannelRead(NIOAny(bytes)) }
+        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        connection.closedOnLoop(error: BenchError("connection closed during the WebSocket upgrade"))
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        fail("\(error)", context: context)
+    }
+
+    private func fail(_ message: String, context: ChannelHandlerContext) {
+        connection.closedOnLoop(error: BenchError(message))
+        context.close(promise: nil)
+    }
+
+    /// Length of the response head including its blank line, once it is all here.
+    static func headLength(_ bytes: ByteBuffer) -> Int? {
+        let view = bytes.readableBytesView
+        guard view.count >= 4 else { return nil }
+        var index = view.startIndex
+        while index <= view.endIndex - 4 {
+            if view[index] == 13, view[index + 1] == 10, view[index + 2] == 13, view[index + 3] == 10 {
+                return index - view.startIndex + 4
+            }
+            index += 1
+        }
+        return nil
     }
 }
