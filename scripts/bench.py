@@ -71,6 +71,27 @@ def machine_busy(seconds: float = 3.0) -> float:
     return (busy1 - busy0) / max(total1 - total0, 1) * 100 * cores
 
 
+SYSTEM_PROCESS_NAMES = {"nats-server", "gateway", "chat-service", "broadcaster", "chat-baseline", "chat-bench"}
+
+
+def leftover_processes() -> list[str]:
+    """Processes of this system already running (a leftover test or benchmark system, a `scripts/start`):
+    they share the two cores with the run and skew every number, which `--quiet-wait` cannot see when
+    they are idle (19,000 idle sockets still cost pings and memory)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            name = (entry / "comm").read_text().strip()
+            if name in SYSTEM_PROCESS_NAMES:
+                argv = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+                found.append(f"{entry.name} {argv[:160]}")
+        except OSError:
+            continue
+    return sorted(found)
+
+
 def wait_for_quiet(limit: float, threshold: float = 30.0) -> None:
     """Waits up to `limit` seconds for other work on the machine to calm down (shared machines)."""
     deadline = time.monotonic() + limit
@@ -168,8 +189,16 @@ def main() -> int:
                         help="before each run wait up to this long for the machine to be under 30%% busy")
     parser.add_argument("--baseline-direct-writes", action="store_true",
                         help="run chat-baseline with --direct-writes (frames written straight to the channel)")
+    parser.add_argument("--allow-others", action="store_true",
+                        help="run even when other nats-chat/nats-server processes are running")
     parser.add_argument("scenario")
     args, extra = parser.parse_known_args()
+    others = leftover_processes()
+    if others:
+        print("=== other processes of this system are running:\n    " + "\n    ".join(others), flush=True)
+        if not args.allow_others:
+            print("=== stop them (kill the PIDs above, or scripts/stop) or pass --allow-others", file=sys.stderr)
+            return 2
     bin_dir = Path(args.bin_dir).resolve()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
