@@ -49,6 +49,20 @@ struct GatewayHTTPChannel: ServerChildChannel, HTTPChannelHandler {
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         channel.eventLoop.makeCompletedFuture {
+            // Plain accepted upgrades are answered by the first handler; everything else gets the
+            // HTTP pipeline below (see `WebSocketFastUpgrade`).
+            let result = channel.eventLoop.makePromise(of: UpgradeResult.self)
+            try channel.pipeline.syncOperations.addHandler(WebSocketFastUpgrade(
+                decide: decide, maxFrameSize: maxFrameSize, logger: logger, result: result,
+                fallback: { channel, decided in try configureHTTP(channel: channel, alreadyDecided: decided, logger: logger) }
+            ))
+            return Value(upgradeResult: result.futureResult, channel: channel)
+        }
+    }
+
+    /// Hummingbird's HTTP/1 pipeline with NIO's WebSocket upgrader, behind `WebSocketFastUpgrade`.
+    private func configureHTTP(channel: any Channel, alreadyDecided: Upgrade?, logger: Logger) throws -> EventLoopFuture<UpgradeResult> {
+        do {
             let decisionBox = DecisionBox()
             let upgrader = NIOTypedWebSocketServerUpgrader<UpgradeResult>(
                 maxFrameSize: maxFrameSize,
@@ -65,7 +79,7 @@ struct GatewayHTTPChannel: ServerChildChannel, HTTPChannelHandler {
                     } catch {
                         return channel.eventLoop.makeFailedFuture(error)
                     }
-                    switch decide(request, channel, logger) {
+                    switch alreadyDecided.map(Decision.now) ?? decide(request, channel, logger) {
                     case .now(let upgrade):
                         // No task per connection when nothing has to wait (username clients).
                         return channel.eventLoop.makeSucceededFuture(decided(upgrade))
@@ -108,8 +122,7 @@ struct GatewayHTTPChannel: ServerChildChannel, HTTPChannelHandler {
             pipeline.decoderConfiguration.maxHeaderFieldSize = configuration.httpDecoder.maxHeaderFieldSize
             pipeline.decoderConfiguration.maxHeaderListSize = configuration.httpDecoder.maxHeaderListSize
             pipeline.decoderConfiguration.maxHeaderFieldCount = configuration.httpDecoder.maxHeaderFieldCount
-            let result = try channel.pipeline.syncOperations.configureUpgradableHTTPServerPipeline(configuration: pipeline)
-            return Value(upgradeResult: result, channel: channel)
+            return try channel.pipeline.syncOperations.configureUpgradableHTTPServerPipeline(configuration: pipeline)
         }
     }
 

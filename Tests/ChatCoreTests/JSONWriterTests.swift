@@ -59,6 +59,15 @@ struct JSONWriterTests {
         #expect(ack["seq"] as? UInt64 == message.seq)
     }
 
+    @Test func connectedFrameEqualsTheEncodableOne() throws {
+        let user = UserID.random()
+        for name in ["ann", "quote\" back\\ slash", "tab\tnew\nline", "é 👋 </script>"] {
+            let written = ServerFrame.connected(userID: user, username: name, gatewayID: "gw-1")
+            let encoded = ServerFrame.encode(type: "connected", ["user_id": user.rawValue, "username": name, "gateway_id": "gw-1"])
+            #expect(written == encoded, "\(String(decoding: written, as: UTF8.self))")
+        }
+    }
+
     @Test func numbers() {
         for value: UInt64 in [0, 1, 9, 10, 1234567890, .max] {
             var writer = JSONWriter()
