@@ -189,7 +189,7 @@ public final class ChatStore: Sendable {
 
     private func loadRoom(_ id: RoomID) async throws(NATSError) -> Room? {
         if let cached = caches.withLock({ $0.rooms[id] }) { return cached }
-        guard let entry = try await rooms.value(ChatNames.roomKey(id)), let room = try? ChatJSON.decode(Room.self, from: entry.value) else { return nil }
+        guard let entry = try await rooms.confirmedValue(ChatNames.roomKey(id)), let room = try? ChatJSON.decode(Room.self, from: entry.value) else { return nil }
         // Rooms never change after creation, so a positive lookup can be cached for good.
         caches.withLock { $0.rooms[id] = room }
         return room
@@ -303,7 +303,7 @@ public final class ChatStore: Sendable {
     func removeMember(room id: RoomID, user: UserID, reason: String, only: (Member) -> Bool = { _ in true }) async throws(NATSError) -> Bool {
         let key = ChatNames.memberKey(id, user)
         caches.withLock { $0.knownMembers[key] = nil }
-        guard let entry = try await members.value(key), let member = try? ChatJSON.decode(Member.self, from: entry.value), only(member) else { return false }
+        guard let entry = try await members.confirmedValue(key), let member = try? ChatJSON.decode(Member.self, from: entry.value), only(member) else { return false }
         // Emptying the value by compare-and-set first: of two concurrent removers only one gets past here.
         guard try await members.updateIfRevision(key, [], revision: entry.revision) != nil else { return false }
         // Erased, not deleted: no delete marker stays behind, so counting a room's members is one
@@ -331,7 +331,7 @@ public final class ChatStore: Sendable {
         let now = ContinuousClock.now
         if let seen = caches.withLock({ $0.knownMembers[key] }), now - seen < Self.membershipCacheTTL { return true }
         do {
-            guard let entry = try await members.value(key), !entry.value.isEmpty else { return false }
+            guard let entry = try await members.confirmedValue(key), !entry.value.isEmpty else { return false }
             caches.withLock { caches in
                 if caches.knownMembers.count >= Self.membershipCacheLimit { caches.knownMembers.removeAll(keepingCapacity: true) }
                 caches.knownMembers[key] = now

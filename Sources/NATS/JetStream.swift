@@ -238,6 +238,44 @@ public struct JetStream: Sendable {
         return StoredMessage(subject: subject, sequence: sequence, headers: reply.headers, payload: reply.payload, timestamp: reply.headers["Nats-Time-Stamp"])
     }
 
+    /// The last message of `subject`, read by the stream's leader (`$JS.API.STREAM.MSG.GET`). A direct
+    /// get may be answered by a follower that has not applied the newest writes yet (during a failover
+    /// one answered "no message" for a key written moments before); the leader's answer is current.
+    public func leaderLastMessage(stream: String, subject: String) async throws(NATSError) -> StoredMessage? {
+        struct Request: Encodable { var last_by_subj: String }
+        struct Response: Decodable {
+            struct Message: Decodable {
+                var subject: String
+                var seq: UInt64
+                var hdrs: String?
+                var data: String?
+                var time: String?
+            }
+            var message: Message
+        }
+        let response: Response
+        do {
+            response = try await api("STREAM.MSG.GET.\(stream)", body: Request(last_by_subj: subject), as: Response.self)
+        } catch where error.kind == .notFound || error.jetStreamCode == JetStreamErrorCode.messageNotFound {
+            return nil
+        }
+        let message = response.message
+        let payload = message.data.flatMap { Data(base64Encoded: $0) }.map { Array($0) } ?? []
+        let headers = message.hdrs.flatMap { Data(base64Encoded: $0) }.map { Self.headerBlock(String(decoding: $0, as: UTF8.self)) } ?? NATSHeaders()
+        return StoredMessage(subject: message.subject, sequence: message.seq, headers: headers, payload: payload, timestamp: message.time)
+    }
+
+    /// The fields of a NATS header block (`NATS/1.0\r\nKey: Value\r\n…\r\n\r\n`) as the server stores it.
+    static func headerBlock(_ text: String) -> NATSHeaders {
+        var headers = NATSHeaders()
+        for line in text.split(separator: "\r\n").dropFirst() {
+            guard let colon = line.firstIndex(of: ":") else { continue }
+            let value = line[line.index(after: colon)...].drop { $0 == " " }
+            headers.add(String(line[..<colon]), String(value))
+        }
+        return headers
+    }
+
     public func message(stream: String, sequence: UInt64) async throws(NATSError) -> StoredMessage? {
         try await directGet(stream: stream, sequence: sequence)
     }

@@ -82,8 +82,15 @@ public final class KeyValue: Sendable {
         return subjectPrefix + key
     }
 
-    public func get(_ key: String) async throws(NATSError) -> KeyValueEntry? {
-        guard let stored = try await jetStream.directGet(stream: stream, lastBySubject: try subject(key)) else { return nil }
+    /// The key's latest entry. A direct get, which any replica of the bucket may answer; `leader`
+    /// asks the stream leader instead, whose answer includes every acknowledged write (a follower that
+    /// is behind answers "no such key" for a key written a moment ago).
+    public func get(_ key: String, leader: Bool = false) async throws(NATSError) -> KeyValueEntry? {
+        let subject = try subject(key)
+        let found = leader
+            ? try await jetStream.leaderLastMessage(stream: stream, subject: subject)
+            : try await jetStream.directGet(stream: stream, lastBySubject: subject)
+        guard let stored = found else { return nil }
         let operation: KeyValueEntry.Operation
         switch stored.headers["KV-Operation"] {
         case "DEL": operation = .delete
@@ -97,9 +104,17 @@ public final class KeyValue: Sendable {
     }
 
     /// The value when the key holds one (deleted or purged keys read as nil).
-    public func value(_ key: String) async throws(NATSError) -> KeyValueEntry? {
-        guard let entry = try await get(key), entry.operation == .put else { return nil }
+    public func value(_ key: String, leader: Bool = false) async throws(NATSError) -> KeyValueEntry? {
+        guard let entry = try await get(key, leader: leader), entry.operation == .put else { return nil }
         return entry
+    }
+
+    /// Like `value`, but a "no such key" from a replica is confirmed by the leader before it is
+    /// believed: for reads where a false negative turns into an error for the client (a member who
+    /// just joined told to join first). Costs a second round trip only when the key is missing.
+    public func confirmedValue(_ key: String) async throws(NATSError) -> KeyValueEntry? {
+        if let entry = try await value(key) { return entry }
+        return try await value(key, leader: true)
     }
 
     @discardableResult

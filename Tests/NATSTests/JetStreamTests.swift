@@ -187,6 +187,26 @@ struct JetStreamTests {
         #expect(woken.messages.isEmpty && !woken.requestEnded)
     }
 
+    @Test func leaderReadsAgreeWithDirectGets() async throws {
+        let (server, connection, _) = try await setUp()
+        defer { withExtendedLifetime(server) {} }
+        let kv = try await connection.keyValue(KeyValueConfiguration(bucket: "leader", history: 3))
+        #expect(try await kv.get("missing", leader: true) == nil)
+        #expect(try await kv.confirmedValue("missing") == nil)
+        try await kv.put("k", Array("one\r\ntwo: \u{e9}".utf8))
+        let direct = try #require(try await kv.get("k"))
+        let leader = try #require(try await kv.get("k", leader: true))
+        #expect(leader.value == direct.value)
+        #expect(leader.revision == direct.revision)
+        #expect(leader.operation == .put)
+        #expect(leader.createdNanoseconds == direct.createdNanoseconds && leader.createdNanoseconds > 0)
+        #expect(try await kv.confirmedValue("k")?.value == direct.value)
+        try await kv.delete("k")
+        #expect(try await kv.get("k", leader: true)?.operation == .delete, "the delete marker's KV-Operation header is read")
+        #expect(try await kv.value("k", leader: true) == nil)
+        #expect(try await kv.confirmedValue("k") == nil)
+    }
+
     @Test func keyValueCompareAndSetDeleteKeysAndWatch() async throws {
         let (server, connection, _) = try await setUp()
         defer { withExtendedLifetime(server) {} }
