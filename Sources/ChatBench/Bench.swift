@@ -572,7 +572,9 @@ public final class Bench: @unchecked Sendable {
         try await createRooms(rooms)
         let gateway = options.gatewayPID.flatMap { ProcessSample.take(name: "gateway", pid: $0) }
         log("connecting \(n) clients (\(options.concurrency) in flight)")
+        let connectStart = sampleProcesses()
         let connected = await connectAll(n, concurrency: options.concurrency)
+        let connectEnd = sampleProcesses()
         log("connected \(connected.connected) in \(Table.format(connected.seconds, 2)) s, \(connected.failed) failed\(connected.firstError.map { " (first: \($0))" } ?? "")")
         let joined = await joinAll(room: { $0 % rooms }, concurrency: options.joinConcurrency)
         log("joined \(joined.joined) in \(Table.format(joined.seconds, 2)) s, \(joined.failed) failed\(joined.firstError.map { " (first: \($0))" } ?? "")")
@@ -598,6 +600,7 @@ public final class Bench: @unchecked Sendable {
             joinsPerSecond: Double(joined.joined) / max(joined.seconds, 1e-9),
             idleSeconds: options.idleSeconds, idleProcesses: ProcessUsage.between(idleStart, idleEnd), checks: checks, errors: snapshot.errors
         )
+        result.connectProcesses = ProcessUsage.between(connectStart, connectEnd)
         if let gateway, let gatewayAfter {
             result.gatewayRSSBeforeMiB = Double(gateway.rssKiB) / 1024
             result.gatewayRSSAfterMiB = Double(gatewayAfter.rssKiB) / 1024
@@ -658,6 +661,11 @@ public final class Bench: @unchecked Sendable {
             ]
             if let before = c.gatewayRSSBeforeMiB, let after = c.gatewayRSSAfterMiB, let per = c.gatewayKiBPerConnection {
                 rows.append(["gateway RSS", "\(Table.format(before)) MiB → \(Table.format(after)) MiB = \(Table.format(per, 1)) KiB per connection"])
+            }
+            // CPU time per connection while connecting: comparable across runs even when the rate is not.
+            for p in c.connectProcesses ?? [] where p.pid >= 0 && c.connected > 0 {
+                let micros = p.cpuPercent / 100 * c.connectSeconds / Double(c.connected) * 1e6
+                rows.append(["connect CPU \(p.name)", "\(Table.format(micros, 0)) µs per connection (\(Table.format(p.cpuPercent, 0)) % while connecting)"])
             }
             for p in c.idleProcesses { rows.append(["idle \(p.name)", "\(Table.format(p.cpuPercent, 1)) % CPU, \(Table.format(p.rssMiB)) MiB RSS (over \(Table.format(c.idleSeconds, 0)) s)"]) }
             rows.append(["unexpected closes", "\(c.checks.unexpectedCloses)"])

@@ -151,6 +151,8 @@ public struct ConnectionsResult: Codable, Sendable {
     public var gatewayKiBPerConnection: Double?
     public var idleSeconds: Double
     public var idleProcesses: [ProcessUsage]
+    /// CPU of each process while the connections were being opened.
+    public var connectProcesses: [ProcessUsage]?
     public var checks: Checks
     public var errors: [String: Int]
 }
