@@ -94,10 +94,13 @@ struct Authenticator: Sendable {
 struct GatewayHTTPError: HTTPResponseError {
     let status: HTTPResponse.Status
     let error: ChatError
+    /// Extra response fields (`Allow` of a 405).
+    var headers: HTTPFields = [:]
 
-    init(_ status: HTTPResponse.Status, _ error: ChatError) {
+    init(_ status: HTTPResponse.Status, _ error: ChatError, headers: HTTPFields = [:]) {
         self.status = status
         self.error = error
+        self.headers = headers
     }
 
     init(_ error: ChatError) {
@@ -105,7 +108,9 @@ struct GatewayHTTPError: HTTPResponseError {
     }
 
     func response(from request: Request, context: some RequestContext) throws -> Response {
-        Response(status: status, headers: [.contentType: "application/json", .init("X-Content-Type-Options")!: "nosniff"], body: .init(byteBuffer: ByteBuffer(bytes: ChatJSON.encode(error))))
+        var fields: HTTPFields = [.contentType: "application/json", .init("X-Content-Type-Options")!: "nosniff"]
+        fields.append(contentsOf: headers)
+        return Response(status: status, headers: fields, body: .init(byteBuffer: ByteBuffer(bytes: ChatJSON.encode(error))))
     }
 }
 

@@ -137,13 +137,29 @@ struct HardeningMiddleware<Context: RequestContext>: RouterMiddleware {
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let path = request.uri.path
-        if path == "/ws" { return try await next(request, context) }
+        /// A known path asked with another method: 405 with `Allow` (the router only knows "no route").
+        func wrongMethod(_ error: HTTPError) -> GatewayHTTPError? {
+            guard error.status == .notFound, let allowed = KnownRoutes.methods(path: path), !allowed.contains(request.method) else { return nil }
+            let list = allowed.map(\.rawValue).joined(separator: ", ")
+            return GatewayHTTPError(
+                .methodNotAllowed, ChatError(.invalidRequest, "\(request.method) is not allowed on \(path.prefix(100)) (allowed: \(list))"),
+                headers: [.allow: list]
+            )
+        }
+        if path == "/ws" {
+            do {
+                return try await next(request, context)
+            } catch let error as HTTPError {
+                throw wrongMethod(error) ?? error
+            }
+        }
         var response: Response
         do {
             response = try await next(request, context)
         } catch let error as GatewayHTTPError {
             throw error
         } catch let error as HTTPError {
+            if let wrongMethod = wrongMethod(error) { throw wrongMethod }
             let code: ChatErrorCode = switch error.status.code {
             case 404: .notFound
             case 500...: .internal
@@ -163,5 +179,26 @@ struct HardeningMiddleware<Context: RequestContext>: RouterMiddleware {
             response.headers[.init("Referrer-Policy")!] = "no-referrer"
         }
         return response
+    }
+}
+
+/// The methods of the gateway's own paths, so a known path asked with another method is answered
+/// `405` with `Allow` (Hummingbird's router answers 404 for it). Kept beside the routes
+/// (`addRESTRoutes`, `StatusRoutes`, `/ws`); a test asks the running gateway each listed method.
+enum KnownRoutes {
+    static let table: [(path: [Substring], methods: [HTTPRequest.Method])] = [
+        (["api", "v1", "rooms"], [.get, .post]),
+        (["api", "v1", "rooms", ":id"], [.get]),
+        (["api", "v1", "rooms", ":id", "history"], [.get]),
+        (["health"], [.get]),
+        (["metrics"], [.get]),
+        (["ws"], [.get]),
+    ]
+
+    static func methods(path: String) -> [HTTPRequest.Method]? {
+        let parts = path.split(separator: "/")
+        return table.first { route in
+            route.path.count == parts.count && zip(route.path, parts).allSatisfy { $0 == ":id" || $0 == $1 }
+        }?.methods
     }
 }

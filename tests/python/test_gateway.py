@@ -366,6 +366,33 @@ def test_rest_rooms(gw):
         assert response.status_code == 404 and response.json()["code"] == "room_not_found"
 
 
+def test_known_paths_answer_405_with_allow_for_other_methods(gw):
+    room = str(uuid.uuid4())
+    wrong = [
+        ("DELETE", "/api/v1/rooms", "GET, POST"), ("PUT", "/api/v1/rooms", "GET, POST"),
+        ("POST", f"/api/v1/rooms/{room}", "GET"), ("DELETE", f"/api/v1/rooms/{room}", "GET"),
+        ("POST", f"/api/v1/rooms/{room}/history", "GET"), ("POST", "/health", "GET"),
+        ("DELETE", "/metrics", "GET"), ("POST", "/ws", "GET"),
+    ]
+    for method, path, allowed in wrong:
+        response = requests.request(method, gw.base_url + path, timeout=5)
+        assert response.status_code == 405, (method, path, response.status_code, response.text)
+        assert response.headers["allow"] == allowed, (method, path, response.headers)
+        body = response.json()
+        assert body["code"] == "invalid_request" and method in body["error"] and allowed in body["error"], body
+    # Every method the table lists is routed (none of them is "no such endpoint" or 405).
+    for method, path, expected in [
+        ("GET", "/api/v1/rooms", 200), ("GET", f"/api/v1/rooms/{room}", 404), ("GET", f"/api/v1/rooms/{room}/history", 404),
+        ("GET", "/health", 200), ("GET", "/metrics", 200), ("GET", "/ws", 426),
+    ]:
+        response = requests.request(method, gw.base_url + path, timeout=5)
+        assert response.status_code == expected, (method, path, response.status_code, response.text)
+    assert requests.post(gw.base_url + "/api/v1/rooms", json={"name": unique("allowed")}, timeout=5).status_code == 201
+    # Unknown paths stay 404.
+    response = requests.delete(gw.base_url + "/api/v1/nothing", timeout=5)
+    assert response.status_code == 404 and response.json()["code"] == "not_found", response.text
+
+
 def test_rest_history_paging(gw):
     room = create_room(gw)
     rid = room["id"]

@@ -299,13 +299,14 @@ def test_rest_gets(system, rooms, path, status, code):
     assert response.headers.get("X-Content-Type-Options") == "nosniff"
 
 
-def test_rest_history_large_limit_is_capped_and_other_methods_are_json_404(system, rooms):
+def test_rest_history_large_limit_is_capped_and_other_methods_are_json_405(system, rooms):
     gw = system.gateway
     response = requests.get(f"{gw.base_url}/api/v1/rooms/{rooms['target']['id']}/history?limit=100000", timeout=5)
     assert response.status_code == 200 and response.json()["has_more"] is False
     for method in ("DELETE", "PUT", "PATCH"):
         response = requests.request(method, gw.base_url + "/api/v1/rooms", timeout=5)
-        assert response.status_code == 404 and response.json()["code"] == "not_found", (method, response.text)
+        assert response.status_code == 405 and response.json()["code"] == "invalid_request", (method, response.text)
+        assert response.headers["Allow"] == "GET, POST", (method, response.headers)
 
 
 def test_static_files_have_nosniff_cache_control_and_a_strict_csp(system):
