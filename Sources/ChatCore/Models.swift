@@ -135,7 +135,6 @@ public enum ChatTime {
             (year, 4), (month, 2), (day, 2), (dayMillis / 3_600_000, 2), (dayMillis / 60_000 % 60, 2),
             (dayMillis / 1000 % 60, 2), (dayMillis % 1000, 3),
         ]
-        let separators: [UInt8] = Array("--T::.Z".utf8)
         return String(unsafeUninitializedCapacity: 24) { out in
             var position = 0
             for (index, (value, width)) in fields.enumerated() {
@@ -145,12 +144,15 @@ public enum ChatTime {
                     remaining /= 10
                 }
                 position += width
-                out[position] = separators[index]
+                out[position] = Self.separators[index]
                 position += 1
             }
             return position
         }
     }
+
+    /// What follows each field of `format(milliseconds:)`.
+    private static let separators: [UInt8] = Array("--T::.Z".utf8)
 
     public static func now() -> (text: String, milliseconds: Int64) {
         let milliseconds = Int64((Date().timeIntervalSince1970 * 1000).rounded(.down))
