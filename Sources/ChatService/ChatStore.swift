@@ -608,7 +608,8 @@ public final class ChatStore: Sendable {
         var dead: Set<String> = []
         var alive: Set<String> = []
         var tombstones: [String: Int64] = [:]
-        for entry in try await gateways.values(matching: ">") {
+        // Every sweep (each second): read without creating a consumer (see `valuesOfStoredKeys`).
+        for entry in try await gateways.valuesOfStoredKeys(matching: ">") {
             guard let record = try? JSONDecoder().decode(GatewayRecord.self, from: Data(entry.value)) else { continue }
             if record.expired == true {
                 tombstones[entry.key] = record.lastSeenMilliseconds

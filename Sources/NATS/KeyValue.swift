@@ -218,6 +218,29 @@ public final class KeyValue: Sendable {
         return entries
     }
 
+    /// Current values of the keys matching `pattern`, one direct get per stored key, all at once. No
+    /// consumer is created (a watch creates one through the JetStream API, which a loaded server may
+    /// answer late, and a clustered one replicates): for small key sets read often, such as the
+    /// presence sweep's gateway records every second. `values(matching:)` suits large key sets.
+    public func valuesOfStoredKeys(matching pattern: String) async throws(NATSError) -> [KeyValueEntry] {
+        let keys = try await storedKeys(matching: pattern)
+        let results = await withTaskGroup(of: Result<KeyValueEntry?, NATSError>.self) { group in
+            for key in keys {
+                group.addTask {
+                    do throws(NATSError) { return .success(try await self.value(key)) } catch { return .failure(error) }
+                }
+            }
+            var results: [Result<KeyValueEntry?, NATSError>] = []
+            for await result in group { results.append(result) }
+            return results
+        }
+        var entries: [KeyValueEntry] = []
+        for result in results {
+            if let entry = try result.get() { entries.append(entry) }
+        }
+        return entries.sorted { $0.key < $1.key }
+    }
+
     /// Watches `pattern`: current values first, then `initialValuesDone`, then every change.
     public func watch(_ pattern: String = ">", ignoreDeletes: Bool = false) async throws(NATSError) -> KeyValueWatch {
         let handle = self.handle

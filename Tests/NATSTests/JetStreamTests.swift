@@ -253,6 +253,19 @@ struct JetStreamTests {
         try kv.putWithoutAck("shape", Array("round".utf8))
         try await eventually("the unacknowledged put is stored") { try await kv.value("shape")?.value == Array("round".utf8) }
         #expect(throws: NATSError.self) { try kv.putWithoutAck("bad key!", []) }
+
+        // Without a watcher: the same current values (deleted and purged keys left out), in key order.
+        try await kv.put("a.one", Array("1".utf8))
+        try await kv.put("a.two", Array("2".utf8))
+        try await kv.put("a.two", Array("2b".utf8))
+        try await kv.put("a.three", Array("3".utf8))
+        try await kv.delete("a.three")
+        let direct = try await kv.valuesOfStoredKeys(matching: ">")
+        #expect(direct.map(\.key) == ["a.one", "a.two", "color", "shape"])
+        #expect(direct.first { $0.key == "a.two" }?.value == Array("2b".utf8))
+        #expect(direct.map(\.key) == (try await kv.values(matching: ">")).map(\.key).sorted())
+        #expect(try await kv.valuesOfStoredKeys(matching: "a.*").map(\.value) == [Array("1".utf8), Array("2b".utf8)])
+        #expect(try await kv.valuesOfStoredKeys(matching: "none.*").isEmpty)
     }
 
     @Test func streamSurvivesServerRestart() async throws {
