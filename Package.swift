@@ -149,6 +149,7 @@ let package = Package(
         ),
         .testTarget(name: "ChatCoreTests", dependencies: ["ChatCore"], swiftSettings: swiftSettings),
         .testTarget(name: "GatewayTests", dependencies: ["Gateway"], swiftSettings: swiftSettings),
+        .testTarget(name: "ChatServiceTests", dependencies: ["ChatService"], swiftSettings: swiftSettings),
         .testTarget(name: "ChatBenchTests", dependencies: ["ChatBench"], swiftSettings: swiftSettings),
         .testTarget(
             name: "SystemTests",

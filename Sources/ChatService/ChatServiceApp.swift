@@ -52,6 +52,7 @@ public final class ChatServiceRunner: Service, Sendable {
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { try await service.run() }
                 group.addTask { await self.sweepPresence(store: store, lease: lease, connection: connection) }
+                group.addTask { await store.followIdempotencyRecords() }
                 try await group.next()
                 group.cancelAll()
             }

@@ -18,6 +18,9 @@ public struct ChatServiceConfiguration: Sendable {
     public var historyMaxLimit = 200
     /// How long a `client_msg_id` is remembered (`CHAT_IDEMPOTENCY_TTL_MS`, default 24 h).
     public var idempotencyTTL: Duration = .seconds(24 * 3600)
+    /// Skip the idempotency read of sends whose `client_msg_id` cannot have a record
+    /// (`CHAT_IDEMPOTENCY_FILTER`, default on; see `IdempotencyFilter`). Off: every such send reads the bucket.
+    public var idempotencyFilter = true
     /// JetStream duplicate window of the event stream (`CHAT_DUPLICATE_WINDOW_MS`, default 2 min).
     public var duplicateWindow: Duration = .seconds(120)
     /// A gateway that has not sent a heartbeat for this long is dead; its members are removed
@@ -48,6 +51,7 @@ public struct ChatServiceConfiguration: Sendable {
         configuration.historyDefaultLimit = try settings.int("CHAT_HISTORY_DEFAULT_LIMIT", default: configuration.historyDefaultLimit, range: 1...10_000)
         configuration.historyMaxLimit = try settings.int("CHAT_HISTORY_MAX_LIMIT", default: configuration.historyMaxLimit, range: 1...10_000)
         configuration.idempotencyTTL = try settings.milliseconds("CHAT_IDEMPOTENCY_TTL_MS", default: configuration.idempotencyTTL)
+        configuration.idempotencyFilter = try settings.bool("CHAT_IDEMPOTENCY_FILTER", default: configuration.idempotencyFilter)
         configuration.duplicateWindow = try settings.milliseconds("CHAT_DUPLICATE_WINDOW_MS", default: configuration.duplicateWindow)
         configuration.presenceTimeout = try settings.milliseconds("CHAT_PRESENCE_TIMEOUT_MS", default: configuration.presenceTimeout)
         configuration.maxRooms = try settings.int("CHAT_MAX_ROOMS", default: configuration.maxRooms, range: 0...10_000_000)

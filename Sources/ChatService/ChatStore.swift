@@ -1,6 +1,7 @@
 import ChatCore
 import Foundation
 import Logging
+import Metrics
 import NATS
 import Synchronization
 
@@ -71,8 +72,18 @@ public final class ChatStore: Sendable {
         var gatewaysTouched: [GatewayID: ContinuousClock.Instant] = [:]
         var knownMembers: [String: ContinuousClock.Instant] = [:]
         var memberCounts: [RoomID: (count: Int, readAt: ContinuousClock.Instant)] = [:]
+        var idempotencyKeys: IdempotencyFilter
+        var idempotencyLookups = IdempotencyLookups()
     }
-    private let caches = Mutex(Caches())
+
+    /// How many sends with a `client_msg_id` read the idempotency bucket and how many skipped it.
+    public struct IdempotencyLookups: Sendable, Equatable {
+        public var read = 0
+        public var skipped = 0
+        public init() {}
+    }
+    public var idempotencyLookups: IdempotencyLookups { caches.withLock { $0.idempotencyLookups } }
+    private let caches: Mutex<Caches>
     private let roomWriters = KeyedSerializer<RoomID>()
     /// Memberships this replica saw in KV recently, so a burst of sends costs one KV read per member
     /// per `membershipCacheTTL`, not one per message. Removals by this replica drop the entry at once;
@@ -95,6 +106,7 @@ public final class ChatStore: Sendable {
         self.leases = leases
         self.configuration = configuration
         self.logger = logger
+        self.caches = Mutex(Caches(idempotencyKeys: IdempotencyFilter(ttl: configuration.idempotencyTTL, duplicateWindow: configuration.duplicateWindow)))
     }
 
     /// The event stream's configuration; also used by the broadcaster's tests.
@@ -102,7 +114,7 @@ public final class ChatStore: Sendable {
         var stream = StreamConfiguration(name: ChatNames.eventStream, subjects: ChatNames.eventStreamSubjects)
         stream.description = "nats-chat messages (MessageSent.v1, the history) and room events"
         stream.maxMessagesPerSubject = Int64(configuration.retentionPerRoom)
-        stream.duplicateWindow = configuration.duplicateWindow.inMilliseconds * 1_000_000
+        stream.duplicateWindow = configuration.duplicateWindow.inNanoseconds
         stream.replicas = configuration.replicas
         stream.allowDirect = true
         stream.maxMessageSize = Int32(configuration.maxContentBytes * 2 + 4096)
@@ -380,7 +392,7 @@ public final class ChatStore: Sendable {
         guard try await isMember(room: id, user: user) else { throw ChatError(.notMember, "join room \(id) before sending to it") }
         do {
             let idempotencyKey = clientMessageID.map { ChatNames.idempotencyKey(id, username, $0) }
-            if let idempotencyKey, let record = try await idempotency.value(idempotencyKey),
+            if let idempotencyKey, mayHaveRecord(idempotencyKey), let record = try await idempotency.value(idempotencyKey),
                let original = try? JSONDecoder().decode(IdempotencyRecord.self, from: Data(record.value)),
                let stored = try await storedMessage(at: original.streamSequence) {
                 return ServiceAPI.SendResult(message: stored, duplicate: true)
@@ -395,6 +407,8 @@ public final class ChatStore: Sendable {
             if let idempotencyKey, !result.duplicate {
                 let record = IdempotencyRecord(messageID: result.message.messageID, seq: result.message.seq, streamSequence: streamSequence)
                 do {
+                    let epoch = connection.reconnects
+                    caches.withLock { $0.idempotencyKeys.willWrite(idempotencyKey, at: .now, epoch: epoch) }
                     try idempotency.putWithoutAck(idempotencyKey, ChatJSON.encode(record))
                 } catch {
                     logger.warning("idempotency record not written", metadata: ["room_id": "\(id)", "error": "\(error)"])
@@ -403,6 +417,42 @@ public final class ChatStore: Sendable {
             return result
         } catch {
             throw Self.chatError(error)
+        }
+    }
+
+    private static let idempotencyReads = Counter(label: "chat_service_idempotency_lookups_total", dimensions: [("outcome", "read")])
+    private static let idempotencySkips = Counter(label: "chat_service_idempotency_lookups_total", dimensions: [("outcome", "skipped")])
+
+    /// False when the idempotency filter proves no record exists for the key (the read is skipped).
+    private func mayHaveRecord(_ key: String) -> Bool {
+        let epoch = connection.reconnects
+        let enabled = configuration.idempotencyFilter
+        let may = caches.withLock { caches in
+            let may = !enabled || caches.idempotencyKeys.mayHold(key, now: .now, epoch: epoch)
+            if may { caches.idempotencyLookups.read += 1 } else { caches.idempotencyLookups.skipped += 1 }
+            return may
+        }
+        (may ? Self.idempotencyReads : Self.idempotencySkips).increment()
+        return may
+    }
+
+    /// Feeds the idempotency filter with every record's key as it is stored (`KeyValue.followPuts`),
+    /// until cancelled; after an error it starts again (replaying the bucket, which the filter tolerates).
+    public func followIdempotencyRecords() async {
+        guard configuration.idempotencyFilter else { return }
+        while !Task.isCancelled {
+            do {
+                try await idempotency.followPuts { entries in
+                    caches.withLock { caches in
+                        for entry in entries {
+                            caches.idempotencyKeys.delivered(entry.key, storedNanoseconds: entry.createdNanoseconds)
+                        }
+                    }
+                }
+            } catch {
+                logger.warning("idempotency follower failed; sends read the bucket until it is back", metadata: ["error": "\(error)"])
+                try? await Task.sleep(for: .seconds(1))
+            }
         }
     }
 

@@ -323,11 +323,23 @@ public struct JetStream: Sendable {
         return result
     }
 
-    func messagesThroughConsumer(stream: String, subject: String, from: UInt64, limit: Int) async throws(NATSError) -> [StoredMessage] {
+    /// Creates a consumer without a durable name; the server names it (`ConsumerInfo.name`).
+    func createEphemeralConsumer(stream: String, _ config: ConsumerConfiguration) async throws(NATSError) -> ConsumerInfo {
         struct Request: Encodable {
             var stream_name: String
             var config: ConsumerConfiguration
         }
+        return try await api("CONSUMER.CREATE.\(stream)", body: Request(stream_name: stream, config: config), as: ConsumerInfo.self)
+    }
+
+    /// Deletes a consumer in the background (its inactive threshold removes it if this is lost).
+    func deleteConsumerLater(stream: String, consumer: String) {
+        let connection = self.connection
+        let subject = "$JS.API.CONSUMER.DELETE.\(stream).\(consumer)"
+        Task { _ = try? await connection.request(subject, payload: []) }
+    }
+
+    func messagesThroughConsumer(stream: String, subject: String, from: UInt64, limit: Int) async throws(NATSError) -> [StoredMessage] {
         var config = ConsumerConfiguration(durableName: nil)
         config.description = "page read"
         config.deliverPolicy = "by_start_sequence"
@@ -337,12 +349,8 @@ public struct JetStream: Sendable {
         config.maxWaiting = 1
         config.memoryStorage = true
         config.inactiveThreshold = 10_000_000_000  // cleanup if the delete below is lost
-        let info = try await api("CONSUMER.CREATE.\(stream)", body: Request(stream_name: stream, config: config), as: ConsumerInfo.self)
-        defer {
-            let connection = self.connection
-            let subject = "$JS.API.CONSUMER.DELETE.\(stream).\(info.name)"
-            Task { _ = try? await connection.request(subject, payload: []) }
-        }
+        let info = try await createEphemeralConsumer(stream: stream, config)
+        defer { deleteConsumerLater(stream: stream, consumer: info.name) }
         let consumer = try pullConsumer(stream: stream, consumer: info.name)
         var result: [StoredMessage] = []
         result.reserveCapacity(limit)
@@ -376,6 +384,8 @@ public struct JetStreamMessage: Sendable {
     public var consumerSequence: UInt64
     public var deliveries: Int
     public var pending: UInt64
+    /// When the stream stored the message (ns since 1970, from the reply subject).
+    public var timestampNanoseconds: Int64
     let connection: NATSConnection
 
     public var subject: String { message.subject }
@@ -394,7 +404,8 @@ public struct JetStreamMessage: Sendable {
         default: return nil
         }
         guard let deliveries = Int(tokens[base + 2]), let streamSequence = UInt64(tokens[base + 3]),
-              let consumerSequence = UInt64(tokens[base + 4]), let pending = UInt64(tokens[base + 6]) else { return nil }
+              let consumerSequence = UInt64(tokens[base + 4]), let timestamp = Int64(tokens[base + 5]),
+              let pending = UInt64(tokens[base + 6]) else { return nil }
         self.message = message
         self.stream = String(tokens[base])
         self.consumer = String(tokens[base + 1])
@@ -402,6 +413,7 @@ public struct JetStreamMessage: Sendable {
         self.streamSequence = streamSequence
         self.consumerSequence = consumerSequence
         self.pending = pending
+        self.timestampNanoseconds = timestamp
         self.connection = connection
     }
 
@@ -469,7 +481,9 @@ public final class PullConsumer: Sendable {
     public struct Received: Sendable {
         public var messages: [JetStreamMessage] = []
         /// The server ended the request: it expired, or had nothing (no_wait), or refused it.
-        public var requestEnded = false
+        public var requestEnded: Bool { endStatus != nil }
+        /// The status that ended it: 408 expired, 404 nothing (no_wait), 409 refused, 503 no such consumer.
+        public var endStatus: Int?
     }
 
     /// Everything that arrived for this consumer's requests, waiting for something if nothing has;
@@ -485,14 +499,13 @@ public final class PullConsumer: Sendable {
             if let status = message.headers.status, message.payload.isEmpty {
                 switch status {
                 case 100: continue  // heartbeat / flow control
-                case 404, 408: received.requestEnded = true  // no messages / request expired
                 case 409:
                     let description = message.headers.statusDescription ?? ""
                     if description.contains("Deleted") || description.contains("Leadership") {
                         throw NATSError(.jetStream, message: "consumer \(consumer): \(description)")
                     }
-                    received.requestEnded = true
-                default: received.requestEnded = true
+                    received.endStatus = 409
+                default: received.endStatus = status  // 404 no messages, 408 request expired, 503, …
                 }
             } else if let jsMessage = JetStreamMessage(message: message, connection: connection) {
                 received.messages.append(jsMessage)

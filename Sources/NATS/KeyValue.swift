@@ -209,10 +209,12 @@ public final class KeyValue: Sendable {
         defer { watcher.stop() }
         var entries: [KeyValueEntry] = []
         var iterator = watcher.makeAsyncIterator()
-        while let event = try await iterator.nextEvent() {
-            switch event {
-            case .entry(let entry): entries.append(entry)
-            case .initialValuesDone: return entries
+        while let events = try await iterator.nextEvents(max: 1024) {
+            for event in events {
+                switch event {
+                case .entry(let entry): entries.append(entry)
+                case .initialValuesDone: return entries
+                }
             }
         }
         return entries
@@ -241,7 +243,8 @@ public final class KeyValue: Sendable {
         return entries.sorted { $0.key < $1.key }
     }
 
-    /// Watches `pattern`: current values first, then `initialValuesDone`, then every change.
+    /// Watches `pattern`: current values first, then `initialValuesDone`, then every change. Each wait
+    /// holds a blocking-executor thread: for reads and short watches; `followPuts` for long-lived ones.
     public func watch(_ pattern: String = ">", ignoreDeletes: Bool = false) async throws(NATSError) -> KeyValueWatch {
         let handle = self.handle
         let watcher = try await executor.run { () throws(NATSError) in try handle.watch(pattern, updatesOnly: false, ignoreDeletes: ignoreDeletes) }
@@ -272,20 +275,30 @@ public final class KeyValueWatch: AsyncSequence, Sendable {
 
         /// Waits for the next event; nil when stopped or the task is cancelled.
         public mutating func nextEvent() async throws(NATSError) -> Event? {
+            try await nextEvents(max: 1)?.first
+        }
+
+        /// Waits for the next events, up to `max` of those already arrived, in one hop to the blocking
+        /// executor (a busy watch costs one thread hand-off per batch, not per entry); nil when stopped
+        /// or the task is cancelled.
+        public mutating func nextEvents(max: Int) async throws(NATSError) -> [Event]? {
             let handle = watch.handle
             while !Task.isCancelled {
-                let next = try await watch.executor.run { () throws(NATSError) -> KeyValueWatcherHandle.Next? in
+                let batch = try await watch.executor.run { () throws(NATSError) -> [KeyValueWatcherHandle.Next]? in
                     do throws(NATSError) {
-                        return try handle.next(timeoutMilliseconds: 250)
+                        return try handle.nextBatch(max: max, timeoutMilliseconds: 250)
                     } catch where error.kind == .illegalState || error.kind == .connectionClosed {
                         return nil
                     }
                 }
-                switch next {
-                case .none: return nil
-                case .timeout: continue
-                case .initialValuesDone: return .initialValuesDone
-                case .entry(let entry): return .entry(entry)
+                guard let batch else { return nil }
+                if batch.isEmpty { continue }
+                return batch.compactMap { next in
+                    switch next {
+                    case .timeout: nil
+                    case .initialValuesDone: .initialValuesDone
+                    case .entry(let entry): .entry(entry)
+                    }
                 }
             }
             return nil
@@ -295,6 +308,82 @@ public final class KeyValueWatch: AsyncSequence, Sendable {
     }
 
     public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(watch: self) }
+}
+
+extension KeyValue {
+    /// Hands every put to the bucket to `deliver`, in stream order — the stored puts first, then new
+    /// ones as they are stored — as keys, revisions and store times (no values: the server sends
+    /// headers only). Returns when the task is cancelled; throws when a consumer cannot be created.
+    ///
+    /// An ephemeral pull consumer (no acks, memory storage) read through the async request path, so no
+    /// thread waits on it — unlike `watch`, whose libnats poll holds a blocking-executor thread, which
+    /// is fine for a read but starves the pool when every service instance keeps one for its lifetime.
+    /// Like an ordered consumer it never skips a put: a gap in the consumer sequence (a message lost
+    /// with a connection), a reconnect, or a consumer that stopped answering (a restarted server, an
+    /// inactivity cleanup) starts a new consumer right after the last revision delivered.
+    public func followPuts(_ deliver: ([KeyValueEntry]) -> Void) async throws(NATSError) {
+        let connection = jetStream.connection
+        var lastRevision: UInt64 = 0
+        let batch = 1024
+        let expires: Duration = .seconds(5)
+        while !Task.isCancelled {
+            var config = ConsumerConfiguration(durableName: nil)
+            config.description = "key follower"
+            config.deliverPolicy = lastRevision == 0 ? "all" : "by_start_sequence"
+            config.startSequence = lastRevision == 0 ? nil : lastRevision + 1
+            config.filterSubject = subjectPrefix + ">"
+            config.ackPolicy = "none"
+            config.headersOnly = true
+            config.memoryStorage = true
+            config.inactiveThreshold = 60_000_000_000  // cleanup when this follower is gone
+            let reconnects = connection.reconnects
+            let info = try await jetStream.createEphemeralConsumer(stream: stream, config)
+            defer { jetStream.deleteConsumerLater(stream: stream, consumer: info.name) }
+            let consumer = try jetStream.pullConsumer(stream: stream, consumer: info.name)
+            var consumerSequence: UInt64 = 0
+            var requested = 0
+            var deadline = ContinuousClock.now
+            following: while !Task.isCancelled {
+                if connection.reconnects != reconnects { break following }
+                if requested == 0 {
+                    try consumer.request(batch: batch, expires: expires)
+                    requested = batch
+                    deadline = .now + expires + .seconds(1)
+                }
+                let received: PullConsumer.Received
+                do {
+                    received = try await consumer.receive(until: deadline)
+                } catch {
+                    if Task.isCancelled { return }
+                    if error.kind == .jetStream { break following }  // the consumer was deleted or lost its leader
+                    throw error
+                }
+                var entries: [KeyValueEntry] = []
+                for message in received.messages {
+                    guard message.consumerSequence == consumerSequence + 1 else { break following }
+                    consumerSequence = message.consumerSequence
+                    lastRevision = message.streamSequence
+                    requested -= 1
+                    guard message.headers["KV-Operation"] == nil else { continue }  // a delete or purge
+                    entries.append(KeyValueEntry(
+                        key: String(message.subject.utf8.dropFirst(subjectPrefix.utf8.count)) ?? "",
+                        value: [], revision: message.streamSequence, createdNanoseconds: message.timestampNanoseconds,
+                        operation: .put
+                    ))
+                }
+                if !entries.isEmpty { deliver(entries) }
+                switch received.endStatus {
+                case nil:
+                    // Nothing at all by the deadline, not even the expiry status: the consumer is gone.
+                    if received.messages.isEmpty, ContinuousClock.now >= deadline { break following }
+                case 404?, 408?:
+                    requested = 0  // expired or nothing pending: ask again
+                default:
+                    break following  // no responders (no such consumer) or a refusal
+                }
+            }
+        }
+    }
 }
 
 extension NATSConnection {

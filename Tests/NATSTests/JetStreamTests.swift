@@ -1,3 +1,4 @@
+import Foundation
 import NATS
 import NATSTesting
 import Synchronization
@@ -266,6 +267,37 @@ struct JetStreamTests {
         #expect(direct.map(\.key) == (try await kv.values(matching: ">")).map(\.key).sorted())
         #expect(try await kv.valuesOfStoredKeys(matching: "a.*").map(\.value) == [Array("1".utf8), Array("2b".utf8)])
         #expect(try await kv.valuesOfStoredKeys(matching: "none.*").isEmpty)
+    }
+
+    @Test func followPutsDeliversEveryPutOnceInOrderAcrossAServerRestart() async throws {
+        let (server, connection, _) = try await setUp()
+        defer { withExtendedLifetime(server) {} }
+        let kv = try await connection.keyValue(KeyValueConfiguration(bucket: "follow"))
+        let started = Int64(Date().timeIntervalSince1970 * 1e9)
+        for key in ["a", "b.x", "c"] { try await kv.put(key, Array(key.utf8)) }
+        try await kv.delete("b.x")
+        let seen = Mutex<[KeyValueEntry]>([])
+        let follower = Task { try await kv.followPuts { entries in seen.withLock { $0 += entries } } }
+        defer { follower.cancel() }
+        @Sendable func keys() -> [String] { seen.withLock { $0.map(\.key) } }
+        try await eventually("stored puts") { keys() == ["a", "c"] }  // b.x's put was replaced by its delete
+        try await kv.put("d", [1])
+        try await eventually("a live put") { keys() == ["a", "c", "d"] }
+        // The consumer lives in the server's memory: a restart loses it, and the follower carries on
+        // after the last revision it delivered, repeating and skipping nothing.
+        try server.restart()
+        try await eventually("reconnected") { connection.isConnected }
+        try await eventually("a put after the restart", timeout: .seconds(20)) {
+            _ = try? await kv.put("e", [2])
+            return keys().last == "e"
+        }
+        let entries = seen.withLock { $0 }
+        let afterD = entries.map(\.key).drop { $0 != "d" }.dropFirst()
+        #expect(entries.map(\.key).prefix(3) == ["a", "c", "d"])
+        #expect(afterD.allSatisfy { $0 == "e" }, "\(entries.map(\.key))")
+        #expect(zip(entries, entries.dropFirst()).allSatisfy { $0.revision < $1.revision }, "in order, once each")
+        #expect(entries.allSatisfy { $0.operation == .put && $0.value.isEmpty })
+        #expect(entries.allSatisfy { abs($0.createdNanoseconds - started) < 120_000_000_000 }, "store times from the stream")
     }
 
     @Test func streamSurvivesServerRestart() async throws {

@@ -155,6 +155,51 @@ struct ChatServiceTests {
         #expect(history.messages.filter { $0.content == "once" }.count == 1)
     }
 
+    @Test func sendsSkipTheIdempotencyReadYetRetriesAfterTheWindowAreFoundOnEitherReplica() async throws {
+        // A 4 s duplicate window: the filter trusts a proof for 2 s, which sequential sends renew.
+        let window: Duration = .seconds(4)
+        let fixture = try await ChatFixture { $0.duplicateWindow = window }
+        let one = try await fixture.startReplica(instance: "one")
+        let two = try await fixture.startReplica(instance: "two")
+        let room = try await fixture.createRoom("retries")
+        let users = (0..<4).map { _ in UserID.random() }
+        for (index, user) in users.enumerated() { _ = try await fixture.join(room.id, user, "u\(index)") }
+        func lookups() -> ChatStore.IdempotencyLookups {
+            let (a, b) = (one.store?.idempotencyLookups ?? ChatStore.IdempotencyLookups(), two.store?.idempotencyLookups ?? ChatStore.IdempotencyLookups())
+            var sum = a; sum.read += b.read; sum.skipped += b.skipped; return sum
+        }
+        var originals: [ChatMessage] = []
+        for index in 0..<60 {
+            originals.append(try await fixture.send(room.id, users[index % 4], "u\(index % 4)", "m\(index)", clientID: "c-\(index)").message)
+        }
+        let lastSent = ContinuousClock.now
+        let counted = lookups()
+        #expect(counted.read + counted.skipped == 60)
+        // The first sends of each replica read (nothing proven yet); once their own records come back
+        // through the watch, sends skip the read.
+        #expect(counted.skipped >= 20, "\(counted)")
+        #expect((one.store?.idempotencyLookups.skipped ?? 0) > 0 && (two.store?.idempotencyLookups.skipped ?? 0) > 0, "both replicas skip")
+
+        // Past the window JetStream no longer rejects the msg id: only the records stand between a
+        // retry and a second copy. Waiting for the window to pass is what this step tests.
+        try await Task.sleep(until: lastSent + window + .milliseconds(500))
+        // Each retry follows a new send, whose record renews the replicas' proofs: the retries are
+        // decided by the filter holding their keys, not by a stale proof.
+        for (index, original) in originals.enumerated() {
+            #expect(try await !fixture.send(room.id, users[index % 4], "u\(index % 4)", "n\(index)", clientID: "f-\(index)").duplicate)
+            let retry = try await fixture.send(room.id, users[index % 4], "u\(index % 4)", "m\(index)", clientID: "c-\(index)")
+            #expect(retry.duplicate, "retry \(index)")
+            #expect(retry.message.messageID == original.messageID)
+            #expect(retry.message.seq == original.seq)
+        }
+        let after = lookups()
+        #expect(after.read - counted.read >= 60, "every retry read the bucket")
+        #expect(after.skipped - counted.skipped >= 20, "most new sends did not: \(after)")
+        let history = try await fixture.history(room.id, limit: 200)
+        #expect(history.messages.map(\.seq) == Array(1...120), "retries stored nothing new")
+        #expect(Set(history.messages.map(\.content)).count == 120)
+    }
+
     @Test func seqHasNoHolesWithTwoReplicasWritingOneRoom() async throws {
         let fixture = try await ChatFixture()
         try await fixture.startReplica(instance: "a")

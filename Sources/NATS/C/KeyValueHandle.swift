@@ -137,5 +137,19 @@ final class KeyValueWatcherHandle: @unchecked Sendable {
         return .entry(KeyValueHandle.copy(entry))
     }
 
+    /// Up to `max` events: waits up to the timeout for the first, then takes what arrives within a
+    /// millisecond of the previous one (libnats takes no zero timeout). Empty after a timeout.
+    func nextBatch(max: Int, timeoutMilliseconds: Int64) throws(NATSError) -> [Next] {
+        var batch: [Next] = []
+        var timeout = timeoutMilliseconds
+        while batch.count < max {
+            let next = try next(timeoutMilliseconds: timeout)
+            if case .timeout = next { break }
+            batch.append(next)
+            timeout = 1
+        }
+        return batch
+    }
+
     func stop() { _ = kvWatcher_Stop(pointer) }
 }

@@ -1,0 +1,147 @@
+import NATS
+
+/// Which idempotency keys may have a record in the `chat_idempotency` bucket, so that a send with a
+/// `client_msg_id` skips the KV read in the common case — a send that is not a retry. Answers "maybe"
+/// (read the bucket) or "no" (skip the read); never a wrong "no" while it is trusted. No I/O: the store
+/// feeds it what the bucket watch delivers and what this replica writes.
+///
+/// Why skipping is safe. A retry of a send published less than the event stream's duplicate window ago
+/// is refused by JetStream itself (same `Nats-Msg-Id`), with or without the record. An older send's
+/// record is in the filter if the watch has delivered it, and the watch delivers the bucket in stream
+/// order. So the filter trusts itself only with a fresh proof that the watch is caught up: one of this
+/// replica's own writes (the probe), made at most `freshness` (half the duplicate window) ago and on the
+/// current connection, came back through the watch. Every record stored before the probe has then been
+/// delivered, and a record stored after it belongs to a send newer than the window — JetStream's case.
+/// (A record buffered by libnats across a reconnect is stored late; the proof is tied to the connection
+/// epoch, so the first probe after a reconnect, stored behind the buffer, renews it.)
+///
+/// Keys live in Bloom filters, one generation per quarter of the record TTL or per `capacity` keys:
+/// fixed memory per generation, a false "maybe" now and then (a read, as before), and a generation is
+/// dropped once every record in it has expired. Past `maxGenerations` (a very high send rate for a
+/// whole TTL) the oldest is dropped early and the filter answers "maybe" until its keys would have expired.
+struct IdempotencyFilter {
+    struct Tuning {
+        /// log2 of the bits per generation: 2^23 bits = 1 MiB.
+        var bitsLog2 = 23
+        /// Keys per generation before the next one starts (8 bits per key: ~2 % false "maybe" when full).
+        var capacity = 1 << 20
+        var hashes = 6
+        /// At most this many generations (32 MiB), see above.
+        var maxGenerations = 32
+    }
+
+    struct Generation {
+        var words: [UInt64]
+        var count = 0
+        var firstNanoseconds: Int64
+        var lastNanoseconds: Int64
+    }
+
+    struct Probe {
+        var key: String
+        var writtenAt: ContinuousClock.Instant
+        var epoch: Int
+    }
+
+    let ttlNanoseconds: Int64
+    let freshness: Duration
+    let tuning: Tuning
+    private(set) var generations: [Generation] = []
+    /// One own write in flight through the watch at a time.
+    private(set) var probe: Probe?
+    /// The newest probe the watch delivered: when it was written and on which connection epoch.
+    private(set) var proof: (writtenAt: ContinuousClock.Instant, epoch: Int)?
+    /// Generations were dropped early: "maybe" for every key until then (record store time, ns).
+    private(set) var incompleteUntilNanoseconds: Int64 = 0
+    /// Store time of the newest record delivered (the clock that ages generations).
+    private(set) var newestNanoseconds: Int64 = 0
+
+    init(ttl: Duration, duplicateWindow: Duration, tuning: Tuning = Tuning()) {
+        self.ttlNanoseconds = ttl.inNanoseconds
+        self.freshness = duplicateWindow / 2
+        self.tuning = tuning
+    }
+
+    /// False when a send with this key must read the bucket (it may hold a record, or the filter
+    /// cannot prove it is caught up).
+    func mayHold(_ key: String, now: ContinuousClock.Instant, epoch: Int) -> Bool {
+        guard let proof, proof.epoch == epoch, now - proof.writtenAt < freshness else { return true }
+        if newestNanoseconds < incompleteUntilNanoseconds { return true }
+        let hash = Self.hash(key)
+        return generations.contains { contains(hash, in: $0) }
+    }
+
+    /// This replica is about to write the record for `key` (on connection `epoch`).
+    mutating func willWrite(_ key: String, at now: ContinuousClock.Instant, epoch: Int) {
+        // Keep the probe in flight until it comes back; replace it if it was lost (its put failed) or
+        // written before a reconnect (it cannot prove anything about the new connection).
+        if let probe, probe.epoch == epoch, now - probe.writtenAt < freshness { return }
+        probe = Probe(key: key, writtenAt: now, epoch: epoch)
+    }
+
+    /// The bucket watch delivered the record for `key`, stored at `storedNanoseconds` (server time).
+    mutating func delivered(_ key: String, storedNanoseconds: Int64) {
+        newestNanoseconds = max(newestNanoseconds, storedNanoseconds)
+        if let probe, probe.key == key {
+            proof = (probe.writtenAt, probe.epoch)
+            self.probe = nil
+        }
+        expire()
+        if let current = generations.last, current.count < tuning.capacity,
+           storedNanoseconds - current.firstNanoseconds < ttlNanoseconds / 4 {
+        } else {
+            generations.append(Generation(words: Array(repeating: 0, count: 1 << (tuning.bitsLog2 - 6)), firstNanoseconds: storedNanoseconds, lastNanoseconds: storedNanoseconds))
+            if generations.count > tuning.maxGenerations {
+                let dropped = generations.removeFirst()
+                incompleteUntilNanoseconds = max(incompleteUntilNanoseconds, dropped.lastNanoseconds + ttlNanoseconds)
+            }
+        }
+        let hash = Self.hash(key)
+        let last = generations.count - 1
+        generations[last].count += 1
+        generations[last].lastNanoseconds = max(generations[last].lastNanoseconds, storedNanoseconds)
+        forEachBit(of: hash) { word, bit in generations[last].words[word] |= bit }
+    }
+
+    /// Drops generations whose every record is past the TTL (with a minute's slack for clock steps).
+    private mutating func expire() {
+        let slack: Int64 = 60_000_000_000
+        while let oldest = generations.first, generations.count > 1, oldest.lastNanoseconds + ttlNanoseconds + slack < newestNanoseconds {
+            generations.removeFirst()
+        }
+    }
+
+    private func contains(_ hash: UInt64, in generation: Generation) -> Bool {
+        var all = true
+        forEachBit(of: hash) { word, bit in
+            if generation.words[word] & bit == 0 { all = false }
+        }
+        return all
+    }
+
+    /// Double hashing (Kirsch–Mitzenmacher): probe i is `low + i * high` over the generation's bits.
+    private func forEachBit(of hash: UInt64, _ body: (Int, UInt64) -> Void) {
+        let mask = (UInt64(1) << UInt64(tuning.bitsLog2)) - 1
+        let low = hash & 0xFFFF_FFFF, high = (hash >> 32) | 1
+        for index in 0..<UInt64(tuning.hashes) {
+            let position = (low &+ index &* high) & mask
+            body(Int(position >> 6), UInt64(1) << (position & 63))
+        }
+    }
+
+    /// FNV-1a over the key's bytes, then a 64-bit finaliser (splitmix64) so both halves are well mixed.
+    static func hash(_ key: String) -> UInt64 {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in key.utf8 { hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01B3 }
+        hash = (hash ^ (hash >> 30)) &* 0xbf58_476d_1ce4_e5b9
+        hash = (hash ^ (hash >> 27)) &* 0x94d0_49bb_1331_11eb
+        return hash ^ (hash >> 31)
+    }
+}
+
+extension IdempotencyFilter: CustomStringConvertible {
+    var description: String {
+        let proven = proof.map { "proof at \($0.writtenAt) epoch \($0.epoch)" } ?? "no proof"
+        return "IdempotencyFilter(\(generations.count) generations, \(generations.map(\.count)) keys, \(proven), probe \(probe?.key ?? "none"))"
+    }
+}
