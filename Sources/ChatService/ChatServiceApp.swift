@@ -52,7 +52,9 @@ public final class ChatServiceRunner: Service, Sendable {
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { try await service.run() }
                 group.addTask { await self.sweepPresence(store: store, lease: lease, connection: connection) }
-                group.addTask { await store.followIdempotencyRecords() }
+                if self.configuration.idempotencyFilter {
+                    group.addTask { await store.followIdempotencyRecords() }
+                }
                 try await group.next()
                 group.cancelAll()
             }

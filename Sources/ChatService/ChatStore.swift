@@ -439,7 +439,6 @@ public final class ChatStore: Sendable {
     /// Feeds the idempotency filter with every record's key as it is stored (`KeyValue.followPuts`),
     /// until cancelled; after an error it starts again (replaying the bucket, which the filter tolerates).
     public func followIdempotencyRecords() async {
-        guard configuration.idempotencyFilter else { return }
         while !Task.isCancelled {
             do {
                 try await idempotency.followPuts { entries in

@@ -100,7 +100,8 @@ struct IdempotencyFilter {
         let last = generations.count - 1
         generations[last].count += 1
         generations[last].lastNanoseconds = max(generations[last].lastNanoseconds, storedNanoseconds)
-        forEachBit(of: hash) { word, bit in generations[last].words[word] |= bit }
+        // In place: a closure over `self` here would make Swift copy the 1 MiB of bits per insert.
+        for (word, bit) in bits(of: hash) { generations[last].words[word] |= bit }
     }
 
     /// Drops generations whose every record is past the TTL (with a minute's slack for clock steps).
@@ -112,20 +113,17 @@ struct IdempotencyFilter {
     }
 
     private func contains(_ hash: UInt64, in generation: Generation) -> Bool {
-        var all = true
-        forEachBit(of: hash) { word, bit in
-            if generation.words[word] & bit == 0 { all = false }
-        }
-        return all
+        bits(of: hash).allSatisfy { word, bit in generation.words[word] & bit != 0 }
     }
 
-    /// Double hashing (Kirsch–Mitzenmacher): probe i is `low + i * high` over the generation's bits.
-    private func forEachBit(of hash: UInt64, _ body: (Int, UInt64) -> Void) {
+    /// Double hashing (Kirsch–Mitzenmacher): probe i is `low + i * high` over the generation's bits;
+    /// each as (word index, bit mask).
+    private func bits(of hash: UInt64) -> LazyMapSequence<Range<UInt64>, (Int, UInt64)> {
         let mask = (UInt64(1) << UInt64(tuning.bitsLog2)) - 1
         let low = hash & 0xFFFF_FFFF, high = (hash >> 32) | 1
-        for index in 0..<UInt64(tuning.hashes) {
+        return (0..<UInt64(tuning.hashes)).lazy.map { index in
             let position = (low &+ index &* high) & mask
-            body(Int(position >> 6), UInt64(1) << (position & 63))
+            return (Int(position >> 6), UInt64(1) << (position & 63))
         }
     }
 

@@ -340,6 +340,14 @@ extension KeyValue {
             let info = try await jetStream.createEphemeralConsumer(stream: stream, config)
             defer { jetStream.deleteConsumerLater(stream: stream, consumer: info.name) }
             let consumer = try jetStream.pullConsumer(stream: stream, consumer: info.name)
+            // One wake-up a second to check the deadline, instead of a timer task per wait.
+            let watchdog = Task {
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: .seconds(1))
+                    consumer.wake()
+                }
+            }
+            defer { watchdog.cancel() }
             var consumerSequence: UInt64 = 0
             var requested = 0
             var deadline = ContinuousClock.now
@@ -352,7 +360,7 @@ extension KeyValue {
                 }
                 let received: PullConsumer.Received
                 do {
-                    received = try await consumer.receive(until: deadline)
+                    received = try await consumer.receive()
                 } catch {
                     if Task.isCancelled { return }
                     if error.kind == .jetStream { break following }  // the consumer was deleted or lost its leader

@@ -200,6 +200,20 @@ struct ChatServiceTests {
         #expect(Set(history.messages.map(\.content)).count == 120)
     }
 
+    @Test func withTheFilterOffEverySendReadsTheBucket() async throws {
+        let fixture = try await ChatFixture { $0.idempotencyFilter = false }
+        let replica = try await fixture.startReplica()
+        let room = try await fixture.createRoom("reads")
+        let ann = UserID.random()
+        _ = try await fixture.join(room.id, ann, "ann")
+        for index in 0..<5 { #expect(try await !fixture.send(room.id, ann, "ann", "m\(index)", clientID: "c-\(index)").duplicate) }
+        for index in 0..<5 { #expect(try await fixture.send(room.id, ann, "ann", "m\(index)", clientID: "c-\(index)").duplicate) }
+        var expected = ChatStore.IdempotencyLookups()
+        expected.read = 10
+        #expect(replica.store?.idempotencyLookups == expected)
+        #expect(try await fixture.history(room.id).messages.count == 5)
+    }
+
     @Test func seqHasNoHolesWithTwoReplicasWritingOneRoom() async throws {
         let fixture = try await ChatFixture()
         try await fixture.startReplica(instance: "a")
