@@ -148,7 +148,15 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "ChatCoreTests", dependencies: ["ChatCore"], swiftSettings: swiftSettings),
-        .testTarget(name: "GatewayTests", dependencies: ["Gateway"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "GatewayTests",
+            dependencies: [
+                "Gateway",
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .testTarget(name: "ChatServiceTests", dependencies: ["ChatService"], swiftSettings: swiftSettings),
         .testTarget(name: "ChatBenchTests", dependencies: ["ChatBench"], swiftSettings: swiftSettings),
         .testTarget(
