@@ -39,7 +39,8 @@ public struct KeyValueEntry: Sendable, Equatable {
 /// compare-and-set adds `Nats-Expected-Last-Subject-Sequence`). That is what libnats' KV API sends
 /// too, but its calls block a thread each: on the hot paths (a send checks membership and
 /// idempotency) the thread hops and libnats' lock contention cost more than the round trips.
-/// Bucket creation, key listing and watches still go through libnats on the blocking executor.
+/// Bucket creation and key listing still go through libnats on the blocking executor; reads of many keys
+/// and followers use ephemeral pull consumers (`values(matching:)`, `followPuts`), so no thread waits on them.
 public final class KeyValue: Sendable {
     let handle: KeyValueHandle
     let executor: BlockingExecutor
@@ -184,14 +185,14 @@ public final class KeyValue: Sendable {
     }
 
     /// Removes the key and its history without leaving a delete marker (a purge of its subject in the
-    /// bucket's stream). Unlike `delete`, watchers do not see it; `storedKeys` no longer lists it.
+    /// bucket's stream). Unlike `delete`, followers do not see it; `storedKeys` no longer lists it.
     public func erase(_ key: String) async throws(NATSError) {
         try await jetStream.purge(stream: stream, subject: try subject(key))
     }
 
     /// Keys matching `pattern` (e.g. `room.*`) that have any message, delete markers included — so
     /// these are the live keys exactly when keys are removed with `erase`. One request to the stream's
-    /// subject index instead of a watch that reads every value.
+    /// subject index instead of a consumer that reads every value.
     public func storedKeys(matching pattern: String) async throws(NATSError) -> [String] {
         let prefixLength = subjectPrefix.utf8.count
         return try await jetStream.subjectCounts(stream: stream, filter: subjectPrefix + pattern).keys.map { String($0.utf8.dropFirst(prefixLength))! }
@@ -202,27 +203,38 @@ public final class KeyValue: Sendable {
         return try await executor.run { () throws(NATSError) in try handle.keys() }
     }
 
-    /// Current values of the keys matching `pattern` (e.g. `room.<id>.*`), read through a watcher, so the
-    /// cost follows the matching keys rather than the bucket size.
+    /// Current values of the keys matching `pattern` (e.g. `room.<id>.*`; deleted and purged keys left
+    /// out), in stream order: an ephemeral consumer delivering the last message of each matching key,
+    /// read with no-wait fetches until the server reports nothing pending, then deleted. Its cost follows
+    /// the matching keys, not the bucket size, and no thread waits on it (libnats' watcher held a
+    /// blocking-executor thread per poll, which starved the pool under load).
     public func values(matching pattern: String) async throws(NATSError) -> [KeyValueEntry] {
-        let watcher = try await watch(pattern, ignoreDeletes: true)
-        defer { watcher.stop() }
+        var config = ConsumerConfiguration(durableName: nil)
+        config.description = "key read"
+        config.deliverPolicy = "last_per_subject"
+        config.filterSubject = subjectPrefix + pattern
+        config.ackPolicy = "none"
+        config.maxWaiting = 1
+        config.memoryStorage = true
+        config.inactiveThreshold = 10_000_000_000  // cleanup if the delete is lost
+        let info = try await jetStream.createEphemeralConsumer(stream: stream, config)
+        defer { jetStream.deleteConsumerLater(stream: stream, consumer: info.name) }
+        guard info.numPending > 0 else { return [] }
+        let consumer = try jetStream.pullConsumer(stream: stream, consumer: info.name)
         var entries: [KeyValueEntry] = []
-        var iterator = watcher.makeAsyncIterator()
-        while let events = try await iterator.nextEvents(max: 1024) {
-            for event in events {
-                switch event {
-                case .entry(let entry): entries.append(entry)
-                case .initialValuesDone: return entries
-                }
+        while true {
+            let batch = try await consumer.fetch(batch: 4096, expires: .seconds(5), noWait: true)
+            for message in batch {
+                if let entry = entry(from: message) { entries.append(entry) }
             }
+            // Each message says how many more the consumer holds for us.
+            guard let last = batch.last, last.pending > 0 else { return entries }
         }
-        return entries
     }
 
     /// Current values of the keys matching `pattern`, one direct get per stored key, all at once. No
-    /// consumer is created (a watch creates one through the JetStream API, which a loaded server may
-    /// answer late, and a clustered one replicates): for small key sets read often, such as the
+    /// consumer is created (creating one is a JetStream API call, which a loaded server may answer
+    /// late, and a clustered one replicates): for small key sets read often, such as the
     /// presence sweep's gateway records every second. `values(matching:)` suits large key sets.
     public func valuesOfStoredKeys(matching pattern: String) async throws(NATSError) -> [KeyValueEntry] {
         let keys = try await storedKeys(matching: pattern)
@@ -243,71 +255,15 @@ public final class KeyValue: Sendable {
         return entries.sorted { $0.key < $1.key }
     }
 
-    /// Watches `pattern`: current values first, then `initialValuesDone`, then every change. Each wait
-    /// holds a blocking-executor thread: for reads and short watches; `followPuts` for long-lived ones.
-    public func watch(_ pattern: String = ">", ignoreDeletes: Bool = false) async throws(NATSError) -> KeyValueWatch {
-        let handle = self.handle
-        let watcher = try await executor.run { () throws(NATSError) in try handle.watch(pattern, updatesOnly: false, ignoreDeletes: ignoreDeletes) }
-        return KeyValueWatch(handle: watcher, executor: executor)
+    /// The entry a consumer delivered, nil for a delete or purge marker.
+    func entry(from message: JetStreamMessage) -> KeyValueEntry? {
+        guard message.headers["KV-Operation"] == nil else { return nil }
+        return KeyValueEntry(
+            key: String(message.subject.utf8.dropFirst(subjectPrefix.utf8.count)) ?? "",
+            value: message.payload, revision: message.streamSequence, createdNanoseconds: message.timestampNanoseconds,
+            operation: .put
+        )
     }
-}
-
-/// The events of a KV watch as an `AsyncSequence`. Each `next` polls libnats on the blocking executor.
-public final class KeyValueWatch: AsyncSequence, Sendable {
-    public enum Event: Sendable, Equatable {
-        case entry(KeyValueEntry)
-        case initialValuesDone
-    }
-    public typealias Element = Event
-
-    let handle: KeyValueWatcherHandle
-    let executor: BlockingExecutor
-
-    init(handle: KeyValueWatcherHandle, executor: BlockingExecutor) {
-        self.handle = handle
-        self.executor = executor
-    }
-
-    public func stop() { handle.stop() }
-
-    public struct AsyncIterator: AsyncIteratorProtocol {
-        let watch: KeyValueWatch
-
-        /// Waits for the next event; nil when stopped or the task is cancelled.
-        public mutating func nextEvent() async throws(NATSError) -> Event? {
-            try await nextEvents(max: 1)?.first
-        }
-
-        /// Waits for the next events, up to `max` of those already arrived, in one hop to the blocking
-        /// executor (a busy watch costs one thread hand-off per batch, not per entry); nil when stopped
-        /// or the task is cancelled.
-        public mutating func nextEvents(max: Int) async throws(NATSError) -> [Event]? {
-            let handle = watch.handle
-            while !Task.isCancelled {
-                let batch = try await watch.executor.run { () throws(NATSError) -> [KeyValueWatcherHandle.Next]? in
-                    do throws(NATSError) {
-                        return try handle.nextBatch(max: max, timeoutMilliseconds: 250)
-                    } catch where error.kind == .illegalState || error.kind == .connectionClosed {
-                        return nil
-                    }
-                }
-                guard let batch else { return nil }
-                if batch.isEmpty { continue }
-                return batch.compactMap { next in
-                    switch next {
-                    case .timeout: nil
-                    case .initialValuesDone: .initialValuesDone
-                    case .entry(let entry): .entry(entry)
-                    }
-                }
-            }
-            return nil
-        }
-
-        public mutating func next() async throws -> Event? { try await nextEvent() }
-    }
-
-    public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(watch: self) }
 }
 
 extension KeyValue {
@@ -316,11 +272,11 @@ extension KeyValue {
     /// headers only). Returns when the task is cancelled; throws when a consumer cannot be created.
     ///
     /// An ephemeral pull consumer (no acks, memory storage) read through the async request path, so no
-    /// thread waits on it — unlike `watch`, whose libnats poll holds a blocking-executor thread, which
-    /// is fine for a read but starves the pool when every service instance keeps one for its lifetime.
+    /// thread waits on it.
     /// Like an ordered consumer it never skips a put: a gap in the consumer sequence (a message lost
     /// with a connection), a reconnect, or a consumer that stopped answering (a restarted server, an
     /// inactivity cleanup) starts a new consumer right after the last revision delivered.
+    /// (`values(matching:)` reads the same way once; a follower lives as long as the process.)
     public func followPuts(_ deliver: ([KeyValueEntry]) -> Void) async throws(NATSError) {
         let connection = jetStream.connection
         var lastRevision: UInt64 = 0
@@ -372,12 +328,7 @@ extension KeyValue {
                     consumerSequence = message.consumerSequence
                     lastRevision = message.streamSequence
                     requested -= 1
-                    guard message.headers["KV-Operation"] == nil else { continue }  // a delete or purge
-                    entries.append(KeyValueEntry(
-                        key: String(message.subject.utf8.dropFirst(subjectPrefix.utf8.count)) ?? "",
-                        value: [], revision: message.streamSequence, createdNanoseconds: message.timestampNanoseconds,
-                        operation: .put
-                    ))
+                    if let entry = entry(from: message) { entries.append(entry) }
                 }
                 if !entries.isEmpty { deliver(entries) }
                 switch received.endStatus {

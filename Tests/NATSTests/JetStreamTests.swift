@@ -208,7 +208,7 @@ struct JetStreamTests {
         #expect(try await kv.confirmedValue("k") == nil)
     }
 
-    @Test func keyValueCompareAndSetDeleteKeysAndWatch() async throws {
+    @Test func keyValueCompareAndSetDeleteKeysAndFollow() async throws {
         let (server, connection, _) = try await setUp()
         defer { withExtendedLifetime(server) {} }
         let kv = try await connection.keyValue(KeyValueConfiguration(bucket: "settings", history: 5))
@@ -232,17 +232,17 @@ struct JetStreamTests {
         try await kv.put("size", Array("L".utf8))
         #expect(Set(try await kv.keys()) == ["color", "size"])
 
-        let watch = try await kv.watch("color")
-        var iterator = watch.makeAsyncIterator()
-        #expect(try await iterator.nextEvent() == .entry(KeyValueEntry(key: "color", value: Array("green".utf8), revision: r2, createdNanoseconds: try #require(try await kv.get("color")).createdNanoseconds, operation: .put)))
-        #expect(try await iterator.nextEvent() == .initialValuesDone)
+        let seen = Mutex<[KeyValueEntry]>([])
+        let follower = Task { try await kv.followPuts { entries in seen.withLock { $0 += entries } } }
+        // Every stored put (the bucket keeps 5 revisions per key), in order, then the changes.
+        try await eventually("the stored puts") { seen.withLock { $0.map(\.key) } == ["color", "color", "size"] }
+        #expect(seen.withLock { $0.prefix(2).map(\.revision) } == [r1, r2])
+        #expect(seen.withLock { $0[1] } == KeyValueEntry(key: "color", value: [], revision: r2, createdNanoseconds: try #require(try await kv.get("color")).createdNanoseconds, operation: .put))
         try await kv.put("color", Array("blue".utf8))
-        guard case .entry(let changed)? = try await iterator.nextEvent() else { Issue.record("no change seen"); return }
-        #expect(changed.value == Array("blue".utf8))
         try await kv.delete("color")
-        guard case .entry(let deleted)? = try await iterator.nextEvent() else { Issue.record("no delete seen"); return }
-        #expect(deleted.operation == .delete)
-        watch.stop()
+        try await kv.put("size", Array("XL".utf8))
+        try await eventually("the changes, not the delete") { seen.withLock { $0.map(\.key) } == ["color", "color", "size", "color", "size"] }
+        follower.cancel()
 
         #expect(try await kv.value("color") == nil)
         try await kv.create("color", Array("again".utf8))  // create succeeds over a delete marker
