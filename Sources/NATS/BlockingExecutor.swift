@@ -1,12 +1,13 @@
 import Foundation
 import Synchronization
 
-/// A pool of threads for libnats calls that block (connect, flush, KV operations, watcher polls), so
+/// A pool of threads for libnats calls that block (connect, flush, bucket creation, key listing), so
 /// they never occupy Swift's cooperative thread pool.
 ///
 /// It starts with no thread and adds one whenever a job arrives while every thread is busy, up to
 /// `maxThreads` (threads then stay). A fixed 16 was starved when many blocking calls waited out their
-/// timeouts at once — each KV watcher holds a thread per 250 ms poll, and a JetStream API call against
+/// timeouts at once — each KV watcher held a thread per 250 ms poll (KV reads and followers now use
+/// pull consumers on the async path instead), and a JetStream API call against
 /// a restarting server holds one for its whole timeout — and a request queued behind them went
 /// unanswered for 15 s (seen with ~70 services in one test process).
 public final class BlockingExecutor: Sendable {
