@@ -49,7 +49,10 @@ public func buildGateway(
     }
     let upgrade = webSocketUpgrade(core: core)
     let server = HTTPServerBuilder { responder in
-        GatewayHTTPChannel(responder: responder, configuration: .init(), maxFrameSize: configuration.maxFrameBytes, decide: upgrade)
+        GatewayHTTPChannel(
+            responder: responder, configuration: .init(idleTimeout: .milliseconds(configuration.httpIdleTimeout.inMilliseconds)),
+            maxFrameSize: configuration.maxFrameBytes, headTimeout: configuration.requestHeadTimeout, decide: upgrade
+        )
     }
     let app = Application(
         router: router,

@@ -51,6 +51,12 @@ public struct GatewayConfiguration: Sendable {
     public var maxConnections = ConnectionLimiter.defaultMaxConnections()
     /// `MAX_CONNECTIONS_PER_IP`: WebSockets per client address; more get 429 `too_many_connections` (0: no limit).
     public var maxConnectionsPerIP = 0
+    /// `REQUEST_HEAD_TIMEOUT_MS`: a connection whose first request head (and, for `/ws`, the upgrade
+    /// decision) is not complete this long after it opened is closed — slow or silent clients cannot
+    /// hold sockets that no limit counts.
+    public var requestHeadTimeout: Duration = .seconds(10)
+    /// `HTTP_IDLE_TIMEOUT_MS`: an HTTP (non-WebSocket) connection idle this long is closed.
+    public var httpIdleTimeout: Duration = .seconds(60)
     /// `TRUSTED_PROXIES`: addresses/CIDR ranges whose `X-Forwarded-For` / `X-Real-IP` name the client.
     public var trustedProxies: [CIDR] = [CIDR("127.0.0.0/8")!, CIDR("::1")!]
 
@@ -79,6 +85,8 @@ public struct GatewayConfiguration: Sendable {
         c.webRoot = settings.optional("WEB_ROOT")
         c.maxConnections = try settings.int("MAX_CONNECTIONS", default: c.maxConnections, range: 1...10_000_000)
         c.maxConnectionsPerIP = try settings.int("MAX_CONNECTIONS_PER_IP", default: c.maxConnectionsPerIP, range: 0...10_000_000)
+        c.requestHeadTimeout = try settings.milliseconds("REQUEST_HEAD_TIMEOUT_MS", default: c.requestHeadTimeout)
+        c.httpIdleTimeout = try settings.milliseconds("HTTP_IDLE_TIMEOUT_MS", default: c.httpIdleTimeout)
         if let text = settings.optional("TRUSTED_PROXIES") {
             c.trustedProxies = try text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }.map { item in
                 guard let range = CIDR(item) else { throw ConfigurationError("TRUSTED_PROXIES: '\(item)' is not an IP address or CIDR range") }

@@ -3,6 +3,7 @@ import HTTPTypes
 import Hummingbird
 import HummingbirdCore
 import Logging
+import Metrics
 import NIOCore
 import NIOHTTP1
 import NIOHTTPTypes
@@ -45,7 +46,11 @@ struct GatewayHTTPChannel: ServerChildChannel, HTTPChannelHandler {
     let responder: HTTPChannelHandler.Responder
     let configuration: HTTP1Channel.Configuration
     let maxFrameSize: Int
+    /// Until the first request head is read and the upgrade decided, no other timer watches a connection.
+    let headTimeout: Duration
     let decide: Decide
+
+    private static let headTimeouts = Counter(label: "gateway_request_head_timeouts_total")
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         channel.eventLoop.makeCompletedFuture {
@@ -56,6 +61,13 @@ struct GatewayHTTPChannel: ServerChildChannel, HTTPChannelHandler {
                 decide: decide, maxFrameSize: maxFrameSize, logger: logger, result: result,
                 fallback: { channel, decided in try configureHTTP(channel: channel, alreadyDecided: decided, logger: logger) }
             ))
+            // A client that never finishes its first head (a slowloris, a port scanner) is closed.
+            let deadline = channel.eventLoop.scheduleTask(in: .milliseconds(headTimeout.inMilliseconds)) {
+                Self.headTimeouts.increment()
+                logger.debug("closing a connection without a complete request head", metadata: ["timeout_ms": "\(headTimeout.inMilliseconds)"])
+                channel.close(promise: nil)
+            }
+            result.futureResult.whenComplete { _ in deadline.cancel() }
             return Value(upgradeResult: result.futureResult, channel: channel)
         }
     }

@@ -82,3 +82,60 @@ def test_untrusted_peers_cannot_choose_their_address(make_system):
         await first.close()
 
     run(body())
+
+
+def test_slow_silent_and_idle_http_clients_are_closed(make_system):
+    """A connection must finish its first request head within REQUEST_HEAD_TIMEOUT_MS (no limit counts
+    it before that), and an idle keep-alive HTTP connection is closed after HTTP_IDLE_TIMEOUT_MS."""
+    import socket
+    import time
+    system = make_system(gateway_env={"REQUEST_HEAD_TIMEOUT_MS": "600", "HTTP_IDLE_TIMEOUT_MS": "800"})
+    gw = system.gateway
+
+    def closed_within(sock: socket.socket, seconds: float) -> bytes:
+        """Reads until the gateway closes the socket; fails if it is still open after `seconds`."""
+        sock.settimeout(0.2)
+        deadline = time.monotonic() + seconds
+        received = b""
+        while time.monotonic() < deadline:
+            try:
+                chunk = sock.recv(4096)
+            except socket.timeout:
+                continue
+            if not chunk:
+                return received
+            received += chunk
+        raise AssertionError(f"still open after {seconds} s; received {received[:200]!r}")
+
+    def connect() -> socket.socket:
+        return socket.create_connection(("127.0.0.1", gw.port), timeout=5)
+
+    started = time.monotonic()
+    partial_ws = connect()
+    partial_ws.sendall(b"GET /ws?username=slow HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n")
+    partial_rest = connect()
+    partial_rest.sendall(b"GET /api/v1/rooms HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+    silent = connect()
+    for sock in (partial_ws, partial_rest, silent):
+        assert closed_within(sock, 10) == b""
+        sock.close()
+    assert time.monotonic() - started >= 0.5, "closed before the head timeout"
+
+    # A head that arrives in pieces within the timeout is served, and the keep-alive connection is
+    # then closed once idle.
+    keep_alive = connect()
+    keep_alive.sendall(b"GET /health HTTP/1.1\r\n")
+    time.sleep(0.2)  # the client's pace, not synchronisation: the second half follows later
+    keep_alive.sendall(b"Host: x\r\n\r\n")
+    response = closed_within(keep_alive, 10)
+    assert response.startswith(b"HTTP/1.1 200"), response[:200]
+    keep_alive.close()
+
+    # WebSockets are not affected once upgraded.
+    async def body():
+        client = await Client.connect(gw, "patient")
+        await asyncio.sleep(1.5)  # longer than both timeouts: the upgraded socket must stay open
+        assert (await client.request({"type": "room_list"}, "room_list"))["type"] == "room_list"
+        await client.close()
+    run(body())
+    assert "gateway_request_head_timeouts_total 3" in gw.metrics()
