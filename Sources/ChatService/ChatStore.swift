@@ -96,7 +96,10 @@ public final class ChatStore: Sendable {
     /// How long a room's member count for `joined` replies is reused (see `memberCount(of:)`).
     static let memberCountTTL: Duration = .seconds(2)
 
-    private init(connection: NATSConnection, rooms: KeyValue, members: KeyValue, idempotency: KeyValue, gateways: KeyValue, leases: KeyValue, configuration: ChatServiceConfiguration, logger: Logger) {
+    private init(
+        connection: NATSConnection, rooms: KeyValue, members: KeyValue, idempotency: KeyValue, gateways: KeyValue, leases: KeyValue,
+        configuration: ChatServiceConfiguration, filter: IdempotencyFilter, logger: Logger
+    ) {
         self.connection = connection
         self.js = connection.jetStream
         self.rooms = rooms
@@ -106,7 +109,7 @@ public final class ChatStore: Sendable {
         self.leases = leases
         self.configuration = configuration
         self.logger = logger
-        self.caches = Mutex(Caches(idempotencyKeys: IdempotencyFilter(ttl: configuration.idempotencyTTL, duplicateWindow: configuration.duplicateWindow)))
+        self.caches = Mutex(Caches(idempotencyKeys: filter))
     }
 
     /// The event stream's configuration; also used by the broadcaster's tests.
@@ -123,20 +126,30 @@ public final class ChatStore: Sendable {
 
     /// Creates (or updates) the stream and buckets, then returns the store.
     public static func open(connection: NATSConnection, configuration: ChatServiceConfiguration, logger: Logger) async throws(NATSError) -> ChatStore {
-        try await connection.jetStream.createOrUpdateStream(eventStreamConfiguration(configuration))
+        let events = try await connection.jetStream.createOrUpdateStream(eventStreamConfiguration(configuration))
         func bucket(_ name: String, history: Int = 1, ttl: Duration? = nil) async throws(NATSError) -> KeyValue {
             var config = KeyValueConfiguration(bucket: name, history: history, ttl: ttl)
             config.replicas = configuration.replicas
             return try await connection.keyValue(config)
         }
+        let idempotency = try await bucket(ChatNames.idempotencyBucket, ttl: configuration.idempotencyTTL)
+        // The idempotency filter works with the settings the stream and bucket actually have (an existing
+        // bucket keeps its TTL; another replica may have set another duplicate window): the longer TTL,
+        // the shorter window. A bucket without a TTL keeps records for good.
+        let bucketTTL = try await connection.jetStream.streamInfo("KV_" + ChatNames.idempotencyBucket).config.maxAge
+        let filter = IdempotencyFilter(
+            ttl: .nanoseconds(bucketTTL == 0 ? Int64.max / 4 : max(bucketTTL, configuration.idempotencyTTL.inNanoseconds)),
+            duplicateWindow: .nanoseconds(min(events.config.duplicateWindow, configuration.duplicateWindow.inNanoseconds))
+        )
         return ChatStore(
             connection: connection,
             rooms: try await bucket(ChatNames.roomsBucket),
             members: try await bucket(ChatNames.membersBucket),
-            idempotency: try await bucket(ChatNames.idempotencyBucket, ttl: configuration.idempotencyTTL),
+            idempotency: idempotency,
             gateways: try await bucket(ChatNames.gatewaysBucket, ttl: .seconds(3600)),
             leases: try await bucket(ChatNames.leasesBucket),
             configuration: configuration,
+            filter: filter,
             logger: logger
         )
     }
@@ -392,13 +405,22 @@ public final class ChatStore: Sendable {
         guard try await isMember(room: id, user: user) else { throw ChatError(.notMember, "join room \(id) before sending to it") }
         do {
             let idempotencyKey = clientMessageID.map { ChatNames.idempotencyKey(id, username, $0) }
-            if let idempotencyKey, mayHaveRecord(idempotencyKey), let record = try await idempotency.value(idempotencyKey),
-               let original = try? JSONDecoder().decode(IdempotencyRecord.self, from: Data(record.value)),
-               let stored = try await storedMessage(at: original.streamSequence) {
-                return ServiceAPI.SendResult(message: stored, duplicate: true)
+            var skippedAt: ContinuousClock.Instant?
+            if let idempotencyKey {
+                if mayHaveRecord(idempotencyKey) {
+                    if let (result, _) = try await recordedResult(idempotencyKey) { return result }
+                } else {
+                    skippedAt = .now
+                }
             }
             let (result, streamSequence) = try await roomWriters.run(id) {
-                try await self.append(room: id, user: user, username: username, content: content, clientMessageID: clientMessageID, idempotencyKey: idempotencyKey)
+                // The skip was decided against the proof's age at that moment; a send that waited long
+                // for its room's writer decides again (the window counts from its publish).
+                if let idempotencyKey, let skippedAt, ContinuousClock.now - skippedAt > .seconds(5),
+                   self.mayHaveRecord(idempotencyKey), let recorded = try await self.recordedResult(idempotencyKey) {
+                    return recorded
+                }
+                return try await self.append(room: id, user: user, username: username, content: content, clientMessageID: clientMessageID, idempotencyKey: idempotencyKey)
             }
             // For retries after JetStream's duplicate window (CHAT_DUPLICATE_WINDOW_MS, 2 min): recorded
             // after the room's writer is released and without waiting for the store's acknowledgement
@@ -407,9 +429,13 @@ public final class ChatStore: Sendable {
             if let idempotencyKey, !result.duplicate {
                 let record = IdempotencyRecord(messageID: result.message.messageID, seq: result.message.seq, streamSequence: streamSequence)
                 do {
-                    let epoch = connection.reconnects
-                    caches.withLock { $0.idempotencyKeys.willWrite(idempotencyKey, at: .now, epoch: epoch) }
                     try idempotency.putWithoutAck(idempotencyKey, ChatJSON.encode(record))
+                    if configuration.idempotencyFilter {
+                        let epoch = connection.reconnects
+                        if let probe = caches.withLock({ $0.idempotencyKeys.probeToWrite(now: .now, epoch: epoch) }) {
+                            try idempotency.putWithoutAck(probe, [])
+                        }
+                    }
                 } catch {
                     logger.warning("idempotency record not written", metadata: ["room_id": "\(id)", "error": "\(error)"])
                 }
@@ -418,6 +444,14 @@ public final class ChatStore: Sendable {
         } catch {
             throw Self.chatError(error)
         }
+    }
+
+    /// The original send's result (and its stream sequence) when the bucket holds a record for the key.
+    private func recordedResult(_ key: String) async throws(NATSError) -> (ServiceAPI.SendResult, UInt64)? {
+        guard let record = try await idempotency.value(key),
+              let original = try? JSONDecoder().decode(IdempotencyRecord.self, from: Data(record.value)),
+              let stored = try await storedMessage(at: original.streamSequence) else { return nil }
+        return (ServiceAPI.SendResult(message: stored, duplicate: true), original.streamSequence)
     }
 
     private static let idempotencyReads = Counter(label: "chat_service_idempotency_lookups_total", dimensions: [("outcome", "read")])
@@ -441,11 +475,19 @@ public final class ChatStore: Sendable {
     public func followIdempotencyRecords() async {
         while !Task.isCancelled {
             do {
-                try await idempotency.followPuts { entries in
-                    caches.withLock { caches in
-                        for entry in entries {
-                            caches.idempotencyKeys.delivered(entry.key, storedNanoseconds: entry.createdNanoseconds)
+                // After an error, start after what was delivered: the bucket is not replayed.
+                let after = caches.withLock { $0.idempotencyKeys.newestRevision }
+                try await idempotency.followPuts(after: after) { entries in
+                    // In slices: sends take the same lock.
+                    var start = entries.startIndex
+                    while start < entries.endIndex {
+                        let end = min(start + 128, entries.endIndex)
+                        caches.withLock { caches in
+                            for entry in entries[start..<end] {
+                                caches.idempotencyKeys.delivered(entry.key, revision: entry.revision, storedNanoseconds: entry.createdNanoseconds)
+                            }
                         }
+                        start = end
                     }
                 }
             } catch {

@@ -221,14 +221,27 @@ public final class KeyValue: Sendable {
         defer { jetStream.deleteConsumerLater(stream: stream, consumer: info.name) }
         guard info.numPending > 0 else { return [] }
         let consumer = try jetStream.pullConsumer(stream: stream, consumer: info.name)
-        var entries: [KeyValueEntry] = []
+        var entries: [KeyValueEntry?] = []
+        var positions: [String: Int] = [:]
+        var consumerSequence: UInt64 = 0
         while true {
             let batch = try await consumer.fetch(batch: 4096, expires: .seconds(5), noWait: true)
             for message in batch {
-                if let entry = entry(from: message) { entries.append(entry) }
+                guard message.consumerSequence == consumerSequence + 1 else {
+                    throw NATSError(.jetStream, message: "KV read of \(bucket) \(pattern): messages lost in transit")
+                }
+                consumerSequence = message.consumerSequence
+                // A key written during the read comes again: its newest value (or deletion) wins, in
+                // its first place.
+                if let position = positions[message.subject] {
+                    entries[position] = entry(from: message)
+                } else if let entry = entry(from: message) {
+                    positions[message.subject] = entries.count
+                    entries.append(entry)
+                }
             }
             // Each message says how many more the consumer holds for us.
-            guard let last = batch.last, last.pending > 0 else { return entries }
+            guard let last = batch.last, last.pending > 0 else { return entries.compactMap { $0 } }
         }
     }
 
@@ -277,12 +290,18 @@ extension KeyValue {
     /// with a connection), a reconnect, or a consumer that stopped answering (a restarted server, an
     /// inactivity cleanup) starts a new consumer right after the last revision delivered.
     /// (`values(matching:)` reads the same way once; a follower lives as long as the process.)
-    public func followPuts(_ deliver: ([KeyValueEntry]) -> Void) async throws(NATSError) {
+    /// `after`: start after this revision (what an earlier follower delivered; 0 for everything).
+    public func followPuts(after: UInt64 = 0, _ deliver: ([KeyValueEntry]) -> Void) async throws(NATSError) {
         let connection = jetStream.connection
-        var lastRevision: UInt64 = 0
+        var lastRevision = after
         let batch = 1024
         let expires: Duration = .seconds(5)
+        var backoff: Duration = .zero
         while !Task.isCancelled {
+            // A consumer that keeps failing at once (a refusal, no interest yet on a cluster) is not
+            // re-created in a tight loop: 100 ms, doubling to 5 s, reset by any delivered message.
+            if backoff > .zero { try? await Task.sleep(for: backoff) }
+            backoff = min(max(backoff * 2, .milliseconds(100)), .seconds(5))
             var config = ConsumerConfiguration(durableName: nil)
             config.description = "key follower"
             config.deliverPolicy = lastRevision == 0 ? "all" : "by_start_sequence"
@@ -323,14 +342,21 @@ extension KeyValue {
                     throw error
                 }
                 var entries: [KeyValueEntry] = []
+                var gap = false
                 for message in received.messages {
-                    guard message.consumerSequence == consumerSequence + 1 else { break following }
+                    guard message.consumerSequence == consumerSequence + 1 else {
+                        gap = true
+                        break
+                    }
                     consumerSequence = message.consumerSequence
                     lastRevision = message.streamSequence
                     requested -= 1
                     if let entry = entry(from: message) { entries.append(entry) }
                 }
+                // What came before a gap is delivered: the next consumer starts after it.
                 if !entries.isEmpty { deliver(entries) }
+                if !received.messages.isEmpty { backoff = .zero }
+                if gap { break following }
                 switch received.endStatus {
                 case nil:
                     // Nothing at all by the deadline, not even the expiry status: the consumer is gone.

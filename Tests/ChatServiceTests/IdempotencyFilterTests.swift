@@ -5,66 +5,96 @@ import Testing
 struct IdempotencyFilterTests {
     static let window: Duration = .seconds(120)
     static let ttl: Duration = .seconds(24 * 3600)
+    static let hour: Int64 = 3_600_000_000_000
     let t0 = ContinuousClock.now
-    /// Server store time of the first record (ns); records in these tests are stored a second apart.
+    /// Server store time of the first record (ns).
     let s0: Int64 = 1_800_000_000_000_000_000
 
-    /// A filter whose watch has delivered this replica's probe `probe`, written at `t0` on epoch 0.
-    func provenFilter(tuning: IdempotencyFilter.Tuning = .init(), probe: String = "probe") -> IdempotencyFilter {
-        var filter = IdempotencyFilter(ttl: Self.ttl, duplicateWindow: Self.window, tuning: tuning)
-        filter.willWrite(probe, at: t0, epoch: 0)
-        filter.delivered(probe, storedNanoseconds: s0)
-        return filter
+    /// Feeds records in stream order: each call takes the next revision.
+    struct Feed {
+        var filter: IdempotencyFilter
+        var revision: UInt64 = 0
+        mutating func deliver(_ key: String, at stored: Int64) {
+            revision += 1
+            filter.delivered(key, revision: revision, storedNanoseconds: stored)
+        }
     }
 
-    @Test func untrustedUntilAnOwnWriteComesBackThroughTheWatch() {
+    /// A filter whose follower has delivered the probe it asked for at `t0` on epoch 0.
+    func proven(tuning: IdempotencyFilter.Tuning = .init()) throws -> Feed {
+        var feed = Feed(filter: IdempotencyFilter(ttl: Self.ttl, duplicateWindow: Self.window, tuning: tuning))
+        let probe = try feed.filter.probe(now: t0, epoch: 0)
+        feed.deliver(probe, at: s0)
+        return feed
+    }
+
+    @Test func untrustedUntilItsOwnProbeComesBackThroughTheFollower() throws {
+        var feed = Feed(filter: IdempotencyFilter(ttl: Self.ttl, duplicateWindow: Self.window))
+        #expect(feed.filter.mayHold("room.ann.1", now: t0, epoch: 0), "nothing proven yet")
+        feed.deliver("room.bob.7", at: s0)  // another replica's record proves nothing about lag
+        #expect(feed.filter.mayHold("room.ann.1", now: t0, epoch: 0))
+        let probe = try feed.filter.probe(now: t0, epoch: 0)
+        #expect(probe.hasPrefix("probe."))
+        #expect(feed.filter.probeToWrite(now: t0, epoch: 0) == nil, "one probe in flight at a time")
+        #expect(feed.filter.mayHold("room.ann.1", now: t0, epoch: 0), "the probe is still in flight")
+        feed.deliver(probe, at: s0 + 1)
+        #expect(!feed.filter.mayHold("room.ann.1", now: t0, epoch: 0), "caught up: an unknown key has no record")
+        #expect(feed.filter.mayHold("room.bob.7", now: t0, epoch: 0))
+    }
+
+    @Test func probesAreUniqueSoAnOldRecordOfTheSameKeyProvesNothing() throws {
+        var a = Feed(filter: IdempotencyFilter(ttl: Self.ttl, duplicateWindow: Self.window))
+        var b = IdempotencyFilter(ttl: Self.ttl, duplicateWindow: Self.window)
+        let first = try a.filter.probe(now: t0, epoch: 0)
+        let other = try b.probe(now: t0, epoch: 0)
+        #expect(first != other, "two replicas never share a probe key")
+        a.deliver(first, at: s0)
+        // The next probe (once the proof is a quarter of the freshness old) is a new key: a replayed
+        // or repeated record of the first cannot pass for it.
+        let second = try a.filter.probe(now: t0 + .seconds(16), epoch: 0)
+        #expect(second != first)
+        a.deliver(first, at: s0 + 1)
+        #expect(a.filter.probe?.key == second, "an old key coming back is not the probe")
+    }
+
+    @Test func theProofExpiresAfterHalfTheDuplicateWindowAndIsRenewedBeforeThat() throws {
+        var feed = try proven()
+        #expect(!feed.filter.mayHold("unknown", now: t0 + .seconds(59), epoch: 0))
+        #expect(feed.filter.mayHold("unknown", now: t0 + .seconds(60), epoch: 0))
+        #expect(feed.filter.probeToWrite(now: t0 + .seconds(10), epoch: 0) == nil, "a young proof needs no probe")
+        let renewal = try feed.filter.probe(now: t0 + .seconds(20), epoch: 0)
+        feed.deliver(renewal, at: s0 + 20)
+        #expect(!feed.filter.mayHold("unknown", now: t0 + .seconds(70), epoch: 0))
+    }
+
+    @Test func aReconnectNeedsANewProofAndReplacesAProbeInFlight() throws {
+        var feed = try proven()
+        #expect(feed.filter.mayHold("unknown", now: t0, epoch: 1), "records buffered across the reconnect may land late")
+        let before = try feed.filter.probe(now: t0 + .seconds(16), epoch: 0)
+        // A probe from before the reconnect proves nothing after it: a new one replaces it.
+        let after = try feed.filter.probe(now: t0 + .seconds(17), epoch: 1)
+        feed.deliver(before, at: s0 + 16)
+        #expect(feed.filter.mayHold("unknown", now: t0 + .seconds(17), epoch: 1))
+        feed.deliver(after, at: s0 + 17)
+        #expect(!feed.filter.mayHold("unknown", now: t0 + .seconds(17), epoch: 1))
+    }
+
+    @Test func aLostProbeIsReplacedOnceItCouldNoLongerProveAnything() throws {
         var filter = IdempotencyFilter(ttl: Self.ttl, duplicateWindow: Self.window)
-        #expect(filter.mayHold("room.ann.1", now: t0, epoch: 0), "nothing proven yet")
-        filter.delivered("room.bob.7", storedNanoseconds: s0)  // another replica's record
-        #expect(filter.mayHold("room.ann.1", now: t0, epoch: 0), "another replica's record proves nothing about lag")
-        filter.willWrite("room.me.1", at: t0, epoch: 0)
-        #expect(filter.mayHold("room.ann.1", now: t0, epoch: 0), "the probe is still in flight")
-        filter.delivered("room.me.1", storedNanoseconds: s0 + 1)
-        #expect(!filter.mayHold("room.ann.1", now: t0, epoch: 0), "caught up: an unknown key has no record")
-        #expect(filter.mayHold("room.bob.7", now: t0, epoch: 0))
-        #expect(filter.mayHold("room.me.1", now: t0, epoch: 0))
-    }
-
-    @Test func theProofExpiresAfterHalfTheDuplicateWindow() {
-        let filter = provenFilter()
-        #expect(!filter.mayHold("unknown", now: t0 + .seconds(59), epoch: 0))
-        #expect(filter.mayHold("unknown", now: t0 + .seconds(60), epoch: 0))
-    }
-
-    @Test func aReconnectNeedsANewProofAndReplacesAProbeInFlight() {
-        var filter = provenFilter()
-        #expect(filter.mayHold("unknown", now: t0, epoch: 1), "records buffered across the reconnect may land late")
-        filter.willWrite("old-epoch", at: t0 + .seconds(1), epoch: 0)
-        filter.willWrite("new-epoch", at: t0 + .seconds(2), epoch: 1)
-        #expect(filter.probe?.key == "new-epoch", "a probe from before the reconnect proves nothing after it")
-        filter.delivered("old-epoch", storedNanoseconds: s0 + 1)
-        #expect(filter.mayHold("unknown", now: t0 + .seconds(2), epoch: 1))
-        filter.delivered("new-epoch", storedNanoseconds: s0 + 2)
-        #expect(!filter.mayHold("unknown", now: t0 + .seconds(2), epoch: 1))
-        #expect(filter.mayHold("old-epoch", now: t0 + .seconds(2), epoch: 1))
-    }
-
-    @Test func aLostProbeIsReplacedOnceItCouldNoLongerProveAnything() {
-        var filter = IdempotencyFilter(ttl: Self.ttl, duplicateWindow: Self.window)
-        filter.willWrite("lost", at: t0, epoch: 0)
-        filter.willWrite("second", at: t0 + .seconds(10), epoch: 0)
-        #expect(filter.probe?.key == "lost", "one probe in flight at a time")
-        filter.willWrite("third", at: t0 + .seconds(61), epoch: 0)
-        #expect(filter.probe?.key == "third")
-        filter.delivered("third", storedNanoseconds: s0)
+        let lost = try filter.probe(now: t0, epoch: 0)
+        #expect(filter.probeToWrite(now: t0 + .seconds(10), epoch: 0) == nil)
+        let next = try filter.probe(now: t0 + .seconds(61), epoch: 0)
+        #expect(next != lost)
+        filter.delivered(next, revision: 1, storedNanoseconds: s0)
         #expect(!filter.mayHold("unknown", now: t0 + .seconds(62), epoch: 0))
     }
 
-    @Test func everyDeliveredKeyIsHeldAndFewOthersAreAcrossGenerations() {
+    @Test func everyDeliveredKeyIsHeldAndFewOthersAreAcrossGenerations() throws {
         // Small generations (4,096 keys in 2^15 bits) so 50,000 keys span 13 of them.
-        var filter = provenFilter(tuning: .init(bitsLog2: 15, capacity: 4096, hashes: 6, maxGenerations: 32))
+        var feed = try proven(tuning: .init(bitsLog2: 15, capacity: 4096, hashes: 6, maxGenerations: 32))
         let keys = (0..<50_000).map { "room-\($0 % 97).user-\($0 % 1013).msg-\($0)" }
-        for (index, key) in keys.enumerated() { filter.delivered(key, storedNanoseconds: s0 + Int64(index)) }
+        for (index, key) in keys.enumerated() { feed.deliver(key, at: s0 + Int64(index)) }
+        let filter = feed.filter
         #expect(filter.generations.count == 13)
         #expect(keys.allSatisfy { filter.mayHold($0, now: t0, epoch: 0) }, "no false 'no': that would store a duplicate")
         let others = (0..<20_000).map { "room-\($0 % 97).user-\($0 % 1013).other-\($0)" }
@@ -74,33 +104,50 @@ struct IdempotencyFilterTests {
         #expect(falseMaybes > 0, "a Bloom filter this full has some false positives; none means it is not consulted")
     }
 
-    @Test func generationsStartEachQuarterTTLAndExpireWithTheirRecords() {
-        let hour: Int64 = 3_600_000_000_000
-        var filter = provenFilter()
-        filter.delivered("early", storedNanoseconds: s0 + 1)
-        filter.delivered("six-hours-later", storedNanoseconds: s0 + 6 * hour + 1)
-        #expect(filter.generations.count == 2, "a new generation per quarter of the TTL")
-        #expect(filter.mayHold("early", now: t0, epoch: 0))
-        // A day and a bit after the first generation's newest record, it is gone (its records expired).
-        filter.delivered("next-day", storedNanoseconds: s0 + 25 * hour)
-        #expect(filter.generations.count == 2)
-        #expect(!filter.mayHold("early", now: t0, epoch: 0), "expired records need no read")
-        #expect(filter.mayHold("six-hours-later", now: t0, epoch: 0))
+    @Test func aFollowerThatStartsOverAddsNothingTwice() throws {
+        var feed = try proven(tuning: .init(bitsLog2: 12, capacity: 10, hashes: 4, maxGenerations: 32))
+        for index in 0..<9 { feed.deliver("k\(index)", at: s0 + Int64(index)) }
+        let counts = feed.filter.generations.map(\.count)
+        for revision in 1...10 { feed.filter.delivered("k-replayed", revision: UInt64(revision), storedNanoseconds: s0) }
+        #expect(feed.filter.generations.map(\.count) == counts)
+        #expect(feed.filter.newestRevision == 10)
     }
 
-    @Test func overflowingGenerationsMakeEveryKeyMaybeUntilTheDroppedOnesExpire() {
-        let hour: Int64 = 3_600_000_000_000
-        var filter = provenFilter(tuning: .init(bitsLog2: 12, capacity: 10, hashes: 4, maxGenerations: 2))
-        for index in 0..<30 { filter.delivered("k\(index)", storedNanoseconds: s0 + Int64(index)) }
+    @Test func generationsStartEachQuarterTTLAndExpireWithTheirRecords() throws {
+        var feed = try proven()
+        feed.deliver("early", at: s0 + 1)
+        feed.deliver("six-hours-later", at: s0 + 6 * Self.hour + 1)
+        #expect(feed.filter.generations.count == 2, "a new generation per quarter of the TTL")
+        #expect(feed.filter.mayHold("early", now: t0, epoch: 0))
+        // A day and a bit after the first generation's newest record, it is gone (its records expired).
+        feed.deliver("next-day", at: s0 + 25 * Self.hour)
+        #expect(feed.filter.generations.count == 2)
+        #expect(!feed.filter.mayHold("early", now: t0, epoch: 0), "expired records need no read")
+        #expect(feed.filter.mayHold("six-hours-later", now: t0, epoch: 0))
+    }
+
+    @Test func pastTheGenerationLimitTheOldestAreMergedAndNothingIsForgotten() throws {
+        var feed = try proven(tuning: .init(bitsLog2: 12, capacity: 10, hashes: 4, maxGenerations: 2))
+        let keys = (0..<45).map { "k\($0)" }
+        for (index, key) in keys.enumerated() { feed.deliver(key, at: s0 + Int64(index)) }
+        let filter = feed.filter
         #expect(filter.generations.count == 2)
-        #expect(filter.mayHold("never-seen", now: t0, epoch: 0), "a dropped generation's keys are unknown: read")
-        filter.delivered("much-later", storedNanoseconds: s0 + 25 * hour)
-        #expect(!filter.mayHold("never-seen", now: t0, epoch: 0), "their records have expired too")
+        #expect(filter.generations.map(\.count).reduce(0, +) == 46, "every key (and the probe) still counted")
+        #expect(keys.allSatisfy { filter.mayHold($0, now: t0, epoch: 0) })
+        #expect(!filter.mayHold("never-seen", now: t0, epoch: 0), "4,096 bits hold 46 keys with room to spare")
     }
 
     @Test func hashSpreadsSimilarKeys() {
         let hashes = Set((0..<10_000).map { IdempotencyFilter.hash("room.user.msg-\($0)") })
         #expect(hashes.count == 10_000)
         #expect(IdempotencyFilter.hash("a") == IdempotencyFilter.hash("a"))
+    }
+}
+
+extension IdempotencyFilter {
+    /// The probe the filter asks for; fails the test when it asks for none.
+    mutating func probe(now: ContinuousClock.Instant, epoch: Int) throws -> String {
+        let key = probeToWrite(now: now, epoch: epoch)
+        return try #require(key)
     }
 }

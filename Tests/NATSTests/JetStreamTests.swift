@@ -269,8 +269,8 @@ struct JetStreamTests {
         #expect(try await kv.valuesOfStoredKeys(matching: "none.*").isEmpty)
     }
 
-    @Test func followPutsDeliversEveryPutOnceInOrderAcrossAServerRestart() async throws {
-        let (server, connection, _) = try await setUp()
+    @Test func followPutsDeliversEveryPutOnceInOrderAcrossAServerRestartAndALostConsumer() async throws {
+        let (server, connection, js) = try await setUp()
         defer { withExtendedLifetime(server) {} }
         let kv = try await connection.keyValue(KeyValueConfiguration(bucket: "follow"))
         let started = Int64(Date().timeIntervalSince1970 * 1e9)
@@ -291,10 +291,28 @@ struct JetStreamTests {
             _ = try? await kv.put("e", [2])
             return keys().last == "e"
         }
+        // A consumer deleted under it (an operator, an inactivity cleanup): the same.
+        let names = try await connection.request("$JS.API.CONSUMER.NAMES.KV_follow", payload: [])
+        let consumers = try #require(try JSONSerialization.jsonObject(with: Data(names.payload)) as? [String: Any])["consumers"] as? [String]
+        #expect(consumers?.count == 1)
+        for name in consumers ?? [] { try await js.deleteConsumer(stream: "KV_follow", consumer: name) }
+        try await eventually("a put after the consumer was deleted", timeout: .seconds(20)) {
+            _ = try? await kv.put("f", [3])
+            return keys().last == "f"
+        }
+        // Nothing lost at the end either: the follower reaches the stream's last revision.
+        let last = try await js.streamInfo("KV_follow").state.lastSequence
+        try await eventually("caught up") { seen.withLock { $0.last?.revision } == last }
         let entries = seen.withLock { $0 }
         let afterD = entries.map(\.key).drop { $0 != "d" }.dropFirst()
         #expect(entries.map(\.key).prefix(3) == ["a", "c", "d"])
-        #expect(afterD.allSatisfy { $0 == "e" }, "\(entries.map(\.key))")
+        #expect(afterD.drop { $0 == "e" }.allSatisfy { $0 == "f" } && afterD.first == "e", "\(entries.map(\.key))")
+
+        // Started after a revision, a follower delivers only what came later.
+        let later = Mutex<[String]>([])
+        let second = Task { try await kv.followPuts(after: last - 1) { entries in later.withLock { $0 += entries.map(\.key) } } }
+        defer { second.cancel() }
+        try await eventually("only the last put") { later.withLock { $0 } == ["f"] }
         #expect(zip(entries, entries.dropFirst()).allSatisfy { $0.revision < $1.revision }, "in order, once each")
         #expect(entries.allSatisfy { $0.operation == .put && $0.value.isEmpty })
         #expect(entries.allSatisfy { abs($0.createdNanoseconds - started) < 120_000_000_000 }, "store times from the stream")
