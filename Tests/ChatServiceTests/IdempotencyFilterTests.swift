@@ -18,6 +18,10 @@ struct IdempotencyFilterTests {
             revision += 1
             filter.delivered(key, revision: revision, storedNanoseconds: stored)
         }
+        /// One key per nanosecond of store time from `start`.
+        mutating func deliver(_ keys: [String], from start: Int64) {
+            for (index, key) in keys.enumerated() { deliver(key, at: start + Int64(index)) }
+        }
     }
 
     /// A filter whose follower has delivered the probe it asked for at `t0` on epoch 0.
@@ -26,6 +30,15 @@ struct IdempotencyFilterTests {
         let probe = try feed.filter.probe(now: t0, epoch: 0)
         feed.deliver(probe, at: s0)
         return feed
+    }
+
+    /// A proven filter fed `keys`: every one of them must read as "maybe" (a false "no" stores a duplicate).
+    func filled(_ keys: [String], tuning: IdempotencyFilter.Tuning) throws -> IdempotencyFilter {
+        var feed = try proven(tuning: tuning)
+        feed.deliver(keys, from: s0)
+        let filter = feed.filter
+        #expect(keys.allSatisfy { filter.mayHold($0, now: t0, epoch: 0) }, "no false 'no': that would store a duplicate")
+        return filter
     }
 
     @Test func untrustedUntilItsOwnProbeComesBackThroughTheFollower() throws {
@@ -91,12 +104,9 @@ struct IdempotencyFilterTests {
 
     @Test func everyDeliveredKeyIsHeldAndFewOthersAreAcrossGenerations() throws {
         // Small generations (4,096 keys in 2^15 bits) so 50,000 keys span 13 of them.
-        var feed = try proven(tuning: .init(bitsLog2: 15, capacity: 4096, hashes: 6, maxGenerations: 32))
         let keys = (0..<50_000).map { "room-\($0 % 97).user-\($0 % 1013).msg-\($0)" }
-        for (index, key) in keys.enumerated() { feed.deliver(key, at: s0 + Int64(index)) }
-        let filter = feed.filter
+        let filter = try filled(keys, tuning: .init(bitsLog2: 15, capacity: 4096, hashes: 6, maxGenerations: 32))
         #expect(filter.generations.count == 13)
-        #expect(keys.allSatisfy { filter.mayHold($0, now: t0, epoch: 0) }, "no false 'no': that would store a duplicate")
         let others = (0..<20_000).map { "room-\($0 % 97).user-\($0 % 1013).other-\($0)" }
         let falseMaybes = others.filter { filter.mayHold($0, now: t0, epoch: 0) }.count
         // 13 generations at ≤ 2.2 % each: well under 30 % of unknown keys still read the bucket.
@@ -106,7 +116,7 @@ struct IdempotencyFilterTests {
 
     @Test func aFollowerThatStartsOverAddsNothingTwice() throws {
         var feed = try proven(tuning: .init(bitsLog2: 12, capacity: 10, hashes: 4, maxGenerations: 32))
-        for index in 0..<9 { feed.deliver("k\(index)", at: s0 + Int64(index)) }
+        feed.deliver((0..<9).map { "k\($0)" }, from: s0)
         let counts = feed.filter.generations.map(\.count)
         for revision in 1...10 { feed.filter.delivered("k-replayed", revision: UInt64(revision), storedNanoseconds: s0) }
         #expect(feed.filter.generations.map(\.count) == counts)
@@ -127,13 +137,9 @@ struct IdempotencyFilterTests {
     }
 
     @Test func pastTheGenerationLimitTheOldestAreMergedAndNothingIsForgotten() throws {
-        var feed = try proven(tuning: .init(bitsLog2: 12, capacity: 10, hashes: 4, maxGenerations: 2))
-        let keys = (0..<45).map { "k\($0)" }
-        for (index, key) in keys.enumerated() { feed.deliver(key, at: s0 + Int64(index)) }
-        let filter = feed.filter
+        let filter = try filled((0..<45).map { "k\($0)" }, tuning: .init(bitsLog2: 12, capacity: 10, hashes: 4, maxGenerations: 2))
         #expect(filter.generations.count == 2)
         #expect(filter.generations.map(\.count).reduce(0, +) == 46, "every key (and the probe) still counted")
-        #expect(keys.allSatisfy { filter.mayHold($0, now: t0, epoch: 0) })
         #expect(!filter.mayHold("never-seen", now: t0, epoch: 0), "4,096 bits hold 46 keys with room to spare")
     }
 
