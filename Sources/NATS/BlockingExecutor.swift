@@ -1,7 +1,7 @@
 import Foundation
 import Synchronization
 
-/// A pool of threads for libnats calls that block (connect, flush, bucket creation, key listing), so
+/// A pool of threads for libnats calls that block (connect, flush, bucket creation), so
 /// they never occupy Swift's cooperative thread pool.
 ///
 /// It starts with no thread and adds one whenever a job arrives while every thread is busy, up to

@@ -39,8 +39,9 @@ public struct KeyValueEntry: Sendable, Equatable {
 /// compare-and-set adds `Nats-Expected-Last-Subject-Sequence`). That is what libnats' KV API sends
 /// too, but its calls block a thread each: on the hot paths (a send checks membership and
 /// idempotency) the thread hops and libnats' lock contention cost more than the round trips.
-/// Bucket creation and key listing still go through libnats on the blocking executor; reads of many keys
-/// and followers use ephemeral pull consumers (`values(matching:)`, `followPuts`), so no thread waits on them.
+/// Only bucket creation still goes through libnats on the blocking executor; key listing is one request to
+/// the stream's subject index (`storedKeys`), and reads of many keys and followers use ephemeral pull
+/// consumers (`values(matching:)`, `followPuts`), so no thread waits on them.
 public final class KeyValue: Sendable {
     let handle: KeyValueHandle
     let executor: BlockingExecutor
@@ -196,11 +197,6 @@ public final class KeyValue: Sendable {
     public func storedKeys(matching pattern: String) async throws(NATSError) -> [String] {
         let prefixLength = subjectPrefix.utf8.count
         return try await jetStream.subjectCounts(stream: stream, filter: subjectPrefix + pattern).keys.map { String($0.utf8.dropFirst(prefixLength))! }
-    }
-
-    public func keys() async throws(NATSError) -> [String] {
-        let handle = self.handle
-        return try await executor.run { () throws(NATSError) in try handle.keys() }
     }
 
     /// Current values of the keys matching `pattern` (e.g. `room.<id>.*`; deleted and purged keys left

@@ -64,13 +64,4 @@ final class KeyValueHandle: @unchecked Sendable {
         guard let kv else { throw NATSError(.other, message: "no KV store") }
         return KeyValueHandle(pointer: kv, context: context)
     }
-
-    func keys() throws(NATSError) -> [String] {
-        var list = kvKeysList()
-        let status = kvStore_Keys(&list, pointer, nil)
-        if status == NATS_NOT_FOUND { return [] }
-        try LibNATS.check(status, "KV keys")
-        defer { kvKeysList_Destroy(&list) }
-        return (0..<Int(list.Count)).compactMap { list.Keys[$0].map { String(cString: $0) } }
-    }
 }
