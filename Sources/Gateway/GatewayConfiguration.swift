@@ -57,6 +57,9 @@ public struct GatewayConfiguration: Sendable {
     public var requestHeadTimeout: Duration = .seconds(10)
     /// `HTTP_IDLE_TIMEOUT_MS`: an HTTP (non-WebSocket) connection idle this long is closed.
     public var httpIdleTimeout: Duration = .seconds(60)
+    /// libnats delivery threads the gateway's subscriptions share unless `NATS_DELIVERY_THREADS` says
+    /// otherwise (the services keep a thread per subscription: they have a fixed few).
+    public static let defaultDeliveryThreads = 4
     /// `TRUSTED_PROXIES`: addresses/CIDR ranges whose `X-Forwarded-For` / `X-Real-IP` name the client.
     public var trustedProxies: [CIDR] = [CIDR("127.0.0.0/8")!, CIDR("::1")!]
 
@@ -64,6 +67,8 @@ public struct GatewayConfiguration: Sendable {
 
     public static func fromEnvironment(_ settings: Settings = Settings()) throws -> GatewayConfiguration {
         var c = GatewayConfiguration(nats: .fromEnvironment(settings.values, name: "gateway"))
+        // A gateway subscribes two subjects per room: without a pool that is two libnats threads per room.
+        if settings.optional("NATS_DELIVERY_THREADS") == nil { c.nats.deliveryThreads = GatewayConfiguration.defaultDeliveryThreads }
         c.host = settings.string("HOST", default: c.host)
         c.port = try settings.int("PORT", default: c.port, range: 0...65535)
         c.gatewayID = settings.string("GATEWAY_ID", default: c.gatewayID)

@@ -30,8 +30,9 @@ public struct NATSConfiguration: Sendable {
     public var pingInterval: Duration = .seconds(5)
     /// Messages libnats may queue per subscription before it reports a slow consumer and drops.
     public var subscriptionPendingLimit = 1_000_000
-    /// Share a bounded pool of libnats delivery threads instead of one thread per subscription.
-    public var sharedDeliveryThreads = false
+    /// Subscription callbacks run on a process-wide pool of this many libnats delivery threads
+    /// (`NATS_DELIVERY_THREADS`); 0: a thread of its own per subscription (libnats' default).
+    public var deliveryThreads = 0
     /// Write every publish to the socket at once instead of letting libnats' flusher batch them
     /// (which adds up to ~1 ms per request). Services want the latency; bulk publishers may turn it off.
     public var sendAsap = true
@@ -62,6 +63,9 @@ public struct NATSConfiguration: Sendable {
         configuration.credentialsFile = value("NATS_CREDS")
         if value("NATS_CA") != nil || value("NATS_CERT") != nil || configuration.servers.contains(where: { $0.hasPrefix("tls://") }) {
             configuration.tls = TLS(caFile: value("NATS_CA"), certificateFile: value("NATS_CERT"), keyFile: value("NATS_KEY"))
+        }
+        if let threads = value("NATS_DELIVERY_THREADS").flatMap(Int.init), (0...64).contains(threads) {
+            configuration.deliveryThreads = threads
         }
         if let asap = value("NATS_SEND_ASAP") { configuration.sendAsap = !["0", "false", "no"].contains(asap.lowercased()) }
         if let timeout = value("NATS_REQUEST_TIMEOUT_MS").flatMap(Int.init), timeout > 0 {

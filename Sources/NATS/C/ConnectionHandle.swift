@@ -76,7 +76,10 @@ final class ConnectionHandle: @unchecked Sendable {
         try LibNATS.check(natsOptions_SetPingInterval(options, configuration.pingInterval.inMilliseconds), "set ping interval")
         try LibNATS.check(natsOptions_SetMaxPingsOut(options, 3), "set max pings out")
         // Bounded delivery threads: without this every async subscription gets a thread of its own.
-        try LibNATS.check(natsOptions_UseGlobalMessageDelivery(options, configuration.sharedDeliveryThreads), "use global delivery")
+        if configuration.deliveryThreads > 0 {
+            try LibNATS.check(nats_SetMessageDeliveryPoolSize(Int32(configuration.deliveryThreads)), "set delivery pool size")
+        }
+        try LibNATS.check(natsOptions_UseGlobalMessageDelivery(options, configuration.deliveryThreads > 0), "use global delivery")
         try LibNATS.check(natsOptions_SetMaxPendingMsgs(options, Int32(configuration.subscriptionPendingLimit)), "set max pending")
         try LibNATS.check(natsOptions_SetSendAsap(options, configuration.sendAsap), "set send asap")
         // Fail requests at once on disconnect rather than letting every caller wait out its timeout.
@@ -129,7 +132,7 @@ final class ConnectionHandle: @unchecked Sendable {
     func publish(subject: String, reply: String?, headers: NATSHeaders?, payload: UnsafeRawBufferPointer) throws(NATSError) {
         if let headers, !headers.isEmpty {
             let msg = try LibNATS.makeMessage(subject: subject, reply: reply, headers: headers, payload: payload)
-            defer { natsMsg_Destroy(msg) }
+            defer { LibNATS.destroy(msg) }
             try LibNATS.check(natsConnection_PublishMsg(pointer, msg), "publish to \(subject)")
         } else if let reply {
             try LibNATS.check(natsConnection_PublishRequest(pointer, subject, reply, payload.baseAddress, Int32(payload.count)), "publish to \(subject)")

@@ -38,6 +38,32 @@ enum LibNATS {
         }
     }
 
+    /// Destroys a message, freeing it on this thread.
+    ///
+    /// `natsMsg_Destroy` hands every message libnats allocated (received ones, and those built to publish
+    /// with headers) to the library's garbage-collector thread, and wakes that thread whenever it is
+    /// idle: on a busy service, a futex wake-up and a context switch per message, with the memory freed
+    /// on another thread than the one that allocated it. A message opens with libnats' `natsGCItem
+    /// { next, freeCb }`; when the second word holds the address of libnats' own `natsMsg_free`, clearing
+    /// it makes `natsMsg_Destroy` call `natsMsg_free` here, which is what the collector would have done.
+    /// The check is on that value, not on a version: were the layout different, the word would not
+    /// hold that address and the message would take the collector's path as before.
+    static func destroy(_ msg: OpaquePointer) {
+        if natsMsgFree != 0 {
+            let slot = UnsafeMutableRawPointer(msg).advanced(by: MemoryLayout<UInt>.stride)
+            if slot.load(as: UInt.self) == natsMsgFree { slot.storeBytes(of: 0, as: UInt.self) }
+        }
+        natsMsg_Destroy(msg)
+    }
+
+    /// Whether `destroy` frees this message itself (tests check the layout assumption still holds).
+    static func destroyFreesDirectly(_ msg: OpaquePointer) -> Bool {
+        natsMsgFree != 0 && UnsafeRawPointer(msg).load(fromByteOffset: MemoryLayout<UInt>.stride, as: UInt.self) == natsMsgFree
+    }
+
+    /// The address of libnats' `natsMsg_free` (0 if it cannot be found: then messages take the collector's path).
+    private static let natsMsgFree: UInt = dlsym(nil, "natsMsg_free").map { UInt(bitPattern: $0) } ?? 0
+
     /// Copies a libnats message into Swift values. Does not destroy `msg`.
     static func copyMessage(_ msg: OpaquePointer) -> NATSMessage {
         let subject = String(cString: natsMsg_GetSubject(msg))
@@ -84,7 +110,7 @@ enum LibNATS {
             for value in values {
                 let status = natsMsgHeader_Add(msg, key, value)
                 if status != NATS_OK {
-                    natsMsg_Destroy(msg)
+                    destroy(msg)
                     throw error(status, "set header \(key)")
                 }
             }

@@ -36,9 +36,9 @@ final class SubscriptionHandle: @unchecked Sendable {
         let closure = Unmanaged.passRetained(context).toOpaque()
         let callback: natsMsgHandler = { _, _, msg, closure in
             guard let msg else { return }
-            guard let closure else { natsMsg_Destroy(msg); return }
+            guard let closure else { LibNATS.destroy(msg); return }
             let message = LibNATS.copyMessage(msg)
-            natsMsg_Destroy(msg)
+            LibNATS.destroy(msg)
             Unmanaged<SubscriptionContext>.fromOpaque(closure).takeUnretainedValue().onMessage(message)
         }
         var subscription: OpaquePointer? = nil
