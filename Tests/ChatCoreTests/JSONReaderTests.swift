@@ -65,7 +65,8 @@ struct JSONReaderTests {
         case .array(let values):
             guard let array = theirs as? [Any], array.count == values.count else { return false }
             return zip(values, array).allSatisfy { same($0, $1) }
-        case .object(let fields):
+        case .object(let parsed):
+            let fields = parsed.dictionary
             guard let object = theirs as? [String: Any], object.count == fields.count else { return false }
             return fields.allSatisfy { key, value in object[key].map { same(value, $0) } ?? false }
         }
