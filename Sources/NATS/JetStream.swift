@@ -396,25 +396,42 @@ public struct JetStreamMessage: Sendable {
     /// with domain and account hash in front).
     init?(message: NATSMessage, connection: NATSConnection) {
         guard let reply = message.reply, reply.hasPrefix("$JS.ACK.") else { return nil }
-        let tokens = reply.split(separator: ".", omittingEmptySubsequences: false)
+        // On the UTF-8 bytes: String.split works on Characters (grapheme breaking), which cost ~4 % of a
+        // service's CPU for one parse per consumed message.
+        let tokens = reply.utf8.split(separator: UInt8(ascii: "."), omittingEmptySubsequences: false)
         let base: Int
         switch tokens.count {
         case 9: base = 2
         case 11, 12: base = 4
         default: return nil
         }
-        guard let deliveries = Int(tokens[base + 2]), let streamSequence = UInt64(tokens[base + 3]),
-              let consumerSequence = UInt64(tokens[base + 4]), let timestamp = Int64(tokens[base + 5]),
-              let pending = UInt64(tokens[base + 6]) else { return nil }
+        guard let deliveries = Self.number(tokens[base + 2]), let streamSequence = Self.number(tokens[base + 3]),
+              let consumerSequence = Self.number(tokens[base + 4]), let timestamp = Self.number(tokens[base + 5]),
+              let pending = Self.number(tokens[base + 6]),
+              let stream = String(tokens[base]), let consumer = String(tokens[base + 1]) else { return nil }
         self.message = message
-        self.stream = String(tokens[base])
-        self.consumer = String(tokens[base + 1])
-        self.deliveries = deliveries
+        self.stream = stream
+        self.consumer = consumer
+        self.deliveries = Int(clamping: deliveries)
         self.streamSequence = streamSequence
         self.consumerSequence = consumerSequence
         self.pending = pending
-        self.timestampNanoseconds = timestamp
+        self.timestampNanoseconds = Int64(clamping: timestamp)
         self.connection = connection
+    }
+
+    /// A decimal token (nil if empty, not digits, or past UInt64).
+    static func number(_ token: Substring.UTF8View) -> UInt64? {
+        guard !token.isEmpty else { return nil }
+        var value: UInt64 = 0
+        for byte in token {
+            guard byte >= UInt8(ascii: "0"), byte <= UInt8(ascii: "9") else { return nil }
+            let (times10, overflow1) = value.multipliedReportingOverflow(by: 10)
+            let (sum, overflow2) = times10.addingReportingOverflow(UInt64(byte - UInt8(ascii: "0")))
+            guard !overflow1, !overflow2 else { return nil }
+            value = sum
+        }
+        return value
     }
 
     private func respond(_ body: String) throws(NATSError) {
