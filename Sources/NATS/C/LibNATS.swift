@@ -79,10 +79,10 @@ enum LibNATS {
     }
 
     static func copyHeaders(_ msg: OpaquePointer) -> NATSHeaders {
-        var headers = NATSHeaders()
         var keys: UnsafeMutablePointer<UnsafePointer<CChar>?>? = nil
         var count: Int32 = 0
-        guard natsMsgHeader_Keys(msg, &keys, &count) == NATS_OK, let keys else { return headers }
+        guard natsMsgHeader_Keys(msg, &keys, &count) == NATS_OK, let keys else { return NATSHeaders() }
+        var headers = NATSHeaders(capacity: Int(count))
         defer { free(UnsafeMutableRawPointer(keys)) }
         for index in 0..<Int(count) {
             guard let keyPointer = keys[index] else { continue }
@@ -106,13 +106,11 @@ enum LibNATS {
         }
         try check(status, "create message for \(subject)")
         guard let msg else { throw NATSError(.other, message: "natsMsg_Create returned no message") }
-        for (key, values) in headers.fields {
-            for value in values {
-                let status = natsMsgHeader_Add(msg, key, value)
-                if status != NATS_OK {
-                    destroy(msg)
-                    throw error(status, "set header \(key)")
-                }
+        for (key, value) in headers.entries {
+            let status = natsMsgHeader_Add(msg, key, value)
+            if status != NATS_OK {
+                destroy(msg)
+                throw error(status, "set header \(key)")
             }
         }
         return msg
