@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -159,6 +160,12 @@ def run(bin_dir: Path, target: str, scenario: str, extra: list[str], out: Path, 
         if baseline is not None:
             baseline.stop()
         system.stop()
+        # The JetStream store of a history or fan-out run is gigabytes; runs used to leave it behind
+        # until the disk filled. BENCH_KEEP_WORKDIR=1 keeps it (and the process logs) for inspection.
+        if os.environ.get("BENCH_KEEP_WORKDIR") == "1":
+            print(f"=== kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def ratios(system: dict, baseline: dict) -> None:
