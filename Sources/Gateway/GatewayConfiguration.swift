@@ -66,9 +66,8 @@ public struct GatewayConfiguration: Sendable {
     public init(nats: NATSConfiguration) { self.nats = nats }
 
     public static func fromEnvironment(_ settings: Settings = Settings()) throws -> GatewayConfiguration {
-        var c = GatewayConfiguration(nats: .fromEnvironment(settings.values, name: "gateway"))
         // A gateway subscribes two subjects per room: without a pool that is two libnats threads per room.
-        if settings.optional("NATS_DELIVERY_THREADS") == nil { c.nats.deliveryThreads = GatewayConfiguration.defaultDeliveryThreads }
+        var c = GatewayConfiguration(nats: try settings.nats(name: "gateway", defaultDeliveryThreads: GatewayConfiguration.defaultDeliveryThreads))
         c.host = settings.string("HOST", default: c.host)
         c.port = try settings.int("PORT", default: c.port, range: 0...65535)
         c.gatewayID = settings.string("GATEWAY_ID", default: c.gatewayID)

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import Metrics
+import NATS
 import Prometheus
 
 /// Reads typed settings from environment variables; an unparsable value fails start-up with a clear error.
@@ -27,6 +28,16 @@ public struct Settings: Sendable {
     public func milliseconds(_ key: String, default value: Duration, allowZero: Bool = false) throws -> Duration {
         guard optional(key) != nil else { return value }
         return .milliseconds(try int(key, default: 0, range: (allowZero ? 0 : 1)...Int(Int32.max)))
+    }
+
+    /// The NATS connection settings (`NATSConfiguration.fromEnvironment`), with the numeric ones checked:
+    /// a mistyped `NATS_DELIVERY_THREADS` or `NATS_REQUEST_TIMEOUT_MS` fails start-up instead of being ignored.
+    public func nats(name: String, defaultDeliveryThreads: Int = 0) throws -> NATSConfiguration {
+        var configuration = NATSConfiguration.fromEnvironment(values, name: name)
+        configuration.deliveryThreads = try int("NATS_DELIVERY_THREADS", default: defaultDeliveryThreads, range: 0...64)
+        configuration.requestTimeout = try milliseconds("NATS_REQUEST_TIMEOUT_MS", default: configuration.requestTimeout)
+        configuration.sendAsap = try bool("NATS_SEND_ASAP", default: configuration.sendAsap)
+        return configuration
     }
 
     public func bool(_ key: String, default value: Bool) throws -> Bool {
