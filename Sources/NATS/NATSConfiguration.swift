@@ -31,7 +31,8 @@ public struct NATSConfiguration: Sendable {
     /// Messages libnats may queue per subscription before it reports a slow consumer and drops.
     public var subscriptionPendingLimit = 1_000_000
     /// Subscription callbacks run on a process-wide pool of this many libnats delivery threads
-    /// (`NATS_DELIVERY_THREADS`); 0: a thread of its own per subscription (libnats' default).
+    /// (`NATS_DELIVERY_THREADS`); 0: a thread of its own per subscription (libnats' default). The pool
+    /// only grows: the largest size any connection of the process asked for wins.
     public var deliveryThreads = 0
     /// Write every publish to the socket at once instead of letting libnats' flusher batch them
     /// (which adds up to ~1 ms per request). Services want the latency; bulk publishers may turn it off.
@@ -53,7 +54,9 @@ public struct NATSConfiguration: Sendable {
     }
 
     /// `NATS_URL` (comma-separated), `NATS_USER`/`NATS_PASSWORD`, `NATS_TOKEN`, `NATS_CREDS`,
-    /// `NATS_CA`, `NATS_CERT`/`NATS_KEY`, `NATS_REQUEST_TIMEOUT_MS`, `NATS_SEND_ASAP`.
+    /// `NATS_CA`, `NATS_CERT`/`NATS_KEY`: the text settings. The numeric and boolean ones
+    /// (`NATS_DELIVERY_THREADS`, `NATS_REQUEST_TIMEOUT_MS`, `NATS_SEND_ASAP`) are read, and refused when
+    /// mistyped, by `Settings.nats` in ServiceSupport, which the services use.
     public static func fromEnvironment(_ environment: [String: String], name: String) -> NATSConfiguration {
         var configuration = NATSConfiguration(url: environment["NATS_URL"] ?? "nats://localhost:4222", name: name)
         func value(_ key: String) -> String? { environment[key].flatMap { $0.isEmpty ? nil : $0 } }
@@ -63,13 +66,6 @@ public struct NATSConfiguration: Sendable {
         configuration.credentialsFile = value("NATS_CREDS")
         if value("NATS_CA") != nil || value("NATS_CERT") != nil || configuration.servers.contains(where: { $0.hasPrefix("tls://") }) {
             configuration.tls = TLS(caFile: value("NATS_CA"), certificateFile: value("NATS_CERT"), keyFile: value("NATS_KEY"))
-        }
-        if let threads = value("NATS_DELIVERY_THREADS").flatMap(Int.init), (0...64).contains(threads) {
-            configuration.deliveryThreads = threads
-        }
-        if let asap = value("NATS_SEND_ASAP") { configuration.sendAsap = !["0", "false", "no"].contains(asap.lowercased()) }
-        if let timeout = value("NATS_REQUEST_TIMEOUT_MS").flatMap(Int.init), timeout > 0 {
-            configuration.requestTimeout = .milliseconds(timeout)
         }
         return configuration
     }
