@@ -20,6 +20,7 @@ relinks ``.build/debug`` cannot swap a binary under a running test (or leave it 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import json
 import os
 import shutil
@@ -123,6 +124,9 @@ def service_binary(name: str) -> Path:
             time.sleep(0.5)
         if _binary_dir is None:
             _binary_dir = Path(tempfile.mkdtemp(prefix="nats-chat-bin-"))
+            # Every user of the copies (pytest, bench.py, chaos.py, slowbench.py) leaves them behind
+            # otherwise: ~200 MB per run, hundreds of runs filled /tmp once.
+            atexit.register(cleanup_binaries)
         target = _binary_dir / name
         for _ in range(20):
             try:
@@ -135,8 +139,12 @@ def service_binary(name: str) -> Path:
 
 
 def cleanup_binaries() -> None:
-    if _binary_dir is not None:
-        shutil.rmtree(_binary_dir, ignore_errors=True)
+    global _binary_dir
+    with _binary_lock:
+        if _binary_dir is not None:
+            shutil.rmtree(_binary_dir, ignore_errors=True)
+            _binary_dir = None
+            _binary_copies.clear()
 
 
 def http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
