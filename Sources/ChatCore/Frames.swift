@@ -156,13 +156,13 @@ public enum ServerFrame {
         ))
     }
 
-    public static func ack(clientMessageID: String, message: ChatMessage) -> [UInt8] {
+    public static func ack(clientMessageID: String, _ ack: ServiceAPI.SendAck) -> [UInt8] {
         var writer = JSONWriter(capacity: 160)
         writer.beginObject()
         writer.key("client_msg_id"); writer.string(clientMessageID)
-        writer.key("message_id"); writer.string(message.messageID)
-        writer.key("room_id"); writer.string(message.roomID.rawValue)
-        writer.key("seq"); writer.number(message.seq)
+        writer.key("message_id"); writer.string(ack.messageID)
+        writer.key("room_id"); writer.string(ack.roomID.rawValue)
+        writer.key("seq"); writer.number(ack.seq)
         writer.key("type"); writer.string("ack")
         writer.endObject()
         return writer.bytes

@@ -294,6 +294,14 @@ public struct JSONFields {
         return value
     }
 
+    public func optionalBool(_ key: String) throws(ChatError) -> Bool? {
+        switch fields[key] {
+        case nil, .null?: return nil
+        case .bool(let value)?: return value
+        default: throw ChatError(.invalidRequest, "field '\(key)' must be a boolean")
+        }
+    }
+
     public func bool(_ key: String) throws(ChatError) -> Bool {
         guard case .bool(let value)? = fields[key] else {
             if fields[key] == nil { throw ChatError(.invalidRequest, "missing field '\(key)'") }
@@ -340,7 +348,22 @@ extension ServiceAPI.Send: JSONReadable {
         let fields = try JSONFields(json)
         self.init(
             roomID: try fields.string("room_id"), userID: try fields.string("user_id"), username: try fields.string("username"),
-            content: try fields.string("content"), clientMessageID: try fields.optionalString("client_msg_id")
+            content: try fields.string("content"), clientMessageID: try fields.optionalString("client_msg_id"),
+            ackOnly: try fields.optionalBool("ack_only")
+        )
+    }
+}
+
+extension ServiceAPI.SendAck: JSONReadable {
+    public init(json: JSONValue) throws(ChatError) {
+        let fields = try JSONFields(json)
+        if fields.value("message") != nil {
+            self.init(try ServiceAPI.SendResult(json: json))
+            return
+        }
+        self.init(
+            messageID: try fields.string("message_id"), roomID: try fields.validated("room_id", as: RoomID.self),
+            seq: try fields.uint64("seq"), duplicate: try fields.bool("duplicate")
         )
     }
 }

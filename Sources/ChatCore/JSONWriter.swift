@@ -138,6 +138,9 @@ extension ServiceAPI.SendResult: JSONWritable {
 extension ServiceAPI.Send: JSONWritable {
     public func write(to writer: inout JSONWriter) {
         writer.beginObject()
+        if let ackOnly {
+            writer.key("ack_only"); writer.bool(ackOnly)
+        }
         if let clientMessageID {
             writer.key("client_msg_id"); writer.string(clientMessageID)
         }
@@ -145,6 +148,17 @@ extension ServiceAPI.Send: JSONWritable {
         writer.key("room_id"); writer.string(roomID)
         writer.key("user_id"); writer.string(userID)
         writer.key("username"); writer.string(username)
+        writer.endObject()
+    }
+}
+
+extension ServiceAPI.SendAck: JSONWritable {
+    public func write(to writer: inout JSONWriter) {
+        writer.beginObject()
+        writer.key("duplicate"); writer.bool(duplicate)
+        writer.key("message_id"); writer.string(messageID)
+        writer.key("room_id"); writer.string(roomID.rawValue)
+        writer.key("seq"); writer.number(seq)
         writer.endObject()
     }
 }

@@ -126,18 +126,46 @@ public enum ServiceAPI {
         public var username: String
         public var content: String
         public var clientMessageID: String?
-        public init(roomID: String, userID: String, username: String, content: String, clientMessageID: String? = nil) {
+        /// `ack_only: true` asks for a `SendAck` (ids and `seq`) instead of a `SendResult`: all a
+        /// WebSocket ack needs, so the stored message is not encoded again, sent back and parsed.
+        public var ackOnly: Bool?
+        public init(roomID: String, userID: String, username: String, content: String, clientMessageID: String? = nil, ackOnly: Bool? = nil) {
             self.roomID = roomID
             self.userID = userID
             self.username = username
             self.content = content
             self.clientMessageID = clientMessageID
+            self.ackOnly = ackOnly
         }
         enum CodingKeys: String, CodingKey {
             case username, content
             case roomID = "room_id"
             case userID = "user_id"
             case clientMessageID = "client_msg_id"
+            case ackOnly = "ack_only"
+        }
+    }
+
+    /// The reply to a `Send` with `ack_only`. Reads a full `SendResult` as well (a chat-service from
+    /// before `ack_only` ignores it), so gateways and services can be upgraded in any order.
+    public struct SendAck: Codable, Sendable, Equatable {
+        public var messageID: String
+        public var roomID: RoomID
+        public var seq: UInt64
+        public var duplicate: Bool
+        public init(messageID: String, roomID: RoomID, seq: UInt64, duplicate: Bool) {
+            self.messageID = messageID
+            self.roomID = roomID
+            self.seq = seq
+            self.duplicate = duplicate
+        }
+        public init(_ result: SendResult) {
+            self.init(messageID: result.message.messageID, roomID: result.message.roomID, seq: result.message.seq, duplicate: result.duplicate)
+        }
+        enum CodingKeys: String, CodingKey {
+            case seq, duplicate
+            case messageID = "message_id"
+            case roomID = "room_id"
         }
     }
 

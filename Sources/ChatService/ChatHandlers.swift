@@ -46,10 +46,11 @@ struct ChatHandlers: Sendable {
                 }
                 clientMessageID = valid
             }
-            return try await store.send(
+            let result = try await store.send(
                 room: try Self.room(request.roomID), user: try Self.user(request.userID),
                 username: try Self.username(request.username), content: request.content, clientMessageID: clientMessageID
             )
+            return request.ackOnly == true ? SendReply.ack(ServiceAPI.SendAck(result)) : .result(result)
         }
         add(.history, on: service) { (request: ServiceAPI.History) throws(ChatError) in
             if let limit = request.limit, limit < 1 { throw ChatError(.invalidRequest, "limit must be at least 1") }
@@ -134,3 +135,22 @@ struct ChatHandlers: Sendable {
     }
 }
 
+/// The `message.send` reply: the stored message, or only its ids when the request asked for `ack_only`.
+private enum SendReply: JSONWritable, Sendable {
+    case result(ServiceAPI.SendResult)
+    case ack(ServiceAPI.SendAck)
+
+    func write(to writer: inout JSONWriter) {
+        switch self {
+        case .result(let result): result.write(to: &writer)
+        case .ack(let ack): ack.write(to: &writer)
+        }
+    }
+
+    func encode(to encoder: any Encoder) throws {
+        switch self {
+        case .result(let result): try result.encode(to: encoder)
+        case .ack(let ack): try ack.encode(to: encoder)
+        }
+    }
+}

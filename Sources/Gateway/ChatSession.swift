@@ -97,12 +97,12 @@ struct ChatSession {
                 return
             }
             let start = ContinuousClock.now
-            let result: ServiceAPI.SendResult = try await chat.call(.send, ServiceAPI.Send(
+            let ack: ServiceAPI.SendAck = try await chat.call(.send, ServiceAPI.Send(
                 roomID: room.rawValue, userID: connection.userID.rawValue, username: connection.username.rawValue,
-                content: content, clientMessageID: clientMessageID
+                content: content, clientMessageID: clientMessageID, ackOnly: true
             ))
             gateway.metrics.sendLatency.recordInterval(since: start)
-            if let clientMessageID { send(ServerFrame.ack(clientMessageID: clientMessageID, message: result.message)) }
+            if let clientMessageID { send(ServerFrame.ack(clientMessageID: clientMessageID, ack)) }
 
         case .history(let text, let limit, let before):
             let room = try roomID(text)

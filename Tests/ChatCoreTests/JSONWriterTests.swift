@@ -35,7 +35,28 @@ struct JSONWriterTests {
             let sent = try JSONDecoder().decode(ServiceAPI.Send.self, from: Data(ChatJSON.encode(send)))
             #expect(sent.content == content && sent.username == send.username && sent.clientMessageID == clientMessageID && sent.roomID == send.roomID)
             #expect(ChatJSON.encode(send) == (try Self.plain(send)))
+            var ackOnly = send
+            ackOnly.ackOnly = true
+            #expect(ChatJSON.encode(ackOnly) == (try Self.plain(ackOnly)))
+            #expect(try ChatJSON.decode(ServiceAPI.Send.self, from: ChatJSON.encode(ackOnly)).ackOnly == true)
+            #expect(try ChatJSON.decode(ServiceAPI.Send.self, from: ChatJSON.encode(send)).ackOnly == nil)
         }
+    }
+
+    @Test func sendAckReadsBothReplyForms() throws {
+        let message = Self.message("hi", clientMessageID: "c-1")
+        let result = ServiceAPI.SendResult(message: message, duplicate: true)
+        let ack = ServiceAPI.SendAck(result)
+        #expect(ack == ServiceAPI.SendAck(messageID: message.messageID, roomID: message.roomID, seq: message.seq, duplicate: true))
+        let compact = ChatJSON.encode(ack)
+        #expect(compact == (try Self.plain(ack)), "byte-identical to JSONEncoder's sorted output")
+        #expect(!String(decoding: compact, as: UTF8.self).contains("content"))
+        #expect(try ChatJSON.decode(ServiceAPI.SendAck.self, from: compact) == ack)
+        // A chat-service that does not know `ack_only` answers with the whole result.
+        #expect(try ChatJSON.decode(ServiceAPI.SendAck.self, from: ChatJSON.encode(result)) == ack)
+        #expect(throws: ChatError.self) { try ChatJSON.decode(ServiceAPI.SendAck.self, from: Array(#"{"message_id":"m","room_id":"nope","seq":1,"duplicate":false}"#.utf8)) }
+        #expect(throws: ChatError.self) { try ChatJSON.decode(ServiceAPI.SendAck.self, from: Array(#"{"message_id":"m","room_id":"\#(message.roomID)","duplicate":false}"#.utf8)) }
+        #expect(throws: ChatError.self) { try ChatJSON.decode(ServiceAPI.Send.self, from: Array(#"{"room_id":"r","user_id":"u","username":"n","content":"c","ack_only":"yes"}"#.utf8)) }
     }
 
     @Test func bytesEqualJSONEncoderForPlainText() throws {
@@ -52,7 +73,7 @@ struct JSONWriterTests {
         #expect(frame["content"] as? String == message.content)
         #expect(frame["seq"] as? UInt64 == message.seq)
         #expect(frame["client_msg_id"] as? String == "c-9")
-        let ack = try #require(try JSONSerialization.jsonObject(with: Data(ServerFrame.ack(clientMessageID: "c-9", message: message))) as? [String: Any])
+        let ack = try #require(try JSONSerialization.jsonObject(with: Data(ServerFrame.ack(clientMessageID: "c-9", ServiceAPI.SendAck(ServiceAPI.SendResult(message: message, duplicate: false))))) as? [String: Any])
         #expect(ack["type"] as? String == "ack")
         #expect(ack["message_id"] as? String == message.messageID)
         #expect(ack["room_id"] as? String == message.roomID.rawValue)

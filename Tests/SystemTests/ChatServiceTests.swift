@@ -145,13 +145,22 @@ struct ChatServiceTests {
         #expect(retry.duplicate)
         #expect(retry.message.messageID == original.message.messageID)
         #expect(retry.message.seq == original.message.seq)
+        // `ack_only` (what gateways ask for): the ids and seq without the message, for new sends and retries.
+        let acked: ServiceAPI.SendAck = try await fixture.chat.call(.send, ServiceAPI.Send(
+            roomID: room.id.rawValue, userID: ann.rawValue, username: "ann", content: "once", clientMessageID: "c-1", ackOnly: true))
+        #expect(acked == ServiceAPI.SendAck(ServiceAPI.SendResult(message: original.message, duplicate: true)), "a retry acknowledged with the original's ids")
+        let ackedReply = try await fixture.chat.connection.request(ChatNames.Endpoint.send.subject, payload: ChatJSON.encode(ServiceAPI.Send(
+            roomID: room.id.rawValue, userID: ann.rawValue, username: "ann", content: "short", clientMessageID: "c-2", ackOnly: true)), timeout: .seconds(5))
+        let fresh = try ChatJSON.decode(ServiceAPI.SendAck.self, from: ackedReply.payload)
+        #expect(!fresh.duplicate && fresh.seq == original.message.seq + 1 && fresh.roomID == room.id)
+        #expect(!String(decoding: ackedReply.payload, as: UTF8.self).contains("short"), "the reply does not carry the message")
         // Wait out the 300 ms duplicate window (the passage of time is what this step tests).
         try await Task.sleep(for: .milliseconds(600))
         let late = try await fixture.send(room.id, ann, "ann", "once", clientID: "c-1")
         #expect(late.duplicate)
         #expect(late.message.messageID == original.message.messageID)
         let history = try await fixture.history(room.id)
-        #expect(history.messages.map(\.seq) == Array(1...7), "retries stored nothing new")
+        #expect(history.messages.map(\.seq) == Array(1...8), "retries stored nothing new")
         #expect(history.messages.filter { $0.content == "once" }.count == 1)
     }
 
