@@ -4,6 +4,7 @@ import Hummingbird
 import HummingbirdCore
 import NIOWebSocket
 import Logging
+import Metrics
 import NATS
 import NIOCore
 import ServiceLifecycle
@@ -79,6 +80,36 @@ enum REST {
         }
     }
 
+    private static let bodyTimeouts = Counter(label: "gateway_request_body_timeouts_total")
+
+    /// The request body, at most `limit` bytes, complete within `timeout` of starting to read it. A
+    /// client that trickles its body (a slowloris past the head) would otherwise hold a connection and
+    /// a task until the idle timeout, which each byte resets: it gets 408, and the connection closes
+    /// (the unread rest of the body ends the request stream).
+    static func body(of request: Request, upTo limit: Int, within timeout: Duration) async throws(GatewayHTTPError) -> ByteBuffer {
+        enum Outcome: Sendable { case body(ByteBuffer), tooLarge, timedOut }
+        let outcome = await withTaskGroup(of: Outcome.self) { group in
+            group.addTask {
+                var request = request
+                do { return .body(try await request.collectBody(upTo: limit)) } catch { return .tooLarge }
+            }
+            group.addTask {
+                try? await Task.sleep(for: timeout)
+                return .timedOut
+            }
+            let first = await group.next() ?? .timedOut
+            group.cancelAll()
+            return first
+        }
+        switch outcome {
+        case .body(let body): return body
+        case .tooLarge: throw GatewayHTTPError(.contentTooLarge, ChatError(.invalidRequest, "request body larger than \(limit) bytes"))
+        case .timedOut:
+            bodyTimeouts.increment()
+            throw GatewayHTTPError(.requestTimeout, ChatError(.invalidRequest, "request body not complete within \(timeout.inMilliseconds) ms"))
+        }
+    }
+
     static func roomID(_ context: GatewayRequestContext) throws(GatewayHTTPError) -> RoomID {
         guard let text = context.parameters.get("id"), let id = RoomID(text) else {
             throw GatewayHTTPError(.notFound, ChatError(.roomNotFound, "room not found (room ids are UUIDs)"))
@@ -94,13 +125,7 @@ func addRESTRoutes(to router: Router<GatewayRequestContext>, core: GatewayCore) 
         return REST.reply(ChatJSON.encode(list))
     }
     api.post("rooms") { request, context -> Response in
-        var request = request
-        let body: ByteBuffer
-        do {
-            body = try await request.collectBody(upTo: context.maxUploadSize)
-        } catch {
-            throw GatewayHTTPError(.contentTooLarge, ChatError(.invalidRequest, "request body larger than \(context.maxUploadSize) bytes"))
-        }
+        let body = try await REST.body(of: request, upTo: context.maxUploadSize, within: core.configuration.requestBodyTimeout)
         let create: ServiceAPI.CreateRoom
         do throws(ChatError) {
             create = try ChatJSON.decode(ServiceAPI.CreateRoom.self, from: Array(buffer: body))

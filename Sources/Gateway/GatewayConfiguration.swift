@@ -55,6 +55,10 @@ public struct GatewayConfiguration: Sendable {
     /// decision) is not complete this long after it opened is closed — slow or silent clients cannot
     /// hold sockets that no limit counts.
     public var requestHeadTimeout: Duration = .seconds(10)
+    /// `REQUEST_BODY_TIMEOUT_MS`: a REST request body not complete this long after its handler started
+    /// reading it gets 408 and the connection is closed (every byte resets the idle timeout, so that
+    /// alone would let a trickling client hold the connection).
+    public var requestBodyTimeout: Duration = .seconds(10)
     /// `HTTP_IDLE_TIMEOUT_MS`: an HTTP (non-WebSocket) connection idle this long is closed.
     public var httpIdleTimeout: Duration = .seconds(60)
     /// libnats delivery threads the gateway's subscriptions share unless `NATS_DELIVERY_THREADS` says
@@ -90,6 +94,7 @@ public struct GatewayConfiguration: Sendable {
         c.maxConnections = try settings.int("MAX_CONNECTIONS", default: c.maxConnections, range: 1...10_000_000)
         c.maxConnectionsPerIP = try settings.int("MAX_CONNECTIONS_PER_IP", default: c.maxConnectionsPerIP, range: 0...10_000_000)
         c.requestHeadTimeout = try settings.milliseconds("REQUEST_HEAD_TIMEOUT_MS", default: c.requestHeadTimeout)
+        c.requestBodyTimeout = try settings.milliseconds("REQUEST_BODY_TIMEOUT_MS", default: c.requestBodyTimeout)
         c.httpIdleTimeout = try settings.milliseconds("HTTP_IDLE_TIMEOUT_MS", default: c.httpIdleTimeout)
         if let text = settings.optional("TRUSTED_PROXIES") {
             c.trustedProxies = try text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }.map { item in

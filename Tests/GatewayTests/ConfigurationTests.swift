@@ -27,4 +27,10 @@ struct ConfigurationTests {
         #expect(nats.sendAsap == false)
         #expect(nats.servers == ["nats://a:1", "nats://b:2"])
     }
+
+    @Test func requestBodyTimeout() throws {
+        #expect(try GatewayConfiguration.fromEnvironment(Settings([:])).requestBodyTimeout == .seconds(10))
+        #expect(try GatewayConfiguration.fromEnvironment(Settings(["REQUEST_BODY_TIMEOUT_MS": "700"])).requestBodyTimeout == .milliseconds(700))
+        #expect(throws: ConfigurationError.self) { try GatewayConfiguration.fromEnvironment(Settings(["REQUEST_BODY_TIMEOUT_MS": "soon"])) }
+    }
 }

@@ -89,7 +89,7 @@ def test_slow_silent_and_idle_http_clients_are_closed(make_system):
     it before that), and an idle keep-alive HTTP connection is closed after HTTP_IDLE_TIMEOUT_MS."""
     import socket
     import time
-    system = make_system(gateway_env={"REQUEST_HEAD_TIMEOUT_MS": "600", "HTTP_IDLE_TIMEOUT_MS": "800"})
+    system = make_system(gateway_env={"REQUEST_HEAD_TIMEOUT_MS": "600", "HTTP_IDLE_TIMEOUT_MS": "800", "REQUEST_BODY_TIMEOUT_MS": "700"})
     gw = system.gateway
 
     def closed_within(sock: socket.socket, seconds: float) -> bytes:
@@ -130,6 +130,49 @@ def test_slow_silent_and_idle_http_clients_are_closed(make_system):
     response = closed_within(keep_alive, 10)
     assert response.startswith(b"HTTP/1.1 200"), response[:200]
     keep_alive.close()
+
+    # A REST body that trickles in (each byte resets the idle timeout) gets 408 once
+    # REQUEST_BODY_TIMEOUT_MS has passed, and the connection is closed.
+    trickle = connect()
+    trickle.sendall(b"POST /api/v1/rooms HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: 300\r\n\r\n{")
+    trickle.settimeout(0.25)  # the client's pace: one byte per 0.25 s, never idle for 0.8 s
+    received, closed, started = b"", False, time.monotonic()
+    while time.monotonic() - started < 10:
+        try:
+            trickle.sendall(b" ")
+        except OSError:
+            pass  # closed by the gateway: what is left to read is the answer
+        try:
+            chunk = trickle.recv(4096)
+        except socket.timeout:
+            continue
+        except ConnectionResetError:
+            closed = True
+            break
+        if not chunk:
+            closed = True
+            break
+        received += chunk
+    trickle.close()
+    assert received.startswith(b"HTTP/1.1 408"), received[:300]
+    assert b'"code":"invalid_request"' in received and b"request body not complete within 700 ms" in received, received
+    assert closed, "the connection stayed open after the 408"
+    assert 0.6 <= time.monotonic() - started < 5
+
+    # A body that arrives in pieces within the timeout is served.
+    name = unique("pieces").encode()
+    body = b'{"name":"' + name + b'"}'
+    pieces = connect()
+    pieces.sendall(b"POST /api/v1/rooms HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                   b"Connection: close\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body[:5])
+    time.sleep(0.2)  # the client's pace, not synchronisation: the rest follows later
+    pieces.sendall(body[5:])
+    response = closed_within(pieces, 10)
+    assert response.startswith(b"HTTP/1.1 201"), response[:300]
+    assert name in response
+    pieces.close()
+    assert "gateway_request_body_timeouts_total 1" in gw.metrics()
 
     # WebSockets are not affected once upgraded.
     async def body():
