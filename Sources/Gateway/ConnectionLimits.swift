@@ -129,6 +129,8 @@ public struct CIDR: Sendable, Equatable {
 /// `Cache-Control: no-cache` (revalidate each time: their names carry no version) and a strict
 /// `Content-Security-Policy`, `X-Frame-Options: DENY`, `Referrer-Policy: no-referrer`.
 struct HardeningMiddleware<Context: RequestContext>: RouterMiddleware {
+    let routes: KnownRoutes
+
     /// The policy of web/index.html's meta tag, plus `frame-ancestors`, which only works as a header.
     static var contentSecurityPolicy: String {
         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
@@ -139,7 +141,7 @@ struct HardeningMiddleware<Context: RequestContext>: RouterMiddleware {
         let path = request.uri.path
         /// A known path asked with another method: 405 with `Allow` (the router only knows "no route").
         func wrongMethod(_ error: HTTPError) -> GatewayHTTPError? {
-            guard error.status == .notFound, let allowed = KnownRoutes.methods(path: path), !allowed.contains(request.method) else { return nil }
+            guard error.status == .notFound, let allowed = routes.methods(path: path), !allowed.contains(request.method) else { return nil }
             let list = allowed.map(\.rawValue).joined(separator: ", ")
             return GatewayHTTPError(
                 .methodNotAllowed, ChatError(.invalidRequest, "\(request.method) is not allowed on \(path.prefix(100)) (allowed: \(list))"),
@@ -182,23 +184,30 @@ struct HardeningMiddleware<Context: RequestContext>: RouterMiddleware {
     }
 }
 
-/// The methods of the gateway's own paths, so a known path asked with another method is answered
-/// `405` with `Allow` (Hummingbird's router answers 404 for it). Kept beside the routes
-/// (`addRESTRoutes`, `StatusRoutes`, `/ws`); a test asks the running gateway each listed method.
-enum KnownRoutes {
-    static let table: [(path: [Substring], methods: [HTTPRequest.Method])] = [
-        (["api", "v1", "rooms"], [.get, .post]),
-        (["api", "v1", "rooms", ":id"], [.get]),
-        (["api", "v1", "rooms", ":id", "history"], [.get]),
-        (["health"], [.get]),
-        (["metrics"], [.get]),
-        (["ws"], [.get]),
-    ]
+/// The methods of the gateway's routes, read from the router once every route is added, so a known
+/// path asked with another method is answered `405` with `Allow` (Hummingbird's router answers 404 for
+/// it). A test asks the running gateway each method of each route.
+final class KnownRoutes: Sendable {
+    private let table = Mutex<[(path: RouterPath, methods: [HTTPRequest.Method])]>([])
 
-    static func methods(path: String) -> [HTTPRequest.Method]? {
+    func load<Context>(from router: Router<Context>) {
+        var table: [(path: RouterPath, methods: [HTTPRequest.Method])] = []
+        for route in router.routes {
+            if let index = table.firstIndex(where: { $0.path == route.path }) {
+                table[index].methods.append(route.method)
+            } else {
+                table.append((route.path, [route.method]))
+            }
+        }
+        self.table.withLock { $0 = table }
+    }
+
+    func methods(path: String) -> [HTTPRequest.Method]? {
         let parts = path.split(separator: "/")
-        return table.first { route in
-            route.path.count == parts.count && zip(route.path, parts).allSatisfy { $0 == ":id" || $0 == $1 }
-        }?.methods
+        return table.withLock { table in
+            table.first { route in
+                route.path.count == parts.count && zip(route.path, parts).allSatisfy { element, part in element ~= part }
+            }?.methods
+        }
     }
 }

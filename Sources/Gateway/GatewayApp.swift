@@ -39,7 +39,8 @@ public func buildGateway(
 
     let router = Router(context: GatewayRequestContext.self)
     router.middlewares.add(LogRequestsMiddleware(.debug))
-    router.middlewares.add(HardeningMiddleware())
+    let knownRoutes = KnownRoutes()
+    router.middlewares.add(HardeningMiddleware(routes: knownRoutes))
     StatusRoutes.add(to: router) { core.health() }
     addRESTRoutes(to: router, core: core)
     if let webRoot = configuration.webRoot {
@@ -48,6 +49,7 @@ public func buildGateway(
     router.get("ws") { _, _ -> Response in
         throw GatewayHTTPError(.upgradeRequired, ChatError(.invalidRequest, "/ws is a WebSocket endpoint: connect with a WebSocket client"))
     }
+    knownRoutes.load(from: router)
     let upgrade = webSocketUpgrade(core: core)
     let server = HTTPServerBuilder { responder in
         GatewayHTTPChannel(
