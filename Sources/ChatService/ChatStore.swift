@@ -470,6 +470,11 @@ public final class ChatStore: Sendable {
         return may
     }
 
+    /// The idempotency follower takes the records of this long in one pull rather than one wake-up per
+    /// send. A record that reaches the filter later only delays the next proof: what a lagging filter
+    /// misses is newer than the proof's probe, which is JetStream's duplicate-window case anyway.
+    static let followerLinger: Duration = .milliseconds(25)
+
     /// Feeds the idempotency filter with every record's key as it is stored (`KeyValue.followPuts`),
     /// until cancelled; after an error it starts again (replaying the bucket, which the filter tolerates).
     public func followIdempotencyRecords() async {
@@ -477,7 +482,7 @@ public final class ChatStore: Sendable {
             do {
                 // After an error, start after what was delivered: the bucket is not replayed.
                 let after = caches.withLock { $0.idempotencyKeys.newestRevision }
-                try await idempotency.followPuts(after: after) { entries in
+                try await idempotency.followPuts(after: after, linger: Self.followerLinger) { entries in
                     // In slices: sends take the same lock.
                     var start = entries.startIndex
                     while start < entries.endIndex {

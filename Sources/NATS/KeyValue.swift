@@ -287,7 +287,13 @@ extension KeyValue {
     /// inactivity cleanup) starts a new consumer right after the last revision delivered.
     /// (`values(matching:)` reads the same way once; a follower lives as long as the process.)
     /// `after`: start after this revision (what an earlier follower delivered; 0 for everything).
-    public func followPuts(after: UInt64 = 0, _ deliver: ([KeyValueEntry]) -> Void) async throws(NATSError) {
+    ///
+    /// `linger`: zero keeps a pull request open and gets each put the moment it is stored — a wake-up
+    /// of this process (libnats' reader, the subscription's thread, a task) per put. Above zero, a
+    /// put that ends a quiet spell still comes at once (a pull for one message), then the follower
+    /// waits `linger` and takes everything stored meanwhile with one no-wait pull, and again, until
+    /// a pull finds nothing: under a steady stream of puts it wakes once per `linger`, not per put.
+    public func followPuts(after: UInt64 = 0, linger: Duration = .zero, _ deliver: ([KeyValueEntry]) -> Void) async throws(NATSError) {
         let connection = jetStream.connection
         var lastRevision = after
         let batch = 1024
@@ -322,12 +328,26 @@ extension KeyValue {
             var consumerSequence: UInt64 = 0
             var requested = 0
             var deadline = ContinuousClock.now
+            // Lingering: puts came lately, so the next pull waits `linger` and takes what is there.
+            var busy = false
+            var deliveredInRequest = 0
             following: while !Task.isCancelled {
                 if connection.reconnects != reconnects { break following }
                 if requested == 0 {
-                    try consumer.request(batch: batch, expires: expires)
-                    requested = batch
-                    deadline = .now + expires + .seconds(1)
+                    if busy {
+                        try? await Task.sleep(for: linger)
+                        if Task.isCancelled { return }
+                        if connection.reconnects != reconnects { break following }
+                        try consumer.request(batch: batch, noWait: true)
+                        requested = batch
+                        deadline = .now + .seconds(5)
+                    } else {
+                        // Lingering or not, a quiet follower hears of the next put at once.
+                        requested = linger > .zero ? 1 : batch
+                        try consumer.request(batch: requested, expires: expires)
+                        deadline = .now + expires + .seconds(1)
+                    }
+                    deliveredInRequest = 0
                 }
                 let received: PullConsumer.Received
                 do {
@@ -347,8 +367,10 @@ extension KeyValue {
                     consumerSequence = message.consumerSequence
                     lastRevision = message.streamSequence
                     requested -= 1
+                    deliveredInRequest += 1
                     if let entry = entry(from: message) { entries.append(entry) }
                 }
+                if linger > .zero, !received.messages.isEmpty { busy = true }
                 // What came before a gap is delivered: the next consumer starts after it.
                 if !entries.isEmpty { deliver(entries) }
                 if !received.messages.isEmpty { backoff = .zero }
@@ -358,7 +380,8 @@ extension KeyValue {
                     // Nothing at all by the deadline, not even the expiry status: the consumer is gone.
                     if received.messages.isEmpty, ContinuousClock.now >= deadline { break following }
                 case 404?, 408?:
-                    requested = 0  // expired or nothing pending: ask again
+                    requested = 0  // expired or nothing (more) pending: ask again
+                    if deliveredInRequest == 0 { busy = false }  // quiet: back to an open pull
                 default:
                     break following  // no responders (no such consumer) or a refusal
                 }

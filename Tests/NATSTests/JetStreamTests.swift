@@ -269,7 +269,8 @@ struct JetStreamTests {
         #expect(try await kv.valuesOfStoredKeys(matching: "none.*").isEmpty)
     }
 
-    @Test func followPutsDeliversEveryPutOnceInOrderAcrossAServerRestartAndALostConsumer() async throws {
+    @Test(arguments: [Duration.zero, .milliseconds(30)])
+    func followPutsDeliversEveryPutOnceInOrderAcrossAServerRestartAndALostConsumer(linger: Duration) async throws {
         let (server, connection, js) = try await setUp()
         defer { withExtendedLifetime(server) {} }
         let kv = try await connection.keyValue(KeyValueConfiguration(bucket: "follow"))
@@ -277,7 +278,7 @@ struct JetStreamTests {
         for key in ["a", "b.x", "c"] { try await kv.put(key, Array(key.utf8)) }
         try await kv.delete("b.x")
         let seen = Mutex<[KeyValueEntry]>([])
-        let follower = Task { try await kv.followPuts { entries in seen.withLock { $0 += entries } } }
+        let follower = Task { try await kv.followPuts(linger: linger) { entries in seen.withLock { $0 += entries } } }
         defer { follower.cancel() }
         @Sendable func keys() -> [String] { seen.withLock { $0.map(\.key) } }
         try await eventually("stored puts") { keys() == ["a", "c"] }  // b.x's put was replaced by its delete
@@ -310,12 +311,38 @@ struct JetStreamTests {
 
         // Started after a revision, a follower delivers only what came later.
         let later = Mutex<[String]>([])
-        let second = Task { try await kv.followPuts(after: last - 1) { entries in later.withLock { $0 += entries.map(\.key) } } }
+        let second = Task { try await kv.followPuts(after: last - 1, linger: linger) { entries in later.withLock { $0 += entries.map(\.key) } } }
         defer { second.cancel() }
         try await eventually("only the last put") { later.withLock { $0 } == ["f"] }
         #expect(zip(entries, entries.dropFirst()).allSatisfy { $0.revision < $1.revision }, "in order, once each")
         #expect(entries.allSatisfy { $0.operation == .put && $0.value.isEmpty })
         #expect(entries.allSatisfy { abs($0.createdNanoseconds - started) < 120_000_000_000 }, "store times from the stream")
+    }
+
+    /// A lingering follower takes a steady stream of puts in a few pulls; a put after a quiet spell
+    /// still arrives at once (no linger in front of it).
+    @Test func aLingeringFollowerTakesPutsInFewPulls() async throws {
+        let (server, connection, _) = try await setUp()
+        defer { withExtendedLifetime(server) {} }
+        for (linger, bucket) in [(Duration.zero, "eager"), (.milliseconds(200), "linger")] {
+            let kv = try await connection.keyValue(KeyValueConfiguration(bucket: bucket))
+            let deliveries = Mutex<[[String]]>([])
+            let follower = Task { try await kv.followPuts(linger: linger) { entries in deliveries.withLock { $0.append(entries.map(\.key)) } } }
+            defer { follower.cancel() }
+            // A put after a quiet spell: delivered alone and soon, with or without lingering.
+            try await kv.put("first", [])
+            try await eventually("the first put", timeout: .seconds(2)) { deliveries.withLock { $0 } == [["first"]] }
+            // 40 puts, each acknowledged before the next: a steady stream.
+            for index in 0..<40 { try await kv.put("k\(index)", []) }
+            try await eventually("every put") { deliveries.withLock { $0.joined().count } == 41 }
+            let batches = deliveries.withLock { $0 }
+            #expect(Array(batches.joined()) == ["first"] + (0..<40).map { "k\($0)" }, "in order, once each")
+            if linger == .zero {
+                #expect(batches.count > 10, "an open pull hands over puts as they come: \(batches.map(\.count))")
+            } else {
+                #expect(batches.count <= 6, "lingering takes them in a few pulls: \(batches.map(\.count))")
+            }
+        }
     }
 
     @Test func streamSurvivesServerRestart() async throws {
