@@ -89,11 +89,17 @@ enum REST {
     /// a task until the idle timeout, which each byte resets: it gets 408, and the connection closes
     /// (the unread rest of the body ends the request stream).
     static func body(of request: Request, upTo limit: Int, within timeout: Duration) async throws(GatewayHTTPError) -> ByteBuffer {
-        enum Outcome: Sendable { case body(ByteBuffer), tooLarge, timedOut }
+        enum Outcome: Sendable { case body(ByteBuffer), tooLarge, unreadable, timedOut }
         let outcome = await withTaskGroup(of: Outcome.self) { group in
             group.addTask {
                 var request = request
-                do { return .body(try await request.collectBody(upTo: limit)) } catch { return .tooLarge }
+                do {
+                    return .body(try await request.collectBody(upTo: limit))
+                } catch is NIOTooManyBytesError {
+                    return .tooLarge
+                } catch {
+                    return .unreadable  // the connection failed or closed mid-body
+                }
             }
             group.addTask {
                 try? await Task.sleep(for: timeout)
@@ -106,6 +112,7 @@ enum REST {
         switch outcome {
         case .body(let body): return body
         case .tooLarge: throw GatewayHTTPError(.contentTooLarge, ChatError(.invalidRequest, "request body larger than \(limit) bytes"))
+        case .unreadable: throw GatewayHTTPError(.badRequest, ChatError(.invalidRequest, "request body could not be read"))
         case .timedOut:
             bodyTimeouts.increment()
             throw GatewayHTTPError(.requestTimeout, ChatError(.invalidRequest, "request body not complete within \(timeout.inMilliseconds) ms"))
