@@ -54,7 +54,8 @@ public func buildGateway(
     let server = HTTPServerBuilder { responder in
         GatewayHTTPChannel(
             responder: responder, configuration: .init(idleTimeout: .milliseconds(configuration.httpIdleTimeout.inMilliseconds)),
-            maxFrameSize: configuration.maxFrameBytes, headTimeout: configuration.requestHeadTimeout, decide: upgrade
+            maxFrameSize: configuration.maxFrameBytes, headTimeout: configuration.requestHeadTimeout,
+            bodyDeadline: configuration.requestBodyTimeout + .seconds(1), decide: upgrade
         )
     }
     let app = Application(
@@ -85,9 +86,9 @@ enum REST {
     private static let bodyTimeouts = Counter(label: "gateway_request_body_timeouts_total")
 
     /// The request body, at most `limit` bytes, complete within `timeout` of starting to read it. A
-    /// client that trickles its body (a slowloris past the head) would otherwise hold a connection and
-    /// a task until the idle timeout, which each byte resets: it gets 408, and the connection closes
-    /// (the unread rest of the body ends the request stream).
+    /// client that trickles its body (a slowloris past the head; each byte resets the idle timeout)
+    /// gets 408 `Connection: close`, after which the connection closes (`RequestBodyDeadlineHandler`
+    /// closes it a second later if nothing else did).
     static func body(of request: Request, upTo limit: Int, within timeout: Duration) async throws(GatewayHTTPError) -> ByteBuffer {
         enum Outcome: Sendable { case body(ByteBuffer), tooLarge, unreadable, timedOut }
         let outcome = await withTaskGroup(of: Outcome.self) { group in
@@ -115,7 +116,8 @@ enum REST {
         case .unreadable: throw GatewayHTTPError(.badRequest, ChatError(.invalidRequest, "request body could not be read"))
         case .timedOut:
             bodyTimeouts.increment()
-            throw GatewayHTTPError(.requestTimeout, ChatError(.invalidRequest, "request body not complete within \(timeout.inMilliseconds) ms"))
+            throw GatewayHTTPError(.requestTimeout, ChatError(.invalidRequest, "request body not complete within \(timeout.inMilliseconds) ms"),
+                                   headers: [.connection: "close"])
         }
     }
 

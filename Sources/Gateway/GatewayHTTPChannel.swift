@@ -48,6 +48,8 @@ struct GatewayHTTPChannel: ServerChildChannel, HTTPChannelHandler {
     let maxFrameSize: Int
     /// Until the first request head is read and the upgrade decided, no other timer watches a connection.
     let headTimeout: Duration
+    /// A request whose body is not complete this long after its head closes the connection.
+    let bodyDeadline: Duration
     let decide: Decide
 
     private static let headTimeouts = Counter(label: "gateway_request_head_timeouts_total")
@@ -114,6 +116,7 @@ struct GatewayHTTPChannel: ServerChildChannel, HTTPChannelHandler {
                 notUpgradingCompletionHandler: { channel in
                     channel.eventLoop.makeCompletedFuture {
                         try channel.pipeline.syncOperations.addHandler(HTTP1ToHTTPServerCodec(secure: false))
+                        try channel.pipeline.syncOperations.addHandler(RequestBodyDeadlineHandler(deadline: bodyDeadline))
                         try channel.pipeline.syncOperations.addHandlers(configuration.additionalChannelHandlers())
                         try channel.pipeline.syncOperations.addHandler(
                             HTTPConnectionStateHandler(idleTimeout: configuration.idleTimeout.map { .init($0) }, logger: logger))

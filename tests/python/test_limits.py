@@ -110,6 +110,21 @@ def test_slow_silent_and_idle_http_clients_are_closed(make_system):
     def connect() -> socket.socket:
         return socket.create_connection(("127.0.0.1", gw.port), timeout=5)
 
+    def fully_closed_within(sock: socket.socket, seconds: float) -> None:
+        """Keeps sending a byte every 0.25 s (the pace of a trickling client): a socket the gateway
+        closed answers with a reset, one it only half-closed keeps taking bytes."""
+        sock.settimeout(0.25)
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                sock.sendall(b" ")
+                sock.recv(4096)  # b"" after the gateway's FIN; raises once reset
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+        raise AssertionError(f"the gateway still held the socket after {seconds} s")
+
     started = time.monotonic()
     partial_ws = connect()
     partial_ws.sendall(b"GET /ws?username=slow HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n")
@@ -154,11 +169,23 @@ def test_slow_silent_and_idle_http_clients_are_closed(make_system):
             closed = True
             break
         received += chunk
-    trickle.close()
     assert received.startswith(b"HTTP/1.1 408"), received[:300]
     assert b'"code":"invalid_request"' in received and b"request body not complete within 700 ms" in received, received
-    assert closed, "the connection stayed open after the 408"
+    assert b"connection: close" in received.lower(), received[:300]
+    assert closed, "the gateway did not end its side after the 408"
     assert 0.6 <= time.monotonic() - started < 5
+    # ... and closes the socket itself, not only its sending side.
+    fully_closed_within(trickle, 5)
+    trickle.close()
+
+    # A body trickled to a route that does not read it (405, answered at once; Hummingbird then
+    # drains the body) loses its connection at the deadline (the body timeout plus a second).
+    drained = connect()
+    drained.sendall(b"POST /health HTTP/1.1\r\nHost: x\r\nContent-Length: 300\r\n\r\n{")
+    started = time.monotonic()
+    fully_closed_within(drained, 6)
+    assert time.monotonic() - started >= 1.5, "closed before the body deadline"
+    drained.close()
 
     # A body that arrives in pieces within the timeout is served.
     name = unique("pieces").encode()
@@ -172,7 +199,11 @@ def test_slow_silent_and_idle_http_clients_are_closed(make_system):
     assert response.startswith(b"HTTP/1.1 201"), response[:300]
     assert name in response
     pieces.close()
-    assert "gateway_request_body_timeouts_total 1" in gw.metrics()
+    metrics = gw.metrics()
+    assert "gateway_request_body_timeouts_total 1" in metrics
+    # The drained body's connection (the 408 one was closed by its `Connection: close` already).
+    closes = [float(line.split()[-1]) for line in metrics.splitlines() if line.startswith("gateway_request_body_deadline_closes_total ")]
+    assert closes and closes[0] >= 1, closes
 
     # WebSockets are not affected once upgraded.
     async def body():
