@@ -335,7 +335,8 @@ extension KeyValue {
                 if connection.reconnects != reconnects { break following }
                 if requested == 0 {
                     if busy {
-                        try? await Task.sleep(for: linger)
+                        // A full batch means more is waiting (a replay, a burst): no pause before it.
+                        if deliveredInRequest < batch { try? await Task.sleep(for: linger) }
                         if Task.isCancelled { return }
                         if connection.reconnects != reconnects { break following }
                         try consumer.request(batch: batch, noWait: true)

@@ -345,6 +345,24 @@ struct JetStreamTests {
         }
     }
 
+    /// A replay of more than a batch (1024) does not pause between full batches: the linger is only
+    /// spent when a pull came back short.
+    @Test func aLingeringFollowerReplaysFullBatchesWithoutPausing() async throws {
+        let (server, connection, js) = try await setUp()
+        defer { withExtendedLifetime(server) {} }
+        let kv = try await connection.keyValue(KeyValueConfiguration(bucket: "replay"))
+        for index in 0..<2_500 { try kv.putWithoutAck("k\(index)", []) }
+        try await eventually("stored") { try await js.streamInfo("KV_replay").state.messages == 2_500 }
+        let count = Mutex(0)
+        let started = ContinuousClock.now
+        let follower = Task { try await kv.followPuts(linger: .seconds(2)) { entries in count.withLock { $0 += entries.count } } }
+        defer { follower.cancel() }
+        try await eventually("the replay", timeout: .seconds(20)) { count.withLock { $0 } == 2_500 }
+        // One linger after the first put (1 + 1024 + 1024 + 451): about 2 s; pausing after each full
+        // batch too would take about 6 s.
+        #expect(ContinuousClock.now - started < .milliseconds(5_000), "\(ContinuousClock.now - started)")
+    }
+
     @Test func streamSurvivesServerRestart() async throws {
         let (server, connection, js) = try await setUp()
         for index in 0..<20 { _ = try await js.publish("events.keep", payload: [UInt8(index)]) }
