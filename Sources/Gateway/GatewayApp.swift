@@ -103,8 +103,12 @@ enum REST {
                 }
             }
             group.addTask {
-                try? await Task.sleep(for: timeout)
-                return .timedOut
+                do {
+                    try await Task.sleep(for: timeout)
+                    return .timedOut
+                } catch {
+                    return .unreadable  // cancelled: the body came first, or the server is stopping
+                }
             }
             let first = await group.next() ?? .timedOut
             group.cancelAll()
