@@ -338,7 +338,8 @@ struct JetStreamTests {
             let batches = deliveries.withLock { $0 }
             #expect(Array(batches.joined()) == ["first"] + (0..<40).map { "k\($0)" }, "in order, once each")
             if linger == .zero {
-                #expect(batches.count > 10, "an open pull hands over puts as they come: \(batches.map(\.count))")
+                // Loose on purpose: a starved test process can see a few puts arrive together.
+                #expect(batches.count > 6, "an open pull hands over puts as they come: \(batches.map(\.count))")
             } else {
                 #expect(batches.count <= 6, "lingering takes them in a few pulls: \(batches.map(\.count))")
             }
