@@ -124,13 +124,22 @@ public struct PhaseResult: Codable, Sendable {
     public var checks: Checks
     public var errors: [String: Int]
     public var processes: [ProcessUsage]
-    /// fanout: p99 within the limit, no loss, no errors.
+    /// fanout and send's fixed rates: see `holds`.
     public var held: Bool?
     /// CPU of the server processes (every --pid/--gateway-pid process) over the phase, % of one core.
     public var serverCPUPercent: Double?
     /// Server CPU time per delivered message (µs): comparable across runs even when other work
     /// shares the machine, unlike the highest rate that held.
     public var serverMicrosPerDelivery: Double?
+}
+
+extension PhaseResult {
+    /// A stepped phase held when its p99 stayed within `limit` (ms), at least 90 % of the `offered`
+    /// messages per second were `achieved` (delivered, or acknowledged for sends), and it saw no loss,
+    /// duplicate, reordering, unexpected close, unanswered send or error frame.
+    public func holds(p99: Double, limit: Double, achieved: Double, offered: Double) -> Bool {
+        p99 <= limit && achieved >= 0.9 * offered && checks.violations == 0 && errors.values.reduce(0, +) == 0
+    }
 }
 
 public struct ConnectionsResult: Codable, Sendable {
@@ -178,7 +187,7 @@ public struct BenchReport: Codable, Sendable {
     public var phases: [PhaseResult] = []
     public var connections: ConnectionsResult?
     public var history: HistoryResult?
-    /// fanout: the highest step that held.
+    /// fanout: the highest step that held; send: the highest fixed rate that held.
     public var best: PhaseResult?
     public var ok = true
 }

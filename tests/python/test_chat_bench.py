@@ -99,6 +99,38 @@ def test_smoke_against_the_baseline(tmp_path, mode):
         baseline.stop()
 
 
+@pytest.mark.parametrize("limit, held", [("1000", True), ("0.0001", False)], ids=["generous-limit", "impossible-limit"])
+def test_send_reports_the_highest_fixed_rate_that_held(tmp_path, limit, held):
+    """The send scenario marks each fixed rate held or not (ack p99 within --p99-limit-ms, the rate
+    answered, nothing lost) and reports the highest one that held: the issue's send target in one line."""
+    system = System(tmp_path / "baseline")
+    baseline = Baseline(system)
+    try:
+        baseline.start().wait_ready()
+        process, report = run_bench(tmp_path, "send", "--url", f"ws://127.0.0.1:{baseline.port}/ws", "--label", "baseline",
+                                    "--connections", "4", "--window", "2", "--rates", "40,80", "--duration", "1",
+                                    "--p99-limit-ms", limit)
+        baseline.assert_running()
+    finally:
+        system.stop()
+        baseline.stop()
+    output = f"stdout:\n{process.stdout}\nstderr:\n{process.stderr}"
+    assert process.returncode == 0, output
+    assert report is not None and report["ok"], output
+    saturation, *fixed = report["phases"]
+    assert saturation.get("held") is None, output  # closed loop: no rate to hold
+    assert [p["label"] for p in fixed] == ["send 40/s", "send 80/s"], output
+    assert [p["held"] for p in fixed] == [held, held], output
+    for p in fixed:
+        assert p["acks"] == p["sent"] and sum(p["checks"].values()) == 0, output
+    if held:
+        assert report["best"]["label"] == "send 80/s", output
+        assert "send: highest fixed rate that held (ack p99 ≤ 1000 ms" in process.stdout, output
+    else:
+        assert report.get("best") is None, output
+        assert "send: no fixed rate held (p99 ≤ 0.0001 ms)" in process.stdout, output
+
+
 def test_chat_bench_fails_when_the_server_is_unreachable(tmp_path):
     port = free_port()  # nothing listens there
     process, report = run_bench(tmp_path, "smoke", "--url", f"ws://127.0.0.1:{port}/ws")
