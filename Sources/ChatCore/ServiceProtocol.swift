@@ -237,23 +237,88 @@ public enum ServiceAPI {
     /// second crash) or whose leave never arrived.
     /// - `roomID` + `users`: every user the gateway holds in that room;
     /// - `rooms` (no `roomID`): every room the gateway holds members in.
+    /// - `partition`: the statement covers only the ids (users, or rooms) that start with this lowercase
+    ///   hex prefix; records outside it are left alone. A statement too long for one request is sent as
+    ///   the partitions of `plan(_:maxEntries:)`, each complete for its prefix, so any replica can apply
+    ///   any of them alone.
     public struct PresenceSync: Codable, Sendable {
         /// Users (or rooms) one request may list: 20,000 UUIDs stay under NATS's 1 MB payload limit.
         public static let maxEntries = 20_000
+        /// A partition is 1 to 8 lowercase hex digits: a prefix of the UUID's first group.
+        public static let maxPartitionLength = 8
         public var gatewayID: String
         public var roomID: String?
         public var users: [String]?
         public var rooms: [String]?
-        public init(gatewayID: String, roomID: String? = nil, users: [String]? = nil, rooms: [String]? = nil) {
+        public var partition: String?
+        public init(gatewayID: String, roomID: String? = nil, users: [String]? = nil, rooms: [String]? = nil, partition: String? = nil) {
             self.gatewayID = gatewayID
             self.roomID = roomID
             self.users = users
             self.rooms = rooms
+            self.partition = partition
         }
         enum CodingKeys: String, CodingKey {
-            case users, rooms
+            case users, rooms, partition
             case gatewayID = "gateway_id"
             case roomID = "room_id"
+        }
+
+        /// True for a valid partition: 1 to `maxPartitionLength` lowercase hex digits.
+        public static func isValidPartition(_ text: String) -> Bool {
+            let bytes = text.utf8
+            return (1...maxPartitionLength).contains(bytes.count) && bytes.allSatisfy { (0x30...0x39).contains($0) || (0x61...0x66).contains($0) }
+        }
+
+        /// The requests that state `ids` (canonical UUIDs) with at most `maxEntries` ids each.
+        public struct Plan: Equatable, Sendable {
+            /// (partition, ids): nil covers every id. A partition with no ids is stated too: it says
+            /// the gateway holds nothing there.
+            public var statements: [Statement] = []
+            /// Ids left unstated: a partition of `maxPartitionLength` digits still over the limit.
+            public var skipped = 0
+        }
+
+        public struct Statement: Equatable, Sendable {
+            public var partition: String?
+            public var ids: [String]
+        }
+
+        /// One statement when `ids` fit one request; otherwise one per leading hex digit, split again by
+        /// the next digit where a partition is still too long (so 16 requests state up to 16 ×
+        /// `maxEntries` ids spread evenly, as random UUIDs are).
+        public static func plan(_ ids: [String], maxEntries: Int) -> Plan {
+            var plan = Plan()
+            guard ids.count > maxEntries else {
+                plan.statements = [Statement(partition: nil, ids: ids)]
+                return plan
+            }
+            func split(_ ids: [String], prefix: String) {
+                let digits = Array("0123456789abcdef")
+                var groups = [[String]](repeating: [], count: 16)
+                let position = prefix.utf8.count
+                for id in ids {
+                    let byte = Array(id.utf8)[position]
+                    let digit = byte <= 0x39 ? Int(byte) - 0x30 : Int(byte) - 0x61 + 10
+                    groups[digit].append(id)
+                }
+                for (digit, group) in groups.enumerated() {
+                    let partition = prefix + String(digits[digit])
+                    if group.count <= maxEntries {
+                        plan.statements.append(Statement(partition: partition, ids: group))
+                    } else if partition.utf8.count < maxPartitionLength {
+                        split(group, prefix: partition)
+                    } else {
+                        plan.skipped += group.count
+                    }
+                }
+            }
+            // Only canonical UUIDs can be partitioned (their first group is 8 hex digits); others
+            // cannot be stated and count as skipped.
+            let valid = ids.filter { canonicalUUID($0) == $0 }
+            plan.skipped = ids.count - valid.count
+            split(valid, prefix: "")
+            return plan
         }
     }
 

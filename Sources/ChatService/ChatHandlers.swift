@@ -80,7 +80,17 @@ struct ChatHandlers: Sendable {
                 room = nil
                 for text in listed { rooms.insert(try Self.room(text)) }
             }
-            let removed = try await store.syncPresence(gateway: gateway, room: room, users: users, rooms: rooms, nowMilliseconds: ChatTime.now().milliseconds)
+            if let partition = request.partition {
+                guard ServiceAPI.PresenceSync.isValidPartition(partition) else {
+                    throw ChatError(.invalidRequest, "partition must be 1 to \(ServiceAPI.PresenceSync.maxPartitionLength) lowercase hex digits")
+                }
+                guard users.allSatisfy({ $0.rawValue.hasPrefix(partition) }), rooms.allSatisfy({ $0.rawValue.hasPrefix(partition) }) else {
+                    throw ChatError(.invalidRequest, "every listed id must start with the partition \(partition)")
+                }
+            }
+            let removed = try await store.syncPresence(
+                gateway: gateway, room: room, users: users, rooms: rooms, partition: request.partition ?? "", nowMilliseconds: ChatTime.now().milliseconds
+            )
             return ServiceAPI.PresenceSyncResult(removed: removed)
         }
     }

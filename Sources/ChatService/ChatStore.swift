@@ -661,12 +661,16 @@ public final class ChatStore: Sendable {
 
     /// A live gateway's statement of what it holds (`ServiceAPI.PresenceSync`): removes its member
     /// records older than `presenceSyncGrace` that the statement does not list — in `room` the users
-    /// not in `users`; without `room`, every room not in `rooms`. Returns how many were removed.
-    public func syncPresence(gateway: GatewayID, room: RoomID?, users: Set<UserID>, rooms: Set<RoomID>, nowMilliseconds: Int64) async throws(ChatError) -> Int {
+    /// not in `users`; without `room`, every room not in `rooms` — of the users (or rooms) whose id
+    /// starts with `partition` ("" for all). Returns how many were removed.
+    public func syncPresence(gateway: GatewayID, room: RoomID?, users: Set<UserID>, rooms: Set<RoomID>, partition: String = "", nowMilliseconds: Int64) async throws(ChatError) -> Int {
         let cutoff = nowMilliseconds - configuration.presenceSyncGrace.inMilliseconds
         func isStale(_ member: Member, in memberRoom: RoomID) -> Bool {
             guard member.gatewayID == gateway, member.joinedAtMilliseconds < cutoff else { return false }
-            return room == nil ? !rooms.contains(memberRoom) : !users.contains(member.userID)
+            if let room {
+                return room == memberRoom && member.userID.rawValue.hasPrefix(partition) && !users.contains(member.userID)
+            }
+            return memberRoom.rawValue.hasPrefix(partition) && !rooms.contains(memberRoom)
         }
         do {
             var removed = 0
@@ -680,7 +684,7 @@ public final class ChatStore: Sendable {
             }
             if removed > 0 {
                 logger.notice("presence sync removed members the gateway does not hold", metadata: [
-                    "gateway_id": "\(gateway)", "room_id": "\(room.map(\.rawValue) ?? "*")", "members": "\(removed)",
+                    "gateway_id": "\(gateway)", "room_id": "\(room.map(\.rawValue) ?? "*")", "partition": "\(partition.isEmpty ? "*" : partition)", "members": "\(removed)",
                 ])
             }
             return removed

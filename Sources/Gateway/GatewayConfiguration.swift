@@ -40,6 +40,10 @@ public struct GatewayConfiguration: Sendable {
     /// `PRESENCE_SYNC_INTERVAL_MS`: how often the gateway tells the chat-service which members it holds,
     /// so records it does not hold are removed (0: only after NATS reconnects). See `ServiceAPI.PresenceSync`.
     public var presenceSyncInterval: Duration = .seconds(300)
+    /// `PRESENCE_SYNC_MAX_ENTRIES`: users (or rooms) per presence-sync request; a longer statement goes
+    /// out in partitions by the ids' leading hex digits (`ServiceAPI.PresenceSync.plan`). Lower it when
+    /// the NATS server's `max_payload` is below 1 MB (each id costs ~40 bytes).
+    public var presenceSyncMaxEntries = ServiceAPI.PresenceSync.maxEntries
     /// `SHUTDOWN_GRACE_MS`: how long SIGTERM waits for sockets to close after sending 1001.
     public var shutdownGrace: Duration = .seconds(5)
     /// `TYPING_INTERVAL_MS`: at most one typing notice per user per room per interval.
@@ -89,6 +93,7 @@ public struct GatewayConfiguration: Sendable {
         c.heartbeatInterval = try settings.milliseconds("HEARTBEAT_INTERVAL_MS", default: c.heartbeatInterval)
         c.shutdownGrace = try settings.milliseconds("SHUTDOWN_GRACE_MS", default: c.shutdownGrace)
         c.presenceSyncInterval = try settings.milliseconds("PRESENCE_SYNC_INTERVAL_MS", default: c.presenceSyncInterval, allowZero: true)
+        c.presenceSyncMaxEntries = try settings.int("PRESENCE_SYNC_MAX_ENTRIES", default: c.presenceSyncMaxEntries, range: 1...ServiceAPI.PresenceSync.maxEntries)
         c.typingInterval = try settings.milliseconds("TYPING_INTERVAL_MS", default: c.typingInterval)
         c.webRoot = settings.optional("WEB_ROOT")
         c.maxConnections = try settings.int("MAX_CONNECTIONS", default: c.maxConnections, range: 1...10_000_000)

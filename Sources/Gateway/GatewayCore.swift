@@ -26,7 +26,7 @@ public final class GatewayCore: Service, Sendable {
         self.connection = connection
         self.logger = logger
         self.chat = ChatServiceClient(connection: connection, timeout: configuration.requestTimeout)
-        self.hub = RoomHub(connection: connection, chat: chat, logger: logger, metrics: metrics)
+        self.hub = RoomHub(connection: connection, chat: chat, logger: logger, metrics: metrics, presenceSyncMaxEntries: configuration.presenceSyncMaxEntries)
         self.auth = auth
     }
 

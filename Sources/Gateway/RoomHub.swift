@@ -18,13 +18,33 @@ final class RoomHub: Sendable {
     let chat: ChatServiceClient
     let logger: Logger
     let metrics: GatewayMetrics
+    /// Ids per presence-sync request (`GatewayConfiguration.presenceSyncMaxEntries`).
+    let presenceSyncMaxEntries: Int
     private let rooms = Mutex<[RoomID: Entry]>([:])
 
-    init(connection: NATSConnection, chat: ChatServiceClient, logger: Logger, metrics: GatewayMetrics) {
+    init(connection: NATSConnection, chat: ChatServiceClient, logger: Logger, metrics: GatewayMetrics, presenceSyncMaxEntries: Int = ServiceAPI.PresenceSync.maxEntries) {
         self.connection = connection
         self.chat = chat
         self.logger = logger
         self.metrics = metrics
+        self.presenceSyncMaxEntries = presenceSyncMaxEntries
+    }
+
+    /// States `ids` (users of `room`, or this gateway's rooms without one) in as many requests as
+    /// `presenceSyncMaxEntries` needs, one after another. Returns the members the chat-service removed.
+    func statePresence(gatewayID: String, room: RoomID?, ids: [String]) async throws(ChatError) -> Int {
+        let plan = ServiceAPI.PresenceSync.plan(ids, maxEntries: presenceSyncMaxEntries)
+        if plan.skipped > 0 {
+            logger.warning("presence sync: ids left out of the statement", metadata: ["room_id": "\(room.map(\.rawValue) ?? "*")", "ids": "\(plan.skipped)"])
+        }
+        var removed = 0
+        for statement in plan.statements {
+            let request = room.map { ServiceAPI.PresenceSync(gatewayID: gatewayID, roomID: $0.rawValue, users: statement.ids, partition: statement.partition) }
+                ?? ServiceAPI.PresenceSync(gatewayID: gatewayID, rooms: statement.ids, partition: statement.partition)
+            let result: ServiceAPI.PresenceSyncResult = try await chat.call(.presenceSync, request)
+            removed += result.removed
+        }
+        return removed
     }
 
     var roomCount: Int { rooms.withLock { $0.count } }
@@ -69,13 +89,9 @@ final class RoomHub: Sendable {
     /// its rooms, then each room's users (sent by the room's worker, in order with its adds and removes).
     func syncPresence(gatewayID: String) async {
         let (rooms, workers) = rooms.withLock { rooms in (rooms.keys.map(\.rawValue), rooms.values.map(\.worker)) }
-        guard rooms.count <= ServiceAPI.PresenceSync.maxEntries else {
-            logger.warning("presence sync skipped: too many rooms for one request", metadata: ["rooms": "\(rooms.count)"])
-            return
-        }
         do {
-            let result: ServiceAPI.PresenceSyncResult = try await chat.call(.presenceSync, ServiceAPI.PresenceSync(gatewayID: gatewayID, rooms: rooms))
-            if result.removed > 0 { logger.notice("presence sync: the chat-service removed members this gateway does not hold", metadata: ["members": "\(result.removed)"]) }
+            let removed = try await statePresence(gatewayID: gatewayID, room: nil, ids: rooms)
+            if removed > 0 { logger.notice("presence sync: the chat-service removed members this gateway does not hold", metadata: ["members": "\(removed)"]) }
         } catch {
             logger.warning("presence sync failed", metadata: [LogKey.error: "\(error)"])
         }
@@ -245,11 +261,10 @@ final class RoomWorker: Sendable {
         case .syncPresence(let gatewayID):
             // The users as of this point in the room's order; the request itself does not hold up deliveries.
             let users = Set(state.members.values.map(\.connection.userID.rawValue))
-            guard users.count <= ServiceAPI.PresenceSync.maxEntries else { return }
             let (room, hub) = (self.room, self.hub)
             Task {
                 do {
-                    let _: ServiceAPI.PresenceSyncResult = try await hub.chat.call(.presenceSync, ServiceAPI.PresenceSync(gatewayID: gatewayID, roomID: room.rawValue, users: Array(users)))
+                    _ = try await hub.statePresence(gatewayID: gatewayID, room: room, ids: Array(users))
                 } catch {
                     hub.logger.warning("presence sync failed", metadata: ["room_id": "\(room)", LogKey.error: "\(error)"])
                 }

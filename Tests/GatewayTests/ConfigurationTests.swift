@@ -33,4 +33,13 @@ struct ConfigurationTests {
         #expect(try GatewayConfiguration.fromEnvironment(Settings(["REQUEST_BODY_TIMEOUT_MS": "700"])).requestBodyTimeout == .milliseconds(700))
         #expect(throws: ConfigurationError.self) { try GatewayConfiguration.fromEnvironment(Settings(["REQUEST_BODY_TIMEOUT_MS": "soon"])) }
     }
+
+    @Test func presenceSyncMaxEntries() throws {
+        #expect(try GatewayConfiguration.fromEnvironment(Settings([:])).presenceSyncMaxEntries == 20_000)
+        #expect(try GatewayConfiguration.fromEnvironment(Settings(["PRESENCE_SYNC_MAX_ENTRIES": "500"])).presenceSyncMaxEntries == 500)
+        // Above 20,000 ids a request would pass NATS's default 1 MB payload limit.
+        for bad in ["0", "20001", "many"] {
+            #expect(throws: ConfigurationError.self) { try GatewayConfiguration.fromEnvironment(Settings(["PRESENCE_SYNC_MAX_ENTRIES": bad])) }
+        }
+    }
 }

@@ -390,6 +390,49 @@ struct ChatServiceTests {
         #expect(try await members(a) == ["held", "other"])
     }
 
+    @Test func aPartitionedStatementCoversOnlyItsPrefix() async throws {
+        let fixture = try await ChatFixture { $0.presenceSyncGrace = .zero }
+        try await fixture.startReplica()
+        let (a, b) = (try await fixture.createRoom("part-a"), try await fixture.createRoom("part-b"))
+        func user(startingWith digit: String) -> UserID { UserID(digit + String(UserID.random().rawValue.dropFirst()))! }
+        let (zero, zeroHeld, f) = (user(startingWith: "0"), user(startingWith: "0"), user(startingWith: "f"))
+        _ = try await fixture.join(a.id, zero, "zero")
+        _ = try await fixture.join(a.id, zeroHeld, "zero-held")
+        _ = try await fixture.join(a.id, f, "f")
+        _ = try await fixture.join(b.id, UserID.random(), "in-b")
+        func members(_ room: Room) async throws -> Set<String> {
+            let list: ServiceAPI.MemberList = try await fixture.chat.call(.members, ServiceAPI.RoomRef(roomID: room.id.rawValue))
+            return Set(list.members.map(\.username))
+        }
+        // Partition "0" of room a lists zero-held only: zero goes, f (outside the partition) stays.
+        let inRoom: ServiceAPI.PresenceSyncResult = try await fixture.chat.call(.presenceSync, ServiceAPI.PresenceSync(
+            gatewayID: "gw-test", roomID: a.id.rawValue, users: [zeroHeld.rawValue], partition: "0"))
+        #expect(inRoom.removed == 1)
+        #expect(try await members(a) == ["zero-held", "f"])
+        // The rooms statement for b's 8-digit prefix lists nothing: b's member goes, room a's stay.
+        let rooms: ServiceAPI.PresenceSyncResult = try await fixture.chat.call(.presenceSync, ServiceAPI.PresenceSync(
+            gatewayID: "gw-test", rooms: [], partition: String(b.id.rawValue.prefix(8))))
+        #expect(rooms.removed == 1)
+        #expect(try await members(b).isEmpty)
+        #expect(try await members(a) == ["zero-held", "f"])
+
+        for bad in [
+            ServiceAPI.PresenceSync(gatewayID: "gw-test", roomID: a.id.rawValue, users: [f.rawValue], partition: "0"),  // f is not in "0"
+            ServiceAPI.PresenceSync(gatewayID: "gw-test", roomID: a.id.rawValue, users: [], partition: "F"),
+            ServiceAPI.PresenceSync(gatewayID: "gw-test", roomID: a.id.rawValue, users: [], partition: ""),
+            ServiceAPI.PresenceSync(gatewayID: "gw-test", roomID: a.id.rawValue, users: [], partition: "012345678"),
+            ServiceAPI.PresenceSync(gatewayID: "gw-test", rooms: [], partition: "a.>"),
+        ] {
+            do {
+                let _: ServiceAPI.PresenceSyncResult = try await fixture.chat.call(.presenceSync, bad)
+                Issue.record("accepted \(bad)")
+            } catch {
+                #expect(error.code == .invalidRequest)
+            }
+        }
+        #expect(try await members(a) == ["zero-held", "f"])
+    }
+
     @Test func presenceSyncLeavesRecentJoinsAlone() async throws {
         let fixture = try await ChatFixture()  // default grace: 10 s
         try await fixture.startReplica()

@@ -159,6 +159,53 @@ def test_a_member_record_the_gateway_does_not_hold_is_removed(make_system):
     run(body())
 
 
+def test_a_statement_longer_than_one_request_goes_out_in_partitions(make_system):
+    """`PRESENCE_SYNC_MAX_ENTRIES=1`: a gateway holding two users in a room and members in two rooms
+    states them in partitions by leading hex digit. Stale records in the held room and in a room it
+    does not hold are removed; the members it holds stay, although their records are made old enough
+    to be removed if a partition left them out."""
+    system = make_system(gateway_env={"PRESENCE_SYNC_INTERVAL_MS": "500", "PRESENCE_SYNC_MAX_ENTRIES": "1"})
+    gateway = system.gateway
+    room, other, unheld = (create_room(gateway)["id"] for _ in range(3))
+
+    async def body():
+        witness, member = await witness_and_member(gateway, room, "member")
+        await member.join(other)
+        nc = await nats.connect(system.nats.url, connect_timeout=2)
+        kv = await nc.jetstream().key_value("chat_members")
+        template = json.loads((await kv.get(f"{room}.{witness.user_id}")).value)
+
+        async def plant_and_wait_gone(ghost_room: str, ghost: str):
+            planted = {**template, "user_id": ghost, "username": "ghost", "joined_at_ms": template["joined_at_ms"] - 60_000}
+            await kv.put(f"{ghost_room}.{ghost}", json.dumps(planted).encode())
+            deadline = time.monotonic() + 10
+            while ghost in await member_ids(system.nats.url, ghost_room):
+                assert time.monotonic() < deadline, f"the stale record {ghost_room}.{ghost} stayed"
+                await asyncio.sleep(0.1)
+
+        first = str(uuid.uuid4())
+        await plant_and_wait_gone(room, first)
+        await witness.wait_for("user_left", timeout=10, user_id=first)
+        await plant_and_wait_gone(unheld, str(uuid.uuid4()))
+        # Rounds of statements have run since the joins. Now the held records get older than the sync
+        # grace: only being listed in their partition keeps them.
+        for held_room, user in [(room, witness.user_id), (room, member.user_id), (other, member.user_id)]:
+            record = json.loads((await kv.get(f"{held_room}.{user}")).value)
+            await kv.put(f"{held_room}.{user}", json.dumps({**record, "joined_at_ms": record["joined_at_ms"] - 60_000}).encode())
+        # Two more ghosts in the same partitions (same 8 leading digits; the same unheld room), each
+        # removed by a later round: between the two removals every partition was stated again.
+        for _ in range(2):
+            await plant_and_wait_gone(room, first[:8] + str(uuid.uuid4())[8:])
+            await plant_and_wait_gone(unheld, str(uuid.uuid4()))
+        await nc.close()
+        assert await member_ids(system.nats.url, room) == {witness.user_id, member.user_id}
+        assert await member_ids(system.nats.url, other) == {member.user_id}
+        await witness.close()
+        await member.close()
+
+    run(body())
+
+
 def test_members_brought_back_by_a_second_nats_crash_are_removed_again(tmp_path):
     """nats-server 2.15.1 (also 2.12; not 2.9 or 2.10) brings KV entries back that were written before
     it crashed once and purged after some later write, when it crashes again. A member who left in between is listed again; the
