@@ -20,6 +20,10 @@ public enum ChatNames {
         case history = "message.history"
         case heartbeat = "gateway.heartbeat"
         case presenceSync = "gateway.presence_sync"
+        /// A partition of a statement (`PresenceSync.partition` set). Its own endpoint so that a
+        /// chat-service that predates partitions never takes one for a whole statement: it does not
+        /// serve this subject, and the gateway gets no responders instead of a wrong removal.
+        case presenceSyncPartition = "gateway.presence_sync_partition"
 
         public var subject: String { "\(ChatNames.servicePrefix).\(rawValue)" }
         /// The `$SRV` endpoint name.

@@ -61,38 +61,50 @@ struct ChatHandlers: Sendable {
             return ServiceAPI.HeartbeatResult(rejoin: rejoin)
         }
         add(.presenceSync, on: service) { (request: ServiceAPI.PresenceSync) throws(ChatError) in
-            let gateway = try Self.gateway(request.gatewayID)
-            let limit = ServiceAPI.PresenceSync.maxEntries
-            var users: Set<UserID> = [], rooms: Set<RoomID> = []
-            let room: RoomID?
-            if let roomID = request.roomID {
-                guard let listed = request.users, request.rooms == nil else {
-                    throw ChatError(.invalidRequest, "with room_id, give users (and no rooms)")
-                }
-                guard listed.count <= limit else { throw ChatError(.invalidRequest, "at most \(limit) users") }
-                room = try Self.room(roomID)
-                for text in listed { users.insert(try Self.user(text)) }
-            } else {
-                guard let listed = request.rooms, request.users == nil else {
-                    throw ChatError(.invalidRequest, "give room_id and users, or rooms")
-                }
-                guard listed.count <= limit else { throw ChatError(.invalidRequest, "at most \(limit) rooms") }
-                room = nil
-                for text in listed { rooms.insert(try Self.room(text)) }
+            guard request.partition == nil else {
+                throw ChatError(.invalidRequest, "a partitioned statement goes to \(ChatNames.Endpoint.presenceSyncPartition.subject)")
             }
-            if let partition = request.partition {
-                guard ServiceAPI.PresenceSync.isValidPartition(partition) else {
-                    throw ChatError(.invalidRequest, "partition must be 1 to \(ServiceAPI.PresenceSync.maxPartitionLength) lowercase hex digits")
-                }
-                guard users.allSatisfy({ $0.rawValue.hasPrefix(partition) }), rooms.allSatisfy({ $0.rawValue.hasPrefix(partition) }) else {
-                    throw ChatError(.invalidRequest, "every listed id must start with the partition \(partition)")
-                }
-            }
-            let removed = try await store.syncPresence(
-                gateway: gateway, room: room, users: users, rooms: rooms, partition: request.partition ?? "", nowMilliseconds: ChatTime.now().milliseconds
-            )
-            return ServiceAPI.PresenceSyncResult(removed: removed)
+            return try await Self.syncPresence(request, store: store)
         }
+        add(.presenceSyncPartition, on: service) { (request: ServiceAPI.PresenceSync) throws(ChatError) in
+            guard let partition = request.partition else { throw ChatError(.invalidRequest, "partition is required") }
+            guard ServiceAPI.PresenceSync.isValidPartition(partition) else {
+                throw ChatError(.invalidRequest, "partition must be 1 to \(ServiceAPI.PresenceSync.maxPartitionLength) lowercase hex digits")
+            }
+            return try await Self.syncPresence(request, store: store)
+        }
+    }
+
+    /// A gateway's statement (`ServiceAPI.PresenceSync`), whole or one partition of it: validated
+    /// entirely before any record is touched.
+    static func syncPresence(_ request: ServiceAPI.PresenceSync, store: ChatStore) async throws(ChatError) -> ServiceAPI.PresenceSyncResult {
+        let gateway = try Self.gateway(request.gatewayID)
+        let limit = ServiceAPI.PresenceSync.maxEntries
+        var users: Set<UserID> = [], rooms: Set<RoomID> = []
+        let room: RoomID?
+        if let roomID = request.roomID {
+            guard let listed = request.users, request.rooms == nil else {
+                throw ChatError(.invalidRequest, "with room_id, give users (and no rooms)")
+            }
+            guard listed.count <= limit else { throw ChatError(.invalidRequest, "at most \(limit) users") }
+            room = try Self.room(roomID)
+            for text in listed { users.insert(try Self.user(text)) }
+        } else {
+            guard let listed = request.rooms, request.users == nil else {
+                throw ChatError(.invalidRequest, "give room_id and users, or rooms")
+            }
+            guard listed.count <= limit else { throw ChatError(.invalidRequest, "at most \(limit) rooms") }
+            room = nil
+            for text in listed { rooms.insert(try Self.room(text)) }
+        }
+        let partition = request.partition ?? ""
+        guard users.allSatisfy({ $0.rawValue.hasPrefix(partition) }), rooms.allSatisfy({ $0.rawValue.hasPrefix(partition) }) else {
+            throw ChatError(.invalidRequest, "every listed id must start with the partition \(partition)")
+        }
+        let removed = try await store.syncPresence(
+            gateway: gateway, room: room, users: users, rooms: rooms, partition: partition, nowMilliseconds: ChatTime.now().milliseconds
+        )
+        return ServiceAPI.PresenceSyncResult(removed: removed)
     }
 
     static func room(_ text: String) throws(ChatError) -> RoomID {

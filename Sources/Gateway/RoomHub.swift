@@ -41,7 +41,7 @@ final class RoomHub: Sendable {
         for statement in plan.statements {
             let request = room.map { ServiceAPI.PresenceSync(gatewayID: gatewayID, roomID: $0.rawValue, users: statement.ids, partition: statement.partition) }
                 ?? ServiceAPI.PresenceSync(gatewayID: gatewayID, rooms: statement.ids, partition: statement.partition)
-            let result: ServiceAPI.PresenceSyncResult = try await chat.call(.presenceSync, request)
+            let result: ServiceAPI.PresenceSyncResult = try await chat.call(statement.partition == nil ? .presenceSync : .presenceSyncPartition, request)
             removed += result.removed
         }
         return removed

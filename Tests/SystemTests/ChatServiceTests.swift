@@ -405,26 +405,30 @@ struct ChatServiceTests {
             return Set(list.members.map(\.username))
         }
         // Partition "0" of room a lists zero-held only: zero goes, f (outside the partition) stays.
-        let inRoom: ServiceAPI.PresenceSyncResult = try await fixture.chat.call(.presenceSync, ServiceAPI.PresenceSync(
+        let inRoom: ServiceAPI.PresenceSyncResult = try await fixture.chat.call(.presenceSyncPartition, ServiceAPI.PresenceSync(
             gatewayID: "gw-test", roomID: a.id.rawValue, users: [zeroHeld.rawValue], partition: "0"))
         #expect(inRoom.removed == 1)
         #expect(try await members(a) == ["zero-held", "f"])
         // The rooms statement for b's 8-digit prefix lists nothing: b's member goes, room a's stay.
-        let rooms: ServiceAPI.PresenceSyncResult = try await fixture.chat.call(.presenceSync, ServiceAPI.PresenceSync(
+        let rooms: ServiceAPI.PresenceSyncResult = try await fixture.chat.call(.presenceSyncPartition, ServiceAPI.PresenceSync(
             gatewayID: "gw-test", rooms: [], partition: String(b.id.rawValue.prefix(8))))
         #expect(rooms.removed == 1)
         #expect(try await members(b).isEmpty)
         #expect(try await members(a) == ["zero-held", "f"])
 
-        for bad in [
-            ServiceAPI.PresenceSync(gatewayID: "gw-test", roomID: a.id.rawValue, users: [f.rawValue], partition: "0"),  // f is not in "0"
-            ServiceAPI.PresenceSync(gatewayID: "gw-test", roomID: a.id.rawValue, users: [], partition: "F"),
-            ServiceAPI.PresenceSync(gatewayID: "gw-test", roomID: a.id.rawValue, users: [], partition: ""),
-            ServiceAPI.PresenceSync(gatewayID: "gw-test", roomID: a.id.rawValue, users: [], partition: "012345678"),
-            ServiceAPI.PresenceSync(gatewayID: "gw-test", rooms: [], partition: "a.>"),
-        ] {
+        for (endpoint, bad) in [
+            (.presenceSyncPartition, ServiceAPI.PresenceSync(gatewayID: "gw-test", roomID: a.id.rawValue, users: [f.rawValue], partition: "0")),  // f is not in "0"
+            (.presenceSyncPartition, ServiceAPI.PresenceSync(gatewayID: "gw-test", roomID: a.id.rawValue, users: [], partition: "F")),
+            (.presenceSyncPartition, ServiceAPI.PresenceSync(gatewayID: "gw-test", roomID: a.id.rawValue, users: [], partition: "")),
+            (.presenceSyncPartition, ServiceAPI.PresenceSync(gatewayID: "gw-test", roomID: a.id.rawValue, users: [], partition: "012345678")),
+            (.presenceSyncPartition, ServiceAPI.PresenceSync(gatewayID: "gw-test", rooms: [], partition: "a.>")),
+            (.presenceSyncPartition, ServiceAPI.PresenceSync(gatewayID: "gw-test", rooms: [])),  // no partition
+            // A partition sent as a whole statement: a chat-service that predates partitions would
+            // have taken it for one, so the whole-statement endpoint refuses it too.
+            (.presenceSync, ServiceAPI.PresenceSync(gatewayID: "gw-test", roomID: a.id.rawValue, users: [zeroHeld.rawValue], partition: "0")),
+        ] as [(ChatNames.Endpoint, ServiceAPI.PresenceSync)] {
             do {
-                let _: ServiceAPI.PresenceSyncResult = try await fixture.chat.call(.presenceSync, bad)
+                let _: ServiceAPI.PresenceSyncResult = try await fixture.chat.call(endpoint, bad)
                 Issue.record("accepted \(bad)")
             } catch {
                 #expect(error.code == .invalidRequest)
