@@ -251,17 +251,26 @@ public enum ServiceAPI {
         public var users: [String]?
         public var rooms: [String]?
         public var partition: String?
-        public init(gatewayID: String, roomID: String? = nil, users: [String]? = nil, rooms: [String]? = nil, partition: String? = nil) {
+        /// How long before sending the gateway took the snapshot this statement lists (its monotonic
+        /// clock). The partitions of one snapshot go out one after another, so a late one may describe
+        /// the gateway as it was well before it arrives: the chat-service then removes only records older
+        /// than the snapshot minus the sync grace, never a member who joined after the snapshot.
+        public var snapshotAgeMilliseconds: Int64?
+        /// A statement may be at most this old (ms); an older one would remove nothing anyway.
+        public static let maxSnapshotAgeMilliseconds: Int64 = 3_600_000
+        public init(gatewayID: String, roomID: String? = nil, users: [String]? = nil, rooms: [String]? = nil, partition: String? = nil, snapshotAgeMilliseconds: Int64? = nil) {
             self.gatewayID = gatewayID
             self.roomID = roomID
             self.users = users
             self.rooms = rooms
             self.partition = partition
+            self.snapshotAgeMilliseconds = snapshotAgeMilliseconds
         }
         enum CodingKeys: String, CodingKey {
             case users, rooms, partition
             case gatewayID = "gateway_id"
             case roomID = "room_id"
+            case snapshotAgeMilliseconds = "snapshot_age_ms"
         }
 
         /// True for a valid partition: 1 to `maxPartitionLength` lowercase hex digits.
@@ -298,7 +307,8 @@ public enum ServiceAPI {
                 var groups = [[String]](repeating: [], count: 16)
                 let position = prefix.utf8.count
                 for id in ids {
-                    let byte = Array(id.utf8)[position]
+                    let utf8 = id.utf8
+                    let byte = utf8[utf8.index(utf8.startIndex, offsetBy: position)]
                     let digit = byte <= 0x39 ? Int(byte) - 0x30 : Int(byte) - 0x61 + 10
                     groups[digit].append(id)
                 }

@@ -101,8 +101,13 @@ struct ChatHandlers: Sendable {
         guard users.allSatisfy({ $0.rawValue.hasPrefix(partition) }), rooms.allSatisfy({ $0.rawValue.hasPrefix(partition) }) else {
             throw ChatError(.invalidRequest, "every listed id must start with the partition \(partition)")
         }
+        let age = request.snapshotAgeMilliseconds ?? 0
+        guard (0...ServiceAPI.PresenceSync.maxSnapshotAgeMilliseconds).contains(age) else {
+            throw ChatError(.invalidRequest, "snapshot_age_ms must be 0 to \(ServiceAPI.PresenceSync.maxSnapshotAgeMilliseconds)")
+        }
+        // Judged as of the snapshot: a member who joined after it is not listed, and must stay.
         let removed = try await store.syncPresence(
-            gateway: gateway, room: room, users: users, rooms: rooms, partition: partition, nowMilliseconds: ChatTime.now().milliseconds
+            gateway: gateway, room: room, users: users, rooms: rooms, partition: partition, nowMilliseconds: ChatTime.now().milliseconds - age
         )
         return ServiceAPI.PresenceSyncResult(removed: removed)
     }

@@ -30,20 +30,33 @@ final class RoomHub: Sendable {
         self.presenceSyncMaxEntries = presenceSyncMaxEntries
     }
 
-    /// States `ids` (users of `room`, or this gateway's rooms without one) in as many requests as
-    /// `presenceSyncMaxEntries` needs, one after another. Returns the members the chat-service removed.
-    func statePresence(gatewayID: String, room: RoomID?, ids: [String]) async throws(ChatError) -> Int {
+    /// States `ids` (users of `room`, or this gateway's rooms without one), a snapshot taken at
+    /// `takenAt`, in as many requests as `presenceSyncMaxEntries` needs, one after another; each carries
+    /// the snapshot's age, so the chat-service never removes a member who joined after it. A failed
+    /// request does not stop the others. Returns the members the chat-service removed; throws the first
+    /// failure once all were tried.
+    func statePresence(gatewayID: String, room: RoomID?, ids: [String], takenAt: ContinuousClock.Instant) async throws(ChatError) -> Int {
         let plan = ServiceAPI.PresenceSync.plan(ids, maxEntries: presenceSyncMaxEntries)
         if plan.skipped > 0 {
             logger.warning("presence sync: ids left out of the statement", metadata: ["room_id": "\(room.map(\.rawValue) ?? "*")", "ids": "\(plan.skipped)"])
         }
         var removed = 0
+        var firstError: ChatError?
         for statement in plan.statements {
-            let request = room.map { ServiceAPI.PresenceSync(gatewayID: gatewayID, roomID: $0.rawValue, users: statement.ids, partition: statement.partition) }
-                ?? ServiceAPI.PresenceSync(gatewayID: gatewayID, rooms: statement.ids, partition: statement.partition)
-            let result: ServiceAPI.PresenceSyncResult = try await chat.call(statement.partition == nil ? .presenceSync : .presenceSyncPartition, request)
-            removed += result.removed
+            let age = (ContinuousClock.now - takenAt).inMilliseconds
+            var request = room.map { ServiceAPI.PresenceSync(gatewayID: gatewayID, roomID: $0.rawValue, users: statement.ids) }
+                ?? ServiceAPI.PresenceSync(gatewayID: gatewayID, rooms: statement.ids)
+            request.partition = statement.partition
+            request.snapshotAgeMilliseconds = max(0, age)
+            guard age <= ServiceAPI.PresenceSync.maxSnapshotAgeMilliseconds else { break }  // would remove nothing
+            do {
+                let result: ServiceAPI.PresenceSyncResult = try await chat.call(statement.partition == nil ? .presenceSync : .presenceSyncPartition, request)
+                removed += result.removed
+            } catch {
+                firstError = firstError ?? error
+            }
         }
+        if let firstError { throw firstError }
         return removed
     }
 
@@ -89,8 +102,9 @@ final class RoomHub: Sendable {
     /// its rooms, then each room's users (sent by the room's worker, in order with its adds and removes).
     func syncPresence(gatewayID: String) async {
         let (rooms, workers) = rooms.withLock { rooms in (rooms.keys.map(\.rawValue), rooms.values.map(\.worker)) }
+        let takenAt = ContinuousClock.now
         do {
-            let removed = try await statePresence(gatewayID: gatewayID, room: nil, ids: rooms)
+            let removed = try await statePresence(gatewayID: gatewayID, room: nil, ids: rooms, takenAt: takenAt)
             if removed > 0 { logger.notice("presence sync: the chat-service removed members this gateway does not hold", metadata: ["members": "\(removed)"]) }
         } catch {
             logger.warning("presence sync failed", metadata: [LogKey.error: "\(error)"])
@@ -261,10 +275,10 @@ final class RoomWorker: Sendable {
         case .syncPresence(let gatewayID):
             // The users as of this point in the room's order; the request itself does not hold up deliveries.
             let users = Set(state.members.values.map(\.connection.userID.rawValue))
-            let (room, hub) = (self.room, self.hub)
+            let (room, hub, takenAt) = (self.room, self.hub, ContinuousClock.now)
             Task {
                 do {
-                    _ = try await hub.statePresence(gatewayID: gatewayID, room: room, ids: Array(users))
+                    _ = try await hub.statePresence(gatewayID: gatewayID, room: room, ids: Array(users), takenAt: takenAt)
                 } catch {
                     hub.logger.warning("presence sync failed", metadata: ["room_id": "\(room)", LogKey.error: "\(error)"])
                 }

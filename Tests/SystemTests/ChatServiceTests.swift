@@ -404,6 +404,11 @@ struct ChatServiceTests {
             let list: ServiceAPI.MemberList = try await fixture.chat.call(.members, ServiceAPI.RoomRef(roomID: room.id.rawValue))
             return Set(list.members.map(\.username))
         }
+        // A snapshot older than every record (an hour): nothing in it can be judged stale.
+        let old: ServiceAPI.PresenceSyncResult = try await fixture.chat.call(.presenceSyncPartition, ServiceAPI.PresenceSync(
+            gatewayID: "gw-test", roomID: a.id.rawValue, users: [zeroHeld.rawValue], partition: "0", snapshotAgeMilliseconds: 3_600_000))
+        #expect(old.removed == 0)
+        #expect(try await members(a) == ["zero", "zero-held", "f"])
         // Partition "0" of room a lists zero-held only: zero goes, f (outside the partition) stays.
         let inRoom: ServiceAPI.PresenceSyncResult = try await fixture.chat.call(.presenceSyncPartition, ServiceAPI.PresenceSync(
             gatewayID: "gw-test", roomID: a.id.rawValue, users: [zeroHeld.rawValue], partition: "0"))
@@ -423,6 +428,9 @@ struct ChatServiceTests {
             (.presenceSyncPartition, ServiceAPI.PresenceSync(gatewayID: "gw-test", roomID: a.id.rawValue, users: [], partition: "012345678")),
             (.presenceSyncPartition, ServiceAPI.PresenceSync(gatewayID: "gw-test", rooms: [], partition: "a.>")),
             (.presenceSyncPartition, ServiceAPI.PresenceSync(gatewayID: "gw-test", rooms: [])),  // no partition
+            (.presenceSyncPartition, ServiceAPI.PresenceSync(gatewayID: "gw-test", rooms: [], partition: "0", snapshotAgeMilliseconds: -1)),
+            (.presenceSyncPartition, ServiceAPI.PresenceSync(gatewayID: "gw-test", rooms: [], partition: "0", snapshotAgeMilliseconds: 3_600_001)),
+            (.presenceSync, ServiceAPI.PresenceSync(gatewayID: "gw-test", rooms: [], snapshotAgeMilliseconds: -5)),
             // A partition sent as a whole statement: a chat-service that predates partitions would
             // have taken it for one, so the whole-statement endpoint refuses it too.
             (.presenceSync, ServiceAPI.PresenceSync(gatewayID: "gw-test", roomID: a.id.rawValue, users: [zeroHeld.rawValue], partition: "0")),
