@@ -67,10 +67,7 @@ struct ChatHandlers: Sendable {
             return try await Self.syncPresence(request, store: store)
         }
         add(.presenceSyncPartition, on: service) { (request: ServiceAPI.PresenceSync) throws(ChatError) in
-            guard let partition = request.partition else { throw ChatError(.invalidRequest, "partition is required") }
-            guard ServiceAPI.PresenceSync.isValidPartition(partition) else {
-                throw ChatError(.invalidRequest, "partition must be 1 to \(ServiceAPI.PresenceSync.maxPartitionLength) lowercase hex digits")
-            }
+            guard request.partition != nil else { throw ChatError(.invalidRequest, "partition is required") }
             return try await Self.syncPresence(request, store: store)
         }
     }
@@ -96,6 +93,9 @@ struct ChatHandlers: Sendable {
             guard listed.count <= limit else { throw ChatError(.invalidRequest, "at most \(limit) rooms") }
             room = nil
             for text in listed { rooms.insert(try Self.room(text)) }
+        }
+        if let partition = request.partition, !ServiceAPI.PresenceSync.isValidPartition(partition) {
+            throw ChatError(.invalidRequest, "partition must be 1 to \(ServiceAPI.PresenceSync.maxPartitionLength) lowercase hex digits")
         }
         let partition = request.partition ?? ""
         guard users.allSatisfy({ $0.rawValue.hasPrefix(partition) }), rooms.allSatisfy({ $0.rawValue.hasPrefix(partition) }) else {
