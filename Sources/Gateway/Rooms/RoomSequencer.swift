@@ -281,8 +281,23 @@ struct RoomSequencer<Client> {
         fanOut(delivery, seq: seq, &actions)
     }
 
-    /// Sends a live message to every member not past it yet. By index: no hashing of member ids per delivery.
+    /// Sends a live message to every member not past it yet.
     private mutating func fanOut(_ delivery: Delivery, seq: UInt64, _ actions: inout [Action]) {
+        let recipients = advanceMembers(to: seq)
+        if !recipients.isEmpty { actions.append(.send(.live(delivery.payload), to: recipients)) }
+        lastSeq = seq
+        lastStreamSeq = max(lastStreamSeq, delivery.streamSeq)
+    }
+
+    /// Sends a message read from history (it never arrived live) to every member not past it yet.
+    private mutating func recover(_ message: ChatMessage, _ actions: inout [Action]) {
+        let recipients = advanceMembers(to: message.seq)
+        if !recipients.isEmpty { actions.append(.send(.recovered(message), to: recipients)) }
+    }
+
+    /// The members whose cursor is below `seq`, with their cursors moved to it. By index: no hashing
+    /// of member ids per delivery.
+    private mutating func advanceMembers(to seq: UInt64) -> [Client] {
         var recipients: [Client] = []
         recipients.reserveCapacity(members.count)
         var index = members.values.startIndex
@@ -293,23 +308,7 @@ struct RoomSequencer<Client> {
             }
             members.values.formIndex(after: &index)
         }
-        if !recipients.isEmpty { actions.append(.send(.live(delivery.payload), to: recipients)) }
-        lastSeq = seq
-        lastStreamSeq = max(lastStreamSeq, delivery.streamSeq)
-    }
-
-    /// Sends a message read from history (it never arrived live) to every member not past it yet.
-    private mutating func recover(_ message: ChatMessage, _ actions: inout [Action]) {
-        var recipients: [Client] = []
-        var index = members.values.startIndex
-        while index != members.values.endIndex {
-            if members.values[index].cursor < message.seq {
-                recipients.append(members.values[index].client)
-                members.values[index].cursor = message.seq
-            }
-            members.values.formIndex(after: &index)
-        }
-        if !recipients.isEmpty { actions.append(.send(.recovered(message), to: recipients)) }
+        return recipients
     }
 
     private mutating func finishGap(cursor: UInt64, then delivery: Delivery, _ actions: inout [Action]) {
