@@ -64,7 +64,7 @@ final class RequestMux: Sendable {
     }
 
     func request(timeout: Duration, send: (String) throws(NATSError) -> Void) async throws(NATSError) -> NATSMessage {
-        let box = IDBox()
+        let ticket = RequestTicket()
         do {
             return try await withTaskCancellationHandler {
                 try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<NATSMessage, any Error>) in
@@ -72,11 +72,14 @@ final class RequestMux: Sendable {
                         continuation.resume(throwing: NATSError(.connectionClosed, message: "connection closed"))
                         return
                     }
-                    box.id.withLock { $0 = id }
+                    guard ticket.register(id) else {
+                        fail(id, Self.cancelled)
+                        return
+                    }
                     do throws(NATSError) { try send(reply) } catch { fail(id, error) }
                 }
             } onCancel: {
-                if let id = box.id.withLock({ $0 }) { fail(id, NATSError(.cancelled, message: "request cancelled")) }
+                if let id = ticket.cancel() { fail(id, Self.cancelled) }
             }
         } catch let error as NATSError {
             throw error
@@ -84,6 +87,8 @@ final class RequestMux: Sendable {
             throw NATSError(.other, message: "\(error)")
         }
     }
+
+    private static let cancelled = NATSError(.cancelled, message: "request cancelled")
 
     /// Sends every request before waiting for any reply; results keep the order of `count`.
     func requestMany(count: Int, timeout: Duration, send: (Int, String) throws(NATSError) -> Void) async -> [Result<NATSMessage, NATSError>] {
@@ -122,10 +127,6 @@ final class RequestMux: Sendable {
     }
 
     var inFlight: Int { state.withLock { $0.pending.count } }
-}
-
-private final class IDBox: Sendable {
-    let id = Mutex<UInt64?>(nil)
 }
 
 /// Collects the replies of `requestMany` and resumes its caller once all arrived or failed.
