@@ -118,6 +118,17 @@ public struct JetStream: Sendable {
         try await api("CONSUMER.INFO.\(stream).\(consumer)", body: Optional<String>.none, as: ConsumerInfo.self)
     }
 
+    /// The consumer's info, or nil when the server answers that the stream has no such consumer. Any
+    /// other failure (a timeout, a missing stream, JetStream unreachable) says nothing about the
+    /// consumer and throws.
+    public func consumerInfoIfExists(stream: String, consumer: String) async throws(NATSError) -> ConsumerInfo? {
+        do {
+            return try await consumerInfo(stream: stream, consumer: consumer)
+        } catch where error.jetStreamCode == JetStreamErrorCode.consumerNotFound {
+            return nil
+        }
+    }
+
     public func deleteConsumer(stream: String, consumer: String) async throws(NATSError) {
         struct Success: Decodable { var success: Bool }
         _ = try await api("CONSUMER.DELETE.\(stream).\(consumer)", body: Optional<String>.none, as: Success.self)
