@@ -15,6 +15,8 @@ public struct StreamConfiguration: Codable, Sendable, Equatable {
     public var duplicateWindow: Int64 = 120_000_000_000
     public var allowDirect: Bool = true
     public var allowRollup: Bool = false
+    /// Refuses deleting single messages through the API (KV buckets set it).
+    public var denyDelete: Bool = false
     public var discard: String = "old"
     public var description: String?
 
@@ -34,6 +36,7 @@ public struct StreamConfiguration: Codable, Sendable, Equatable {
         case duplicateWindow = "duplicate_window"
         case allowDirect = "allow_direct"
         case allowRollup = "allow_rollup_hdrs"
+        case denyDelete = "deny_delete"
     }
 
     public init(from decoder: any Decoder) throws {
@@ -51,6 +54,7 @@ public struct StreamConfiguration: Codable, Sendable, Equatable {
         duplicateWindow = try c.decodeIfPresent(Int64.self, forKey: .duplicateWindow) ?? 0
         allowDirect = try c.decodeIfPresent(Bool.self, forKey: .allowDirect) ?? false
         allowRollup = try c.decodeIfPresent(Bool.self, forKey: .allowRollup) ?? false
+        denyDelete = try c.decodeIfPresent(Bool.self, forKey: .denyDelete) ?? false
         discard = try c.decodeIfPresent(String.self, forKey: .discard) ?? "old"
         description = try c.decodeIfPresent(String.self, forKey: .description)
     }

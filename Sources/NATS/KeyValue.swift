@@ -39,20 +39,16 @@ public struct KeyValueEntry: Sendable, Equatable {
 /// compare-and-set adds `Nats-Expected-Last-Subject-Sequence`). That is what libnats' KV API sends
 /// too, but its calls block a thread each: on the hot paths (a send checks membership and
 /// idempotency) the thread hops and libnats' lock contention cost more than the round trips.
-/// Only bucket creation still goes through libnats on the blocking executor; key listing is one request to
+/// Buckets are created through the JetStream API (`KeyValueBucket.swift`); key listing is one request to
 /// the stream's subject index (`storedKeys`), and reads of many keys and followers use ephemeral pull
 /// consumers (`values(matching:)`, `followPuts`), so no thread waits on them.
 public final class KeyValue: Sendable {
-    let handle: KeyValueHandle
-    let executor: BlockingExecutor
     let jetStream: JetStream
     public let bucket: String
     let stream: String
     let subjectPrefix: String
 
-    init(handle: KeyValueHandle, executor: BlockingExecutor, jetStream: JetStream, bucket: String) {
-        self.handle = handle
-        self.executor = executor
+    init(jetStream: JetStream, bucket: String) {
         self.jetStream = jetStream
         self.bucket = bucket
         self.stream = "KV_" + bucket
@@ -388,15 +384,6 @@ extension KeyValue {
                 }
             }
         }
-    }
-}
-
-extension NATSConnection {
-    /// Creates the bucket if missing (binding to it if it exists) and returns it.
-    public func keyValue(_ configuration: KeyValueConfiguration) async throws(NATSError) -> KeyValue {
-        let context = try jetStreamContextHandle()
-        let handle = try await executor.run { () throws(NATSError) in try KeyValueHandle.createOrBind(context: context, configuration: configuration) }
-        return KeyValue(handle: handle, executor: executor, jetStream: jetStream, bucket: configuration.bucket)
     }
 }
 

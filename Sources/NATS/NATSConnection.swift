@@ -11,7 +11,6 @@ public final class NATSConnection: Sendable {
     let mux: RequestMux
     private let muxSubscription: NATSCallbackSubscription
     private let sweeper: Task<Void, Never>
-    private let jetStreamContext = Mutex<JetStreamContextHandle?>(nil)
     public let configuration: NATSConfiguration
     public let logger: Logger
     let executor: BlockingExecutor
@@ -183,14 +182,6 @@ public final class NATSConnection: Sendable {
 
     public var jetStream: JetStream { JetStream(connection: self) }
 
-    func jetStreamContextHandle() throws(NATSError) -> JetStreamContextHandle {
-        try jetStreamContext.withLock { (context) throws(NATSError) in
-            if let context { return context }
-            let created = try JetStreamContextHandle(connection: handle, timeoutMilliseconds: configuration.requestTimeout.inMilliseconds)
-            context = created
-            return created
-        }
-    }
 }
 
 /// `Array.withUnsafeBytes` with a typed error.
