@@ -74,20 +74,9 @@ public final class NATSConnection: Sendable {
     public var connectedURL: String? { handle.connectedURL }
     public var maxPayload: Int { handle.maxPayload }
     public var reconnects: Int { eventsBox.reconnects }
-    public var asyncErrors: Int { eventsBox.asyncErrors }
-    public var requestsInFlight: Int { mux.inFlight }
 
     /// Connection events (disconnected, reconnected, closed) for health reporting. Each call makes a new listener.
     public func events() -> AsyncStream<ConnectionEvent> { eventsBox.stream() }
-
-    public struct Statistics: Sendable {
-        public var inMessages: UInt64, outMessages: UInt64, inBytes: UInt64, outBytes: UInt64, reconnects: UInt64
-    }
-
-    public var statistics: Statistics {
-        let stats = handle.statistics()
-        return Statistics(inMessages: stats.inMessages, outMessages: stats.outMessages, inBytes: stats.inBytes, outBytes: stats.outBytes, reconnects: stats.reconnects)
-    }
 
     // MARK: Core NATS
 

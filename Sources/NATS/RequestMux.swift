@@ -125,8 +125,6 @@ final class RequestMux: Sendable {
         }
         for waiter in all { Self.complete(waiter, with: .failure(NATSError(.connectionClosed, message: "connection closed"))) }
     }
-
-    var inFlight: Int { state.withLock { $0.pending.count } }
 }
 
 /// Collects the replies of `requestMany` and resumes its caller once all arrived or failed.
