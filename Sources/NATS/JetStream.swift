@@ -343,11 +343,11 @@ public struct JetStream: Sendable {
         return try await api("CONSUMER.CREATE.\(stream)", body: Request(stream_name: stream, config: config), as: ConsumerInfo.self)
     }
 
-    /// Deletes a consumer in the background (its inactive threshold removes it if this is lost).
-    func deleteConsumerLater(stream: String, consumer: String) {
-        let connection = self.connection
-        let subject = "$JS.API.CONSUMER.DELETE.\(stream).\(consumer)"
-        Task { _ = try? await connection.request(subject, payload: []) }
+    /// Sends the delete of a consumer without waiting for the answer, which arrives on a reply subject
+    /// of the connection's inbox that no request waits on and is dropped. Nothing outlives the call;
+    /// if the request is lost, the consumer's inactive threshold removes it.
+    func deleteConsumerWithoutWaiting(stream: String, consumer: String) {
+        try? connection.publish("$JS.API.CONSUMER.DELETE.\(stream).\(consumer)", reply: connection.mux.discardedReplySubject)
     }
 
     func messagesThroughConsumer(stream: String, subject: String, from: UInt64, limit: Int) async throws(NATSError) -> [StoredMessage] {
@@ -361,7 +361,7 @@ public struct JetStream: Sendable {
         config.memoryStorage = true
         config.inactiveThreshold = 10_000_000_000  // cleanup if the delete below is lost
         let info = try await createEphemeralConsumer(stream: stream, config)
-        defer { deleteConsumerLater(stream: stream, consumer: info.name) }
+        defer { deleteConsumerWithoutWaiting(stream: stream, consumer: info.name) }
         let consumer = try pullConsumer(stream: stream, consumer: info.name)
         var result: [StoredMessage] = []
         result.reserveCapacity(limit)

@@ -210,7 +210,7 @@ public final class KeyValue: Sendable {
         config.memoryStorage = true
         config.inactiveThreshold = 10_000_000_000  // cleanup if the delete is lost
         let info = try await jetStream.createEphemeralConsumer(stream: stream, config)
-        defer { jetStream.deleteConsumerLater(stream: stream, consumer: info.name) }
+        defer { jetStream.deleteConsumerWithoutWaiting(stream: stream, consumer: info.name) }
         guard info.numPending > 0 else { return [] }
         let consumer = try jetStream.pullConsumer(stream: stream, consumer: info.name)
         var entries: [KeyValueEntry?] = []
@@ -311,7 +311,7 @@ extension KeyValue {
             config.inactiveThreshold = 60_000_000_000  // cleanup when this follower is gone
             let reconnects = connection.reconnects
             let info = try await jetStream.createEphemeralConsumer(stream: stream, config)
-            defer { jetStream.deleteConsumerLater(stream: stream, consumer: info.name) }
+            defer { jetStream.deleteConsumerWithoutWaiting(stream: stream, consumer: info.name) }
             let consumer = try jetStream.pullConsumer(stream: stream, consumer: info.name)
             // One wake-up a second to check the deadline, instead of a timer task per wait.
             let watchdog = Task {

@@ -28,6 +28,9 @@ final class RequestMux: Sendable {
 
     var subscriptionSubject: String { prefix + "*" }
 
+    /// A reply subject no request is registered for (ids start at 1): replies to it are dropped.
+    var discardedReplySubject: String { prefix + "0" }
+
     /// Called on the libnats delivery thread for every reply.
     func deliver(_ message: NATSMessage) {
         guard message.subject.hasPrefix(prefix), let id = UInt64(message.subject.dropFirst(prefix.count)) else { return }
