@@ -172,14 +172,11 @@ public final class BroadcasterRunner: Service, Sendable {
         }
         var config = ConsumerConfiguration(durableName: ChatNames.broadcasterConsumer)
         config.description = "nats-chat broadcaster: every event to every gateway"
-        config.ackPolicy = "all"
-        config.ackWait = configuration.ackWait.inMilliseconds * 1_000_000
+        config.ackPolicy = .all
+        config.ackWait = .milliseconds(configuration.ackWait.inMilliseconds)
         config.maxAckPending = configuration.maxAckPending
         config.maxWaiting = 16
-        if startAfter > 0 {
-            config.deliverPolicy = "by_start_sequence"
-            config.startSequence = startAfter + 1
-        }
+        if startAfter > 0 { config.deliverPolicy = .byStartSequence(startAfter + 1) }
         try await js.createOrUpdateConsumer(stream: ChatNames.eventStream, config)
         logger.info("consuming", metadata: ["consumer": "\(ChatNames.broadcasterConsumer)", "start_after": "\(startAfter)"])
         return try js.pullConsumer(stream: ChatNames.eventStream, consumer: ChatNames.broadcasterConsumer)

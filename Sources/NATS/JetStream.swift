@@ -353,13 +353,12 @@ public struct JetStream: Sendable {
     func messagesThroughConsumer(stream: String, subject: String, from: UInt64, limit: Int) async throws(NATSError) -> [StoredMessage] {
         var config = ConsumerConfiguration(durableName: nil)
         config.description = "page read"
-        config.deliverPolicy = "by_start_sequence"
-        config.startSequence = max(1, from)
+        config.deliverPolicy = .byStartSequence(max(1, from))
         config.filterSubject = subject
-        config.ackPolicy = "none"
+        config.ackPolicy = .none
         config.maxWaiting = 1
         config.memoryStorage = true
-        config.inactiveThreshold = 10_000_000_000  // cleanup if the delete below is lost
+        config.inactiveThreshold = .seconds(10)  // cleanup if the delete below is lost
         let info = try await createEphemeralConsumer(stream: stream, config)
         defer { deleteConsumerWithoutWaiting(stream: stream, consumer: info.name) }
         let consumer = try pullConsumer(stream: stream, consumer: info.name)

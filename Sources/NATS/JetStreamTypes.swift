@@ -80,44 +80,6 @@ public struct StreamInfo: Codable, Sendable {
     public var state: StreamState
 }
 
-public struct ConsumerConfiguration: Codable, Sendable, Equatable {
-    public var durableName: String?
-    public var description: String?
-    public var deliverPolicy: String = "all"
-    public var startSequence: UInt64?
-    public var ackPolicy: String = "explicit"
-    /// Nanoseconds.
-    public var ackWait: Int64 = 30_000_000_000
-    public var maxDeliver: Int = -1
-    public var filterSubject: String?
-    public var replayPolicy: String = "instant"
-    public var maxAckPending: Int = 1000
-    public var maxWaiting: Int = 512
-    /// Nanoseconds; ephemeral consumers only.
-    public var inactiveThreshold: Int64?
-    public var headersOnly: Bool?
-    public var memoryStorage: Bool?
-
-    public init(durableName: String?) { self.durableName = durableName }
-
-    enum CodingKeys: String, CodingKey {
-        case description
-        case durableName = "durable_name"
-        case deliverPolicy = "deliver_policy"
-        case startSequence = "opt_start_seq"
-        case ackPolicy = "ack_policy"
-        case ackWait = "ack_wait"
-        case maxDeliver = "max_deliver"
-        case filterSubject = "filter_subject"
-        case replayPolicy = "replay_policy"
-        case maxAckPending = "max_ack_pending"
-        case maxWaiting = "max_waiting"
-        case inactiveThreshold = "inactive_threshold"
-        case headersOnly = "headers_only"
-        case memoryStorage = "mem_storage"
-    }
-}
-
 public struct SequenceInfo: Codable, Sendable {
     public var consumerSequence: UInt64
     public var streamSequence: UInt64

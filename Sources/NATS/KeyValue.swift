@@ -203,12 +203,12 @@ public final class KeyValue: Sendable {
     public func values(matching pattern: String) async throws(NATSError) -> [KeyValueEntry] {
         var config = ConsumerConfiguration(durableName: nil)
         config.description = "key read"
-        config.deliverPolicy = "last_per_subject"
+        config.deliverPolicy = .lastPerSubject
         config.filterSubject = subjectPrefix + pattern
-        config.ackPolicy = "none"
+        config.ackPolicy = .none
         config.maxWaiting = 1
         config.memoryStorage = true
-        config.inactiveThreshold = 10_000_000_000  // cleanup if the delete is lost
+        config.inactiveThreshold = .seconds(10)  // cleanup if the delete is lost
         let info = try await jetStream.createEphemeralConsumer(stream: stream, config)
         defer { jetStream.deleteConsumerWithoutWaiting(stream: stream, consumer: info.name) }
         guard info.numPending > 0 else { return [] }
@@ -302,13 +302,12 @@ extension KeyValue {
             backoff = min(max(backoff * 2, .milliseconds(100)), .seconds(5))
             var config = ConsumerConfiguration(durableName: nil)
             config.description = "key follower"
-            config.deliverPolicy = lastRevision == 0 ? "all" : "by_start_sequence"
-            config.startSequence = lastRevision == 0 ? nil : lastRevision + 1
+            config.deliverPolicy = lastRevision == 0 ? .all : .byStartSequence(lastRevision + 1)
             config.filterSubject = subjectPrefix + ">"
-            config.ackPolicy = "none"
+            config.ackPolicy = .none
             config.headersOnly = true
             config.memoryStorage = true
-            config.inactiveThreshold = 60_000_000_000  // cleanup when this follower is gone
+            config.inactiveThreshold = .seconds(60)  // cleanup when this follower is gone
             let reconnects = connection.reconnects
             let info = try await jetStream.createEphemeralConsumer(stream: stream, config)
             defer { jetStream.deleteConsumerWithoutWaiting(stream: stream, consumer: info.name) }
