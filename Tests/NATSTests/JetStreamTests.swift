@@ -129,7 +129,7 @@ struct JetStreamTests {
         let (server, _, js) = try await setUp()
         defer { withExtendedLifetime(server) {} }
         var consumerConfig = ConsumerConfiguration(durableName: "worker")
-        consumerConfig.ackWait = 500_000_000  // 0.5 s
+        consumerConfig.ackWait = .milliseconds(500)
         consumerConfig.maxAckPending = 100
         try await js.createOrUpdateConsumer(stream: "EVENTS", consumerConfig)
         for index in 0..<10 { _ = try await js.publish("events.x", payload: [UInt8(index)]) }
