@@ -1,16 +1,21 @@
 import Logging
+import ServiceLifecycle
 import Synchronization
 
 /// A connection to NATS: publish, subscribe, request, JetStream and KV, all async and Sendable.
 ///
 /// Reconnects forever by default; what is published while disconnected is buffered (see
 /// `NATSConfiguration.reconnectBufferBytes`) and subscriptions are re-sent after reconnecting.
-public final class NATSConnection: Sendable {
+///
+/// Its one background job is the deadline timer of requests and waits (`DeadlineRegistry`). As a
+/// `Service` in a ServiceGroup the timer runs in `run()`; used without one, the timer starts with the
+/// first deadline and ends with `close()` or `drain()`.
+public final class NATSConnection: Service, Sendable {
     let handle: ConnectionHandle
     let eventsBox: ConnectionEvents
+    let deadlines: DeadlineRegistry
     let mux: RequestMux
     private let muxSubscription: NATSCallbackSubscription
-    private let sweeper: Task<Void, Never>
     public let configuration: NATSConfiguration
     public let logger: Logger
     let executor: BlockingExecutor
@@ -21,25 +26,33 @@ public final class NATSConnection: Sendable {
         self.configuration = configuration
         self.logger = logger
         self.executor = executor
-        let mux = RequestMux(inbox: LibNATS.newInbox())
+        let deadlines = DeadlineRegistry()
+        self.deadlines = deadlines
+        let mux = RequestMux(inbox: LibNATS.newInbox(), deadlines: deadlines)
         self.mux = mux
         let handleForSub = try SubscriptionHandle.subscribe(
             connection: handle, subject: mux.subscriptionSubject, queue: nil, pendingLimit: configuration.subscriptionPendingLimit,
             context: SubscriptionContext(onMessage: { [weak mux] message in mux?.deliver(message) }, onComplete: {})
         )
         self.muxSubscription = NATSCallbackSubscription(handle: handleForSub, subject: mux.subscriptionSubject)
-        self.sweeper = Task { [weak mux] in
-            while !Task.isCancelled {
-                try? await Task.sleep(for: .milliseconds(20))
-                guard let mux else { return }
-                mux.sweep(now: .now)
-            }
-        }
     }
 
     deinit {
-        sweeper.cancel()
         mux.close()
+        deadlines.close()
+    }
+
+    /// Runs the deadline timer until a graceful shutdown, then drains the connection; cancelled, it
+    /// closes it. List the connection before the services that use it in a ServiceGroup: the group
+    /// shuts services down in reverse order, so theirs stop before the connection drains.
+    public func run() async throws {
+        let deadlines = self.deadlines
+        await cancelWhenGracefulShutdown { await deadlines.run() }
+        if Task.isShuttingDownGracefully, !Task.isCancelled {
+            await drain()
+        } else {
+            close()
+        }
     }
 
     /// Connects, retrying with backoff until connected when `retryUntilConnected` (the default for
@@ -98,7 +111,7 @@ public final class NATSConnection: Sendable {
 
     /// A bounded `AsyncSequence` of messages. See `NATSSubscription` for the overflow policy.
     public func subscribe(_ subject: String, queue: String? = nil, bufferLimit: Int = 65_536) throws(NATSError) -> NATSSubscription {
-        let buffer = MessageBuffer<NATSMessage>(limit: bufferLimit)
+        let buffer = MessageBuffer<NATSMessage>(limit: bufferLimit, deadlines: deadlines)
         let handle = try SubscriptionHandle.subscribe(
             connection: self.handle, subject: subject, queue: queue, pendingLimit: configuration.subscriptionPendingLimit,
             context: SubscriptionContext(onMessage: { buffer.append($0) }, onComplete: { buffer.finish() })
@@ -160,11 +173,13 @@ public final class NATSConnection: Sendable {
             group.cancelAll()
         }
         mux.close()
+        deadlines.close()
     }
 
     public func close() {
         handle.close()
         mux.close()
+        deadlines.close()
     }
 
     // MARK: JetStream and KV

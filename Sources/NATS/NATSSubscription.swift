@@ -15,12 +15,29 @@ public final class MessageBuffer<Element: Sendable>: Sendable {
         var finished = false
         var woken = false
         var dropped = 0
+        var deadline = DeadlineWait.none
+        var waits: UInt64 = 0
+    }
+
+    /// The deadline of the current `takeAll(until:)`. A deadline that fires after its wait ended
+    /// finds `.cancelled` (or a later wait's number) and does nothing, instead of waking the next wait.
+    private enum DeadlineWait {
+        case none
+        case waiting(UInt64)
+        case cancelled
     }
 
     private let state = Mutex(State())
+    private let deadlines: DeadlineRegistry
     public let limit: Int
 
-    public init(limit: Int) { self.limit = max(1, limit) }
+    /// A buffer of no connection: its deadlines use a registry shared by such buffers.
+    public convenience init(limit: Int) { self.init(limit: limit, deadlines: .shared) }
+
+    init(limit: Int, deadlines: DeadlineRegistry) {
+        self.limit = max(1, limit)
+        self.deadlines = deadlines
+    }
 
     /// Returns false when the element was dropped (buffer full or finished).
     @discardableResult
@@ -104,14 +121,39 @@ public final class MessageBuffer<Element: Sendable>: Sendable {
         }
     }
 
-    /// Like `takeAll`, but returns [] when nothing arrived before `deadline`.
+    /// Like `takeAll`, but returns [] when nothing arrived before `deadline`. The deadline is an entry
+    /// in the registry's heap, not a timer task of its own.
     public func takeAll(until deadline: ContinuousClock.Instant) async -> [Element]? {
-        let timer = Task { [weak self] in
-            try? await Task.sleep(until: deadline)
-            if !Task.isCancelled { self?.wake() }
+        switch state.withLock({ take(&$0) }) {
+        case .batch(let batch): return batch
+        case .finished: return nil
+        case .woken: return []
+        case .wait: break
         }
-        defer { timer.cancel() }
+        guard deadline > .now else { return [] }
+        let wait = state.withLock { state in
+            state.waits += 1
+            state.deadline = .waiting(state.waits)
+            return state.waits
+        }
+        let key = deadlines.add(deadline) { [weak self] in self?.expire(wait) }
+        defer {
+            deadlines.cancel(key)
+            state.withLock { $0.deadline = .cancelled }
+        }
         return await takeAll()
+    }
+
+    /// Ends the wait of `takeAll(until:)` whose deadline passed.
+    private func expire(_ wait: UInt64) {
+        let waiter: CheckedContinuation<Void, Never>? = state.withLock { state in
+            guard case .waiting(let current) = state.deadline, current == wait else { return nil }
+            state.deadline = .cancelled
+            state.woken = true
+            defer { state.waiter = nil }
+            return state.waiter
+        }
+        waiter?.resume()
     }
 
     /// Makes a waiting (or the next) `takeAll` return [] if nothing is queued.

@@ -1,9 +1,9 @@
 import Synchronization
 
 /// Request-reply without blocking a thread per request: one wildcard inbox subscription per connection,
-/// each request gets a reply subject `<inbox>.<id>`, and the reply resumes the waiting task. Deadlines are
-/// enforced by one sweeper task, so a request costs no timer of its own; this is what lets thousands of
-/// requests (and pipelined JetStream publishes) be in flight at once.
+/// each request gets a reply subject `<inbox>.<id>`, and the reply resumes the waiting task. Timeouts are
+/// entries in the connection's `DeadlineRegistry`, so a request costs no timer of its own; this is what
+/// lets thousands of requests (and pipelined JetStream publishes) be in flight at once.
 final class RequestMux: Sendable {
     private enum Waiter {
         case single(CheckedContinuation<NATSMessage, any Error>)
@@ -11,8 +11,9 @@ final class RequestMux: Sendable {
     }
 
     private struct Pending {
-        var deadline: ContinuousClock.Instant
         var waiter: Waiter
+        /// Nil until the deadline is registered (just after the request is).
+        var deadline: DeadlineRegistry.Key?
     }
 
     private struct State {
@@ -22,9 +23,16 @@ final class RequestMux: Sendable {
     }
 
     private let state = Mutex(State())
+    private let deadlines: DeadlineRegistry
     let prefix: String
 
-    init(inbox: String) { self.prefix = inbox + "." }
+    init(inbox: String, deadlines: DeadlineRegistry) {
+        self.prefix = inbox + "."
+        self.deadlines = deadlines
+    }
+
+    /// Requests waiting for a reply.
+    var pendingCount: Int { state.withLock { $0.pending.count } }
 
     var subscriptionSubject: String { prefix + "*" }
 
@@ -35,6 +43,7 @@ final class RequestMux: Sendable {
     func deliver(_ message: NATSMessage) {
         guard message.subject.hasPrefix(prefix), let id = UInt64(message.subject.dropFirst(prefix.count)) else { return }
         guard let pending = state.withLock({ $0.pending.removeValue(forKey: id) }) else { return }
+        if let key = pending.deadline { deadlines.cancel(key) }
         let result: Result<NATSMessage, NATSError> = message.isNoResponders
             ? .failure(NATSError(.noResponders, status: 34, message: "no responders"))
             : .success(message)
@@ -48,23 +57,35 @@ final class RequestMux: Sendable {
         }
     }
 
-    /// Registers a waiter and returns its reply subject, or nil when the connection is closed.
+    /// Registers a waiter and its timeout and returns its reply subject, or nil when the connection is closed.
     private func register(_ waiter: Waiter, timeout: Duration) -> (UInt64, String)? {
         let deadline = ContinuousClock.now.advanced(by: timeout)
         let id: UInt64? = state.withLock { state in
             guard !state.closed else { return nil }
             let id = state.nextID
             state.nextID += 1
-            state.pending[id] = Pending(deadline: deadline, waiter: waiter)
+            state.pending[id] = Pending(waiter: waiter)
             return id
         }
-        return id.map { ($0, prefix + String($0)) }
+        guard let id else { return nil }
+        let key = deadlines.add(deadline) { [weak self] in self?.fail(id, Self.timedOut) }
+        // A reply (or the deadline itself) may have completed the request meanwhile: then the entry goes.
+        let recorded = state.withLock { state in
+            guard state.pending[id] != nil else { return false }
+            state.pending[id]?.deadline = key
+            return true
+        }
+        if !recorded { deadlines.cancel(key) }
+        return (id, prefix + String(id))
     }
 
     func fail(_ id: UInt64, _ error: NATSError) {
         guard let pending = state.withLock({ $0.pending.removeValue(forKey: id) }) else { return }
+        if let key = pending.deadline { deadlines.cancel(key) }
         Self.complete(pending.waiter, with: .failure(error))
     }
+
+    private static let timedOut = NATSError(.timeout, status: 26, message: "request timed out")
 
     func request(timeout: Duration, send: (String) throws(NATSError) -> Void) async throws(NATSError) -> NATSMessage {
         let ticket = RequestTicket()
@@ -107,26 +128,16 @@ final class RequestMux: Sendable {
         return await collector.wait()
     }
 
-    /// Fails every request whose deadline passed. Driven by the connection's sweeper task.
-    func sweep(now: ContinuousClock.Instant) {
-        let expired: [Waiter] = state.withLock { state in
-            var expired: [Waiter] = []
-            for (id, pending) in state.pending where pending.deadline <= now {
-                expired.append(pending.waiter)
-                state.pending.removeValue(forKey: id)
-            }
-            return expired
-        }
-        for waiter in expired { Self.complete(waiter, with: .failure(NATSError(.timeout, status: 26, message: "request timed out"))) }
-    }
-
     func close() {
-        let all: [Waiter] = state.withLock { state in
+        let all: [Pending] = state.withLock { state in
             state.closed = true
             defer { state.pending.removeAll() }
-            return state.pending.values.map(\.waiter)
+            return Array(state.pending.values)
         }
-        for waiter in all { Self.complete(waiter, with: .failure(NATSError(.connectionClosed, message: "connection closed"))) }
+        for pending in all {
+            if let key = pending.deadline { deadlines.cancel(key) }
+            Self.complete(pending.waiter, with: .failure(NATSError(.connectionClosed, message: "connection closed")))
+        }
     }
 }
 
