@@ -184,17 +184,10 @@ public final class BroadcasterRunner: Service, Sendable {
 
     /// One pull request for `batchSize` events stays outstanding and events are published as they
     /// arrive (a quiet room's event is not held back), so a request is sent per `batchSize` events or
-    /// per second, not per event; acks are batched too (see `AckBatch`). A watchdog wakes the loop
-    /// every `tick` to check deadlines, instead of a timer per wait.
+    /// per second, not per event; acks are batched too (see `AckBatch`). A wait ends at the request's
+    /// deadline or when the pending acks are due, whichever is first (an entry in the connection's
+    /// deadline heap, not a timer task).
     private func pump(_ consumer: PullConsumer, connection: NATSConnection) async throws {
-        let tick = Duration.milliseconds(100)
-        let watchdog = Task {
-            while !Task.isCancelled {
-                try? await Task.sleep(for: tick)
-                consumer.wake()
-            }
-        }
-        defer { watchdog.cancel() }
         let expires = Duration.seconds(1)
         var outstanding = 0  // events the current request may still bring
         var requestDeadline = ContinuousClock.now
@@ -207,7 +200,7 @@ public final class BroadcasterRunner: Service, Sendable {
                 // a reconnect in between) and a new request goes out.
                 requestDeadline = ContinuousClock.now.advanced(by: expires + .milliseconds(500))
             }
-            let received = try await consumer.receive()
+            let received = try await consumer.receive(until: min(requestDeadline, acks.due ?? requestDeadline))
             let now = ContinuousClock.now
             if received.requestEnded || now >= requestDeadline { outstanding = 0 }
             if let last = received.messages.last {
@@ -246,6 +239,9 @@ public final class BroadcasterRunner: Service, Sendable {
         private var last: JetStreamMessage?
         private var count = 0
         private var since: ContinuousClock.Instant?
+
+        /// When the pending acks must go out even if no more events come.
+        var due: ContinuousClock.Instant? { since.map { $0 + Self.maxDelay } }
 
         mutating func add(_ message: JetStreamMessage, count: Int, now: ContinuousClock.Instant) {
             last = message

@@ -39,14 +39,6 @@ extension KeyValue {
             let info = try await jetStream.createEphemeralConsumer(stream: stream, config)
             defer { jetStream.deleteConsumerWithoutWaiting(stream: stream, consumer: info.name) }
             let consumer = try jetStream.pullConsumer(stream: stream, consumer: info.name)
-            // One wake-up a second to check the deadline, instead of a timer task per wait.
-            let watchdog = Task {
-                while !Task.isCancelled {
-                    try? await Task.sleep(for: .seconds(1))
-                    consumer.wake()
-                }
-            }
-            defer { watchdog.cancel() }
             var consumerSequence: UInt64 = 0
             var requested = 0
             var deadline = ContinuousClock.now
@@ -74,7 +66,9 @@ extension KeyValue {
                 }
                 let received: PullConsumer.Received
                 do {
-                    received = try await consumer.receive()
+                    // At least once a second the loop looks at the reconnect count and the deadline; the
+                    // wait's end is an entry in the connection's deadline heap, not a timer task.
+                    received = try await consumer.receive(until: min(deadline, .now + .seconds(1)))
                 } catch {
                     if Task.isCancelled { return }
                     if error.kind == .jetStream { break following }  // the consumer was deleted or lost its leader

@@ -57,8 +57,8 @@ public final class PullConsumer: Sendable {
     }
 
     /// Everything that arrived for this consumer's requests, waiting for something if nothing has;
-    /// `until`: return empty at that instant; without it, only a message or `wake()` ends the wait
-    /// (one watchdog calling `wake()` costs less than a timer per wait). Throws when the consumer
+    /// `until`: return empty at that instant (a deadline in the connection's registry, no timer task);
+    /// without it, only a message or `wake()` ends the wait. Throws when the consumer
     /// was deleted or lost its leader, or the subscription closed.
     public func receive(until deadline: ContinuousClock.Instant? = nil) async throws(NATSError) -> Received {
         let arrived: [NATSMessage]?
