@@ -23,7 +23,7 @@ public struct JetStream: Sendable {
         let reply: NATSMessage
         do {
             reply = try await connection.request("$JS.API." + subject, payload: payload)
-        } catch where error.kind == .noResponders {
+        } catch  where error.kind == .noResponders {
             throw NATSError(.jetStream, status: error.status, message: "JetStream not enabled or not reachable (\(subject))")
         }
         return try Self.decode(reply.payload, as: Response.self, context: subject)
@@ -34,7 +34,9 @@ public struct JetStream: Sendable {
         let decoder = JSONDecoder()
         if let envelope = try? decoder.decode(APIErrorEnvelope.self, from: data), let error = envelope.error {
             let code = error.errCode ?? 0
-            let kind: NATSError.Kind = code == JetStreamErrorCode.wrongLastSequence ? .wrongLastSequence
+            let kind: NATSError.Kind =
+                code == JetStreamErrorCode.wrongLastSequence
+                ? .wrongLastSequence
                 : (error.code == 404 ? .notFound : .jetStream)
             throw NATSError(kind, jetStreamCode: code, message: "\(context): \(error.description ?? "error \(error.code)")")
         }

@@ -29,9 +29,10 @@ public struct JetStreamMessage: Sendable {
         default: return nil
         }
         guard let deliveries = Self.number(tokens[base + 2]), let streamSequence = Self.number(tokens[base + 3]),
-              let consumerSequence = Self.number(tokens[base + 4]), let timestamp = Self.number(tokens[base + 5]),
-              let pending = Self.number(tokens[base + 6]),
-              let stream = String(tokens[base]), let consumer = String(tokens[base + 1]) else { return nil }
+            let consumerSequence = Self.number(tokens[base + 4]), let timestamp = Self.number(tokens[base + 5]),
+            let pending = Self.number(tokens[base + 6]),
+            let stream = String(tokens[base]), let consumer = String(tokens[base + 1])
+        else { return nil }
         self.message = message
         self.stream = stream
         self.consumer = consumer

@@ -24,12 +24,23 @@ extension JetStream {
         }
     }
 
-    public func publish(_ subject: String, payload: [UInt8], headers: NATSHeaders? = nil, options: PublishOptions = PublishOptions(), timeout: Duration? = nil) async throws(NATSError) -> PublishAck {
+    public func publish(
+        _ subject: String,
+        payload: [UInt8],
+        headers: NATSHeaders? = nil,
+        options: PublishOptions = PublishOptions(),
+        timeout: Duration? = nil
+    ) async throws(NATSError) -> PublishAck {
         let reply: NATSMessage
         do {
             reply = try await connection.request(subject, payload: payload, headers: options.apply(to: headers), timeout: timeout)
-        } catch where error.kind == .noResponders {
-            throw NATSError(.jetStream, status: error.status, jetStreamCode: JetStreamErrorCode.streamNotFound, message: "no stream captures \(subject)")
+        } catch  where error.kind == .noResponders {
+            throw NATSError(
+                .jetStream,
+                status: error.status,
+                jetStreamCode: JetStreamErrorCode.streamNotFound,
+                message: "no stream captures \(subject)"
+            )
         }
         return try Self.decodeAck(reply.payload, subject: subject)
     }
@@ -48,18 +59,27 @@ extension JetStream {
     }
 
     /// Pipelined publish: sends up to `window` messages before awaiting their acks. One result per message, in order.
-    public func publishPipelined(_ messages: [OutgoingMessage], window: Int = 1024, timeout: Duration? = nil) async -> [Result<PublishAck, NATSError>] {
+    public func publishPipelined(
+        _ messages: [OutgoingMessage],
+        window: Int = 1024,
+        timeout: Duration? = nil
+    ) async -> [Result<PublishAck, NATSError>] {
         var results: [Result<PublishAck, NATSError>] = []
         results.reserveCapacity(messages.count)
         var start = 0
         while start < messages.count {
             let end = min(start + max(1, window), messages.count)
-            let replies = await connection.requestMany(messages[start..<end].map { ($0.subject, $0.payload, $0.options.apply(to: $0.headers)) }, timeout: timeout)
+            let replies = await connection.requestMany(
+                messages[start..<end].map { ($0.subject, $0.payload, $0.options.apply(to: $0.headers)) },
+                timeout: timeout
+            )
             for (offset, reply) in replies.enumerated() {
                 let subject = messages[start + offset].subject
-                results.append(reply.flatMap { message in
-                    Result { () throws(NATSError) in try Self.decodeAck(message.payload, subject: subject) }
-                })
+                results.append(
+                    reply.flatMap { message in
+                        Result { () throws(NATSError) in try Self.decodeAck(message.payload, subject: subject) }
+                    }
+                )
             }
             start = end
         }

@@ -13,7 +13,12 @@ extension JetStream {
 
     /// Direct get (`$JS.API.DIRECT.GET`, needs `allow_direct`): by sequence, last of a subject, or the
     /// first message of `nextBySubject` at or after `sequence`. Returns nil when there is no such message.
-    public func directGet(stream: String, sequence: UInt64? = nil, lastBySubject: String? = nil, nextBySubject: String? = nil) async throws(NATSError) -> StoredMessage? {
+    public func directGet(
+        stream: String,
+        sequence: UInt64? = nil,
+        lastBySubject: String? = nil,
+        nextBySubject: String? = nil
+    ) async throws(NATSError) -> StoredMessage? {
         // Built by hand: this is on every KV read and history page (JSONEncoder showed in profiles).
         // Subjects never contain '"' or '\\' (they are validated tokens), so no escaping is needed.
         var fields: [String] = []
@@ -26,7 +31,10 @@ extension JetStream {
             fields.append("\"\(key)\":\"\(subject)\"")
         }
         let body = Array(("{" + fields.joined(separator: ",") + "}").utf8)
-        return try Self.storedMessage(fromDirectGet: try await connection.request("$JS.API.DIRECT.GET.\(stream)", payload: body), stream: stream)
+        return try Self.storedMessage(
+            fromDirectGet: try await connection.request("$JS.API.DIRECT.GET.\(stream)", payload: body),
+            stream: stream
+        )
     }
 
     static func storedMessage(fromDirectGet reply: NATSMessage, stream: String) throws(NATSError) -> StoredMessage? {
@@ -37,7 +45,13 @@ extension JetStream {
         guard let subject = reply.headers["Nats-Subject"], let sequence = reply.headers["Nats-Sequence"].flatMap(UInt64.init) else {
             throw NATSError(.protocolError, message: "direct get on \(stream): reply without Nats-Subject/Nats-Sequence")
         }
-        return StoredMessage(subject: subject, sequence: sequence, headers: reply.headers, payload: reply.payload, timestamp: reply.headers["Nats-Time-Stamp"])
+        return StoredMessage(
+            subject: subject,
+            sequence: sequence,
+            headers: reply.headers,
+            payload: reply.payload,
+            timestamp: reply.headers["Nats-Time-Stamp"]
+        )
     }
 
     /// The last message of `subject`, read by the stream's leader (`$JS.API.STREAM.MSG.GET`). A direct
@@ -58,12 +72,13 @@ extension JetStream {
         let response: Response
         do {
             response = try await api("STREAM.MSG.GET.\(stream)", body: Request(last_by_subj: subject), as: Response.self)
-        } catch where error.kind == .notFound || error.jetStreamCode == JetStreamErrorCode.messageNotFound {
+        } catch  where error.kind == .notFound || error.jetStreamCode == JetStreamErrorCode.messageNotFound {
             return nil
         }
         let message = response.message
         let payload = message.data.flatMap { Data(base64Encoded: $0) }.map { Array($0) } ?? []
-        let headers = message.hdrs.flatMap { Data(base64Encoded: $0) }.map { Self.headerBlock(String(decoding: $0, as: UTF8.self)) } ?? NATSHeaders()
+        let headers =
+            message.hdrs.flatMap { Data(base64Encoded: $0) }.map { Self.headerBlock(String(decoding: $0, as: UTF8.self)) } ?? NATSHeaders()
         return StoredMessage(subject: message.subject, sequence: message.seq, headers: headers, payload: payload, timestamp: message.time)
     }
 
@@ -143,10 +158,15 @@ extension JetStream {
             let batch = try await consumer.fetch(batch: limit - result.count, expires: .seconds(2), noWait: true)
             if batch.isEmpty { break }
             for message in batch {
-                result.append(StoredMessage(
-                    subject: message.subject, sequence: message.streamSequence, headers: message.message.headers,
-                    payload: message.payload, timestamp: nil
-                ))
+                result.append(
+                    StoredMessage(
+                        subject: message.subject,
+                        sequence: message.streamSequence,
+                        headers: message.message.headers,
+                        payload: message.payload,
+                        timestamp: nil
+                    )
+                )
             }
         }
         return result

@@ -8,11 +8,11 @@ extension JetStream {
     public func createOrUpdateStream(_ configuration: StreamConfiguration) async throws(NATSError) -> StreamInfo {
         do {
             return try await api("STREAM.CREATE.\(configuration.name)", body: configuration, as: StreamInfo.self)
-        } catch where [JetStreamErrorCode.streamNameInUse, JetStreamErrorCode.subjectsOverlap].contains(error.jetStreamCode) {
+        } catch  where [JetStreamErrorCode.streamNameInUse, JetStreamErrorCode.subjectsOverlap].contains(error.jetStreamCode) {
             let createError = error
             do {
                 return try await api("STREAM.UPDATE.\(configuration.name)", body: configuration, as: StreamInfo.self)
-            } catch where error.jetStreamCode == JetStreamErrorCode.streamNotFound {
+            } catch  where error.jetStreamCode == JetStreamErrorCode.streamNotFound {
                 throw createError
             }
         }
@@ -36,7 +36,11 @@ extension JetStream {
         }
         var counts: [String: UInt64] = [:]
         while true {
-            let page = try await api("STREAM.INFO.\(stream)", body: Request(subjects_filter: filter, offset: counts.count), as: Response.self)
+            let page = try await api(
+                "STREAM.INFO.\(stream)",
+                body: Request(subjects_filter: filter, offset: counts.count),
+                as: Response.self
+            )
             let subjects = page.state.subjects ?? [:]
             counts.merge(subjects) { $1 }
             if subjects.isEmpty || counts.count >= (page.total ?? 0) { return counts }
@@ -63,7 +67,11 @@ extension JetStream {
             var config: ConsumerConfiguration
         }
         guard let durable = configuration.durableName else { throw .invalid("a durable consumer needs a durable name") }
-        return try await api("CONSUMER.DURABLE.CREATE.\(stream).\(durable)", body: Request(stream_name: stream, config: configuration), as: ConsumerInfo.self)
+        return try await api(
+            "CONSUMER.DURABLE.CREATE.\(stream).\(durable)",
+            body: Request(stream_name: stream, config: configuration),
+            as: ConsumerInfo.self
+        )
     }
 
     public func consumerInfo(stream: String, consumer: String) async throws(NATSError) -> ConsumerInfo {
@@ -76,7 +84,7 @@ extension JetStream {
     public func consumerInfoIfExists(stream: String, consumer: String) async throws(NATSError) -> ConsumerInfo? {
         do {
             return try await consumerInfo(stream: stream, consumer: consumer)
-        } catch where error.jetStreamCode == JetStreamErrorCode.consumerNotFound {
+        } catch  where error.jetStreamCode == JetStreamErrorCode.consumerNotFound {
             return nil
         }
     }

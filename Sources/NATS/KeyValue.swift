@@ -29,7 +29,7 @@ public final class KeyValue: Sendable {
         for byte in key.utf8 {
             switch byte {
             case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
-                 UInt8(ascii: "-"), UInt8(ascii: "/"), UInt8(ascii: "_"), UInt8(ascii: "="):
+                UInt8(ascii: "-"), UInt8(ascii: "/"), UInt8(ascii: "_"), UInt8(ascii: "="):
                 previousDot = false
             case UInt8(ascii: "."):
                 if previousDot { return false }
@@ -51,7 +51,8 @@ public final class KeyValue: Sendable {
     /// is behind answers "no such key" for a key written a moment ago).
     public func get(_ key: String, leader: Bool = false) async throws(NATSError) -> KeyValueEntry? {
         let subject = try subject(key)
-        let found = leader
+        let found =
+            leader
             ? try await jetStream.leaderLastMessage(stream: stream, subject: subject)
             : try await jetStream.directGet(stream: stream, lastBySubject: subject)
         guard let stored = found else { return nil }
@@ -62,8 +63,11 @@ public final class KeyValue: Sendable {
         default: operation = .put
         }
         return KeyValueEntry(
-            key: key, value: stored.payload, revision: stored.sequence,
-            createdNanoseconds: stored.timestamp.flatMap(parseRFC3339Nanoseconds) ?? 0, operation: operation
+            key: key,
+            value: stored.payload,
+            revision: stored.sequence,
+            createdNanoseconds: stored.timestamp.flatMap(parseRFC3339Nanoseconds) ?? 0,
+            operation: operation
         )
     }
 
@@ -158,7 +162,9 @@ public final class KeyValue: Sendable {
     /// subject index instead of a consumer that reads every value.
     public func storedKeys(matching pattern: String) async throws(NATSError) -> [String] {
         let prefixLength = subjectPrefix.utf8.count
-        return try await jetStream.subjectCounts(stream: stream, filter: subjectPrefix + pattern).keys.map { String($0.utf8.dropFirst(prefixLength))! }
+        return try await jetStream.subjectCounts(stream: stream, filter: subjectPrefix + pattern).keys.map {
+            String($0.utf8.dropFirst(prefixLength))!
+        }
     }
 
     /// Current values of the keys matching `pattern` (e.g. `room.<id>.*`; deleted and purged keys left
@@ -231,7 +237,9 @@ public final class KeyValue: Sendable {
         guard message.headers["KV-Operation"] == nil else { return nil }
         return KeyValueEntry(
             key: String(message.subject.utf8.dropFirst(subjectPrefix.utf8.count)) ?? "",
-            value: message.payload, revision: message.streamSequence, createdNanoseconds: message.timestampNanoseconds,
+            value: message.payload,
+            revision: message.streamSequence,
+            createdNanoseconds: message.timestampNanoseconds,
             operation: .put
         )
     }

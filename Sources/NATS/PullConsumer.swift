@@ -42,7 +42,8 @@ public final class PullConsumer: Sendable {
     /// (`receive` hands them over as they arrive). A request ends when `batch` messages were sent
     /// (silently: count them) or with a status (`Received.requestEnded`).
     public func request(batch: Int, expires: Duration = .seconds(1), noWait: Bool = false) throws(NATSError) {
-        let body = noWait
+        let body =
+            noWait
             ? "{\"batch\":\(batch),\"no_wait\":true}"
             : "{\"batch\":\(batch),\"expires\":\(expires.inMilliseconds * 1_000_000)}"
         try connection.publish("$JS.API.CONSUMER.MSG.NEXT.\(stream).\(consumer)", payload: Array(body.utf8), reply: inbox)
@@ -62,7 +63,11 @@ public final class PullConsumer: Sendable {
     /// was deleted or lost its leader, or the subscription closed.
     public func receive(until deadline: ContinuousClock.Instant? = nil) async throws(NATSError) -> Received {
         let arrived: [NATSMessage]?
-        if let deadline { arrived = await subscription.buffer.takeAll(until: deadline) } else { arrived = await subscription.buffer.takeAll() }
+        if let deadline {
+            arrived = await subscription.buffer.takeAll(until: deadline)
+        } else {
+            arrived = await subscription.buffer.takeAll()
+        }
         guard let arrived else { throw NATSError(.connectionClosed, message: "consumer \(consumer) subscription closed") }
         var received = Received()
         for message in arrived {

@@ -2,7 +2,8 @@
 func parseRFC3339Nanoseconds(_ text: String) -> Int64? {
     let bytes = Array(text.utf8)
     guard bytes.count >= 20, bytes[4] == UInt8(ascii: "-"), bytes[7] == UInt8(ascii: "-"), bytes[10] == UInt8(ascii: "T"),
-          bytes[13] == UInt8(ascii: ":"), bytes[16] == UInt8(ascii: ":"), bytes.last == UInt8(ascii: "Z") else { return nil }
+        bytes[13] == UInt8(ascii: ":"), bytes[16] == UInt8(ascii: ":"), bytes.last == UInt8(ascii: "Z")
+    else { return nil }
     func number(_ range: Range<Int>) -> Int64? {
         var value: Int64 = 0
         for index in range {
@@ -13,8 +14,9 @@ func parseRFC3339Nanoseconds(_ text: String) -> Int64? {
         return value
     }
     guard let year = number(0..<4), let month = number(5..<7), let day = number(8..<10),
-          let hour = number(11..<13), let minute = number(14..<16), let second = number(17..<19),
-          (1...12).contains(month), (1...31).contains(day) else { return nil }
+        let hour = number(11..<13), let minute = number(14..<16), let second = number(17..<19),
+        (1...12).contains(month), (1...31).contains(day)
+    else { return nil }
     var nanoseconds: Int64 = 0
     if bytes[19] == UInt8(ascii: ".") {
         let digits = bytes.count - 1 - 20

@@ -1,6 +1,7 @@
-@testable import NATS
 import NATSTesting
 import Testing
+
+@testable import NATS
 
 /// Request timeouts and waits with a deadline go through the connection's one `DeadlineRegistry`.
 @Suite("Connection deadlines against a real nats-server")

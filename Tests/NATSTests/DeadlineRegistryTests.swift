@@ -1,7 +1,8 @@
-@testable import NATS
 import NATSTesting
 import Synchronization
 import Testing
+
+@testable import NATS
 
 /// The deadline heap and its one driver task, without a server.
 @Suite("DeadlineRegistry")
@@ -13,10 +14,12 @@ struct DeadlineRegistryTests {
         var early: Int { state.withLock { $0.early } }
 
         func action(_ id: Int, deadline: ContinuousClock.Instant) -> DeadlineRegistry.Action {
-            { self.state.withLock { state in
-                state.fired.append(id)
-                if ContinuousClock.now < deadline { state.early += 1 }
-            } }
+            {
+                self.state.withLock { state in
+                    state.fired.append(id)
+                    if ContinuousClock.now < deadline { state.early += 1 }
+                }
+            }
         }
     }
 
