@@ -6,7 +6,7 @@ free loopback ports, and prints the ratios.
                                       [--out artifacts/bench] SCENARIO [chat-bench options...]
 
 The system is nats-server -js + chat-service + broadcaster + gateway, started by the shared test
-launcher (tests/python/system.py) from the release binaries in --bin-dir, with LOG_LEVEL=warning and
+launcher (e2e/python/system.py) from the release binaries in --bin-dir, with LOG_LEVEL=warning and
 the per-connection rate limit raised (RATE_LIMIT_PER_SEC/BURST=100000, so senders are limited by the
 scenario, not the gateway). chat-bench gets every process's PID (--pid) so it reports their CPU and
 RSS per phase. JSON results go to --out/<scenario>-<target>.json. Build first:
@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "python"))
+sys.path.insert(0, str(ROOT / "e2e" / "python"))
 
 from system import Process, System, free_port, http_get  # noqa: E402
 
