@@ -1,7 +1,7 @@
 // History latency in a small room and in a huge one, through the real chat-service request path.
 //
-//   swift build -c release --product chat-history-bench --scratch-path .build-release
-//   .build-release/release/chat-history-bench [--big 1000000] [--small 100] [--requests 200]
+//   swift build -c release --package-path Benchmarks --product chat-history-bench --scratch-path Benchmarks/.build-release
+//   Benchmarks/.build-release/release/chat-history-bench [--big 1000000] [--small 100] [--requests 200]
 //
 // Starts a private nats-server and an in-process chat-service. The big room is filled by pipelined
 // JetStream publishes of well-formed messages (the chat-service's own send path would take minutes),

@@ -1,6 +1,6 @@
 // Micro-benchmark of the NATS layer against raw libnats on the same server, in the same run.
 //
-//   swift run -c release nats-bench [--url nats://127.0.0.1:4222] [--messages 1000000] [--size 16] [--js-messages 50000]
+//   swift run -c release --package-path Benchmarks nats-bench [--url nats://127.0.0.1:4222] [--messages 1000000] [--size 16] [--js-messages 50000]
 //
 // Without --url it starts a private nats-server -js (file storage in a temp dir).
 import CNATS
