@@ -37,8 +37,9 @@ public final class Membership: Sendable {
             let member = Member(
                 userID: user, username: username.rawValue, gatewayID: gateway, joinedAt: now.text, joinedAtMilliseconds: now.milliseconds
             )
-            guard try await members.createIfAbsent(ChatNames.memberKey(id, user), ChatJSON.encode(member)) != nil else { return false }
-            try await events.publish(.userJoined, room: id, user: user, username: username.rawValue, reason: nil)
+            let key = ChatNames.memberKey(id, user)
+            guard let revision = try await members.createIfAbsent(key, ChatJSON.encode(member)) else { return false }
+            try await events.publish(.userJoined, room: id, user: user, username: username.rawValue, reason: nil, change: (key, revision))
             adjustCount(of: id, by: 1)
             return true
         } catch {
@@ -64,12 +65,12 @@ public final class Membership: Sendable {
         guard let entry = try await members.confirmedValue(key), let member = try? ChatJSON.decode(Member.self, from: entry.value),
               only(member) else { return false }
         // Emptying the value by compare-and-set first: of two concurrent removers only one gets past here.
-        guard try await members.updateIfRevision(key, [], revision: entry.revision) != nil else { return false }
+        guard let emptied = try await members.updateIfRevision(key, [], revision: entry.revision) else { return false }
         // Erased, not deleted: no delete marker stays behind, so counting a room's members is one
         // look at the bucket's subject index (`storedKeys`), not a read of every member.
         try await members.erase(key)
         adjustCount(of: id, by: -1)
-        try await events.publish(.userLeft, room: id, user: user, username: member.username, reason: reason)
+        try await events.publish(.userLeft, room: id, user: user, username: member.username, reason: reason, change: (key, emptied))
         return true
     }
 
