@@ -65,6 +65,16 @@ public final class PresenceRegistry: Sendable {
         }
     }
 
+    /// A record that cannot be encoded is an error, never an empty value (which no reader can decode:
+    /// the sweeper skips it, so the gateway would never expire).
+    static func encoded(_ record: some Encodable) throws(NATSError) -> [UInt8] {
+        do {
+            return Array(try JSONEncoder().encode(record))
+        } catch {
+            throw NATSError(.invalidArgument, message: "gateway record not encodable: \(error)")
+        }
+    }
+
     private func record(of gateway: GatewayID) async throws(NATSError) -> GatewayRecord? {
         guard let entry = try await gateways.value(ChatNames.gatewayKey(gateway)) else { return nil }
         return try? JSONDecoder().decode(GatewayRecord.self, from: Data(entry.value))
@@ -76,7 +86,7 @@ public final class PresenceRegistry: Sendable {
         if connections == nil, try await record(of: gateway)?.expired == true { return }
         let now = ChatTime.now().milliseconds
         let record = GatewayRecord(gatewayID: gateway.rawValue, lastSeenMilliseconds: now, connections: connections ?? -1)
-        try await gateways.put(ChatNames.gatewayKey(gateway), Array((try? JSONEncoder().encode(record)) ?? Data()))
+        try await gateways.put(ChatNames.gatewayKey(gateway), try Self.encoded(record))
     }
 
     /// A live gateway's statement of what it holds (`ServiceAPI.PresenceSync`): removes its member
@@ -163,7 +173,7 @@ public final class PresenceRegistry: Sendable {
             // A tombstone, not a delete: the gateway may only be cut off (a partition, a pause), and its
             // next heartbeat must learn that it has to join its members again.
             let tombstone = GatewayRecord(gatewayID: key, lastSeenMilliseconds: nowMilliseconds, connections: 0, expired: true)
-            try await gateways.put(key, Array((try? JSONEncoder().encode(tombstone)) ?? Data()))
+            try await gateways.put(key, try Self.encoded(tombstone))
         }
         if removed > 0 {
             logger.notice("removed members of expired gateways", metadata: [
