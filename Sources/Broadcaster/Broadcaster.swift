@@ -161,23 +161,22 @@ public final class BroadcasterRunner: Service, Sendable {
     }
 
     /// Re-creates the durable consumer so delivery starts right after its ack floor: events that were
-    /// delivered but not acknowledged (by a crashed predecessor) come again, first and in order.
+    /// delivered but not acknowledged (by a crashed predecessor) come again, first and in order. Only a
+    /// "no such consumer" answer starts from the beginning; a failed lookup (a timeout) throws, since
+    /// the consumer may well exist with an ack floor to resume from.
     func resetConsumer(_ js: JetStream) async throws(NATSError) -> PullConsumer {
         var startAfter: UInt64 = 0
-        if let info = try? await js.consumerInfo(stream: ChatNames.eventStream, consumer: ChatNames.broadcasterConsumer) {
+        if let info = try await js.consumerInfoIfExists(stream: ChatNames.eventStream, consumer: ChatNames.broadcasterConsumer) {
             startAfter = info.ackFloor.streamSequence
             try await js.deleteConsumer(stream: ChatNames.eventStream, consumer: ChatNames.broadcasterConsumer)
         }
         var config = ConsumerConfiguration(durableName: ChatNames.broadcasterConsumer)
         config.description = "nats-chat broadcaster: every event to every gateway"
-        config.ackPolicy = "all"
-        config.ackWait = configuration.ackWait.inMilliseconds * 1_000_000
+        config.ackPolicy = .all
+        config.ackWait = .milliseconds(configuration.ackWait.inMilliseconds)
         config.maxAckPending = configuration.maxAckPending
         config.maxWaiting = 16
-        if startAfter > 0 {
-            config.deliverPolicy = "by_start_sequence"
-            config.startSequence = startAfter + 1
-        }
+        if startAfter > 0 { config.deliverPolicy = .byStartSequence(startAfter + 1) }
         try await js.createOrUpdateConsumer(stream: ChatNames.eventStream, config)
         logger.info("consuming", metadata: ["consumer": "\(ChatNames.broadcasterConsumer)", "start_after": "\(startAfter)"])
         return try js.pullConsumer(stream: ChatNames.eventStream, consumer: ChatNames.broadcasterConsumer)

@@ -2,8 +2,8 @@ import NATS
 
 /// Which idempotency keys may have a record in the `chat_idempotency` bucket, so that a send with a
 /// `client_msg_id` skips the KV read in the common case — a send that is not a retry. Answers "maybe"
-/// (read the bucket) or "no" (skip the read); never a wrong "no" while it is trusted. No I/O: the store
-/// feeds it what the bucket's follower delivers and writes the probes it asks for.
+/// (read the bucket) or "no" (skip the read); never a wrong "no" while it is trusted. No I/O:
+/// `IdempotencyRecords` feeds it what the bucket's follower delivers and writes the probes it asks for.
 ///
 /// Why skipping is safe. A retry of a send published less than the event stream's duplicate window ago
 /// is refused by JetStream itself (same `Nats-Msg-Id`), with or without the record. An older send's

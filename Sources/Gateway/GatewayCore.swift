@@ -51,73 +51,85 @@ public final class GatewayCore: Service, Sendable {
 
     public func run() async throws {
         metrics.natsConnected.record(connection.isConnected ? 1 : 0)
-        await withGracefulShutdownHandler {
-            await withTaskGroup(of: Void.self) { group in
-                group.addTask { await self.heartbeat() }
-                group.addTask { await self.forwardRoomNews() }
-                group.addTask {
-                    for await event in self.connection.events() {
-                        self.metrics.natsConnected.record(event == .reconnected ? 1 : 0)
-                        if event == .reconnected {
-                            self.hub.resyncAll()
-                            // A restarted nats-server may have brought back members deleted before it
-                            // died; sync now and once more past the sync grace (records younger than it
-                            // are left alone by the first).
-                            Task {
-                                await self.hub.syncPresence(gatewayID: self.configuration.presenceID)
-                                try? await Task.sleep(for: .seconds(15))
-                                // Not after shutdown has drained the connection.
-                                guard self.connection.isConnected else { return }
+        await withDiscardingTaskGroup { rooms in
+            // The rooms' loops outlive the duties below: they serve the sockets until those are closed.
+            rooms.addTask { await self.hub.run() }
+            await withGracefulShutdownHandler {
+                await withDiscardingTaskGroup { group in
+                    group.addTask { await self.heartbeat() }
+                    group.addTask { await self.forwardRoomNews() }
+                    group.addTask { await self.followConnectionEvents() }
+                    if configuration.presenceSyncInterval > .zero {
+                        group.addTask {
+                            while !Task.isCancelled {
+                                try? await Task.sleep(for: self.configuration.presenceSyncInterval)
+                                if Task.isCancelled { break }
                                 await self.hub.syncPresence(gatewayID: self.configuration.presenceID)
                             }
                         }
                     }
+                    // The handler below only closes the sockets; this ends the loops above, else run()
+                    // never returns and the ServiceGroup (and the process) waits forever after SIGTERM.
+                    try? await gracefulShutdown()
+                    group.cancelAll()
                 }
-                if configuration.presenceSyncInterval > .zero {
-                    group.addTask {
-                        while !Task.isCancelled {
-                            try? await Task.sleep(for: self.configuration.presenceSyncInterval)
-                            if Task.isCancelled { break }
-                            await self.hub.syncPresence(gatewayID: self.configuration.presenceID)
-                        }
-                    }
+            } onGracefulShutdown: {
+                self.logger.info("shutting down: closing WebSockets with 1001")
+                for client in self.clients.withLock({ Array($0.values) }) {
+                    client.close(.goingAway, reason: "server shutting down")
                 }
-                // The handler below only closes the sockets; this ends the loops above, else run()
-                // never returns and the ServiceGroup (and the process) waits forever after SIGTERM.
-                group.addTask { try? await gracefulShutdown() }
-                await group.next()
-                group.cancelAll()
             }
-        } onGracefulShutdown: {
-            self.logger.info("shutting down: closing WebSockets with 1001")
-            for client in self.clients.withLock({ Array($0.values) }) {
-                client.close(.goingAway, reason: "server shutting down")
+            // Wait (bounded) for sockets to close and their memberships to be released.
+            let deadline = ContinuousClock.now.advanced(by: configuration.shutdownGrace)
+            while connectionCount > 0, ContinuousClock.now < deadline {
+                try? await Task.sleep(for: .milliseconds(20))
             }
+            for client in clients.withLock({ Array($0.values) }) { client.channel.close(promise: nil) }
+            rooms.cancelAll()
         }
-        // Wait (bounded) for sockets to close and their memberships to be released.
-        let deadline = ContinuousClock.now.advanced(by: configuration.shutdownGrace)
-        while connectionCount > 0, ContinuousClock.now < deadline {
-            try? await Task.sleep(for: .milliseconds(20))
-        }
-        for client in clients.withLock({ Array($0.values) }) { client.channel.close(promise: nil) }
         await connection.drain()
     }
 
-    /// Room-wide news (`room_created`) goes to every connected client.
-    private func forwardRoomNews() async {
-        guard let subscription = try? connection.subscribe(ChatNames.roomsDeliverySubject, bufferLimit: 1024) else {
-            logger.warning("could not subscribe to \(ChatNames.roomsDeliverySubject)")
-            return
-        }
-        await withTaskCancellationHandler {
-            for await message in subscription {
-                let frame = WebSocketFrameBytes.text(message.payload)
-                var flushes = FlushBatch()
-                for client in clients.withLock({ Array($0.values) }) { flushes.send(frame, to: client) }
-                flushes.submit()
+    private func followConnectionEvents() async {
+        for await event in connection.events() {
+            metrics.natsConnected.record(event == .reconnected ? 1 : 0)
+            guard event == .reconnected else { continue }
+            hub.resyncAll()
+            // A restarted nats-server may have brought back members deleted before it died; sync now
+            // and once more past the sync grace (records younger than it are left alone by the first).
+            hub.spawn {
+                await self.hub.syncPresence(gatewayID: self.configuration.presenceID)
+                try? await Task.sleep(for: .seconds(15))
+                guard !Task.isCancelled else { return }
+                await self.hub.syncPresence(gatewayID: self.configuration.presenceID)
             }
-        } onCancel: {
-            subscription.unsubscribe()
+        }
+    }
+
+    /// Room-wide news (`room_created`) goes to every connected client. A failed subscribe is retried
+    /// (it fails only while the connection is closed); it must not end the gateway's other duties.
+    private func forwardRoomNews() async {
+        var delay = Duration.milliseconds(100)
+        while !Task.isCancelled {
+            let subscription: NATSSubscription
+            do {
+                subscription = try connection.subscribe(ChatNames.roomsDeliverySubject, bufferLimit: 1024)
+            } catch {
+                logger.warning("could not subscribe to \(ChatNames.roomsDeliverySubject); retrying", metadata: [LogKey.error: "\(error)"])
+                try? await Task.sleep(for: delay)
+                delay = min(delay * 2, .seconds(5))
+                continue
+            }
+            await withTaskCancellationHandler {
+                for await message in subscription {
+                    let frame = WebSocketFrameBytes.text(message.payload)
+                    var flushes = FlushBatch()
+                    for client in clients.withLock({ Array($0.values) }) { flushes.send(frame, to: client) }
+                    flushes.submit()
+                }
+            } onCancel: {
+                subscription.unsubscribe()
+            }
         }
     }
 

@@ -9,7 +9,6 @@ final class ConnectionEvents: Sendable {
         var nextID = 0
         var closed = false
         var reconnects = 0
-        var asyncErrors = 0
     }
 
     private let state = Mutex(State())
@@ -35,7 +34,6 @@ final class ConnectionEvents: Sendable {
     }
 
     func asyncError(status: Int32, text: String, subject: String?) {
-        state.withLock { $0.asyncErrors += 1 }
         logger.error("NATS asynchronous error", metadata: [
             "nats.status": "\(status)", "nats.error": "\(text)", "nats.subject": "\(subject ?? "-")",
         ])
@@ -43,7 +41,6 @@ final class ConnectionEvents: Sendable {
 
     var isClosed: Bool { state.withLock { $0.closed } }
     var reconnects: Int { state.withLock { $0.reconnects } }
-    var asyncErrors: Int { state.withLock { $0.asyncErrors } }
 
     func stream() -> AsyncStream<ConnectionEvent> {
         let (stream, continuation) = AsyncStream.makeStream(of: ConnectionEvent.self, bufferingPolicy: .bufferingNewest(64))

@@ -118,6 +118,17 @@ public struct JetStream: Sendable {
         try await api("CONSUMER.INFO.\(stream).\(consumer)", body: Optional<String>.none, as: ConsumerInfo.self)
     }
 
+    /// The consumer's info, or nil when the server answers that the stream has no such consumer. Any
+    /// other failure (a timeout, a missing stream, JetStream unreachable) says nothing about the
+    /// consumer and throws.
+    public func consumerInfoIfExists(stream: String, consumer: String) async throws(NATSError) -> ConsumerInfo? {
+        do {
+            return try await consumerInfo(stream: stream, consumer: consumer)
+        } catch where error.jetStreamCode == JetStreamErrorCode.consumerNotFound {
+            return nil
+        }
+    }
+
     public func deleteConsumer(stream: String, consumer: String) async throws(NATSError) {
         struct Success: Decodable { var success: Bool }
         _ = try await api("CONSUMER.DELETE.\(stream).\(consumer)", body: Optional<String>.none, as: Success.self)
@@ -332,25 +343,24 @@ public struct JetStream: Sendable {
         return try await api("CONSUMER.CREATE.\(stream)", body: Request(stream_name: stream, config: config), as: ConsumerInfo.self)
     }
 
-    /// Deletes a consumer in the background (its inactive threshold removes it if this is lost).
-    func deleteConsumerLater(stream: String, consumer: String) {
-        let connection = self.connection
-        let subject = "$JS.API.CONSUMER.DELETE.\(stream).\(consumer)"
-        Task { _ = try? await connection.request(subject, payload: []) }
+    /// Sends the delete of a consumer without waiting for the answer, which arrives on a reply subject
+    /// of the connection's inbox that no request waits on and is dropped. Nothing outlives the call;
+    /// if the request is lost, the consumer's inactive threshold removes it.
+    func deleteConsumerWithoutWaiting(stream: String, consumer: String) {
+        try? connection.publish("$JS.API.CONSUMER.DELETE.\(stream).\(consumer)", reply: connection.mux.discardedReplySubject)
     }
 
     func messagesThroughConsumer(stream: String, subject: String, from: UInt64, limit: Int) async throws(NATSError) -> [StoredMessage] {
         var config = ConsumerConfiguration(durableName: nil)
         config.description = "page read"
-        config.deliverPolicy = "by_start_sequence"
-        config.startSequence = max(1, from)
+        config.deliverPolicy = .byStartSequence(max(1, from))
         config.filterSubject = subject
-        config.ackPolicy = "none"
+        config.ackPolicy = .none
         config.maxWaiting = 1
         config.memoryStorage = true
-        config.inactiveThreshold = 10_000_000_000  // cleanup if the delete below is lost
+        config.inactiveThreshold = .seconds(10)  // cleanup if the delete below is lost
         let info = try await createEphemeralConsumer(stream: stream, config)
-        defer { deleteConsumerLater(stream: stream, consumer: info.name) }
+        defer { deleteConsumerWithoutWaiting(stream: stream, consumer: info.name) }
         let consumer = try pullConsumer(stream: stream, consumer: info.name)
         var result: [StoredMessage] = []
         result.reserveCapacity(limit)

@@ -15,6 +15,8 @@ public struct StreamConfiguration: Codable, Sendable, Equatable {
     public var duplicateWindow: Int64 = 120_000_000_000
     public var allowDirect: Bool = true
     public var allowRollup: Bool = false
+    /// Refuses deleting single messages through the API (KV buckets set it).
+    public var denyDelete: Bool = false
     public var discard: String = "old"
     public var description: String?
 
@@ -34,6 +36,7 @@ public struct StreamConfiguration: Codable, Sendable, Equatable {
         case duplicateWindow = "duplicate_window"
         case allowDirect = "allow_direct"
         case allowRollup = "allow_rollup_hdrs"
+        case denyDelete = "deny_delete"
     }
 
     public init(from decoder: any Decoder) throws {
@@ -51,6 +54,7 @@ public struct StreamConfiguration: Codable, Sendable, Equatable {
         duplicateWindow = try c.decodeIfPresent(Int64.self, forKey: .duplicateWindow) ?? 0
         allowDirect = try c.decodeIfPresent(Bool.self, forKey: .allowDirect) ?? false
         allowRollup = try c.decodeIfPresent(Bool.self, forKey: .allowRollup) ?? false
+        denyDelete = try c.decodeIfPresent(Bool.self, forKey: .denyDelete) ?? false
         discard = try c.decodeIfPresent(String.self, forKey: .discard) ?? "old"
         description = try c.decodeIfPresent(String.self, forKey: .description)
     }
@@ -74,44 +78,6 @@ public struct StreamState: Codable, Sendable {
 public struct StreamInfo: Codable, Sendable {
     public var config: StreamConfiguration
     public var state: StreamState
-}
-
-public struct ConsumerConfiguration: Codable, Sendable, Equatable {
-    public var durableName: String?
-    public var description: String?
-    public var deliverPolicy: String = "all"
-    public var startSequence: UInt64?
-    public var ackPolicy: String = "explicit"
-    /// Nanoseconds.
-    public var ackWait: Int64 = 30_000_000_000
-    public var maxDeliver: Int = -1
-    public var filterSubject: String?
-    public var replayPolicy: String = "instant"
-    public var maxAckPending: Int = 1000
-    public var maxWaiting: Int = 512
-    /// Nanoseconds; ephemeral consumers only.
-    public var inactiveThreshold: Int64?
-    public var headersOnly: Bool?
-    public var memoryStorage: Bool?
-
-    public init(durableName: String?) { self.durableName = durableName }
-
-    enum CodingKeys: String, CodingKey {
-        case description
-        case durableName = "durable_name"
-        case deliverPolicy = "deliver_policy"
-        case startSequence = "opt_start_seq"
-        case ackPolicy = "ack_policy"
-        case ackWait = "ack_wait"
-        case maxDeliver = "max_deliver"
-        case filterSubject = "filter_subject"
-        case replayPolicy = "replay_policy"
-        case maxAckPending = "max_ack_pending"
-        case maxWaiting = "max_waiting"
-        case inactiveThreshold = "inactive_threshold"
-        case headersOnly = "headers_only"
-        case memoryStorage = "mem_storage"
-    }
 }
 
 public struct SequenceInfo: Codable, Sendable {

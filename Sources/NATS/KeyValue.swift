@@ -39,20 +39,16 @@ public struct KeyValueEntry: Sendable, Equatable {
 /// compare-and-set adds `Nats-Expected-Last-Subject-Sequence`). That is what libnats' KV API sends
 /// too, but its calls block a thread each: on the hot paths (a send checks membership and
 /// idempotency) the thread hops and libnats' lock contention cost more than the round trips.
-/// Only bucket creation still goes through libnats on the blocking executor; key listing is one request to
+/// Buckets are created through the JetStream API (`KeyValueBucket.swift`); key listing is one request to
 /// the stream's subject index (`storedKeys`), and reads of many keys and followers use ephemeral pull
 /// consumers (`values(matching:)`, `followPuts`), so no thread waits on them.
 public final class KeyValue: Sendable {
-    let handle: KeyValueHandle
-    let executor: BlockingExecutor
     let jetStream: JetStream
     public let bucket: String
     let stream: String
     let subjectPrefix: String
 
-    init(handle: KeyValueHandle, executor: BlockingExecutor, jetStream: JetStream, bucket: String) {
-        self.handle = handle
-        self.executor = executor
+    init(jetStream: JetStream, bucket: String) {
         self.jetStream = jetStream
         self.bucket = bucket
         self.stream = "KV_" + bucket
@@ -207,14 +203,14 @@ public final class KeyValue: Sendable {
     public func values(matching pattern: String) async throws(NATSError) -> [KeyValueEntry] {
         var config = ConsumerConfiguration(durableName: nil)
         config.description = "key read"
-        config.deliverPolicy = "last_per_subject"
+        config.deliverPolicy = .lastPerSubject
         config.filterSubject = subjectPrefix + pattern
-        config.ackPolicy = "none"
+        config.ackPolicy = .none
         config.maxWaiting = 1
         config.memoryStorage = true
-        config.inactiveThreshold = 10_000_000_000  // cleanup if the delete is lost
+        config.inactiveThreshold = .seconds(10)  // cleanup if the delete is lost
         let info = try await jetStream.createEphemeralConsumer(stream: stream, config)
-        defer { jetStream.deleteConsumerLater(stream: stream, consumer: info.name) }
+        defer { jetStream.deleteConsumerWithoutWaiting(stream: stream, consumer: info.name) }
         guard info.numPending > 0 else { return [] }
         let consumer = try jetStream.pullConsumer(stream: stream, consumer: info.name)
         var entries: [KeyValueEntry?] = []
@@ -306,16 +302,15 @@ extension KeyValue {
             backoff = min(max(backoff * 2, .milliseconds(100)), .seconds(5))
             var config = ConsumerConfiguration(durableName: nil)
             config.description = "key follower"
-            config.deliverPolicy = lastRevision == 0 ? "all" : "by_start_sequence"
-            config.startSequence = lastRevision == 0 ? nil : lastRevision + 1
+            config.deliverPolicy = lastRevision == 0 ? .all : .byStartSequence(lastRevision + 1)
             config.filterSubject = subjectPrefix + ">"
-            config.ackPolicy = "none"
+            config.ackPolicy = .none
             config.headersOnly = true
             config.memoryStorage = true
-            config.inactiveThreshold = 60_000_000_000  // cleanup when this follower is gone
+            config.inactiveThreshold = .seconds(60)  // cleanup when this follower is gone
             let reconnects = connection.reconnects
             let info = try await jetStream.createEphemeralConsumer(stream: stream, config)
-            defer { jetStream.deleteConsumerLater(stream: stream, consumer: info.name) }
+            defer { jetStream.deleteConsumerWithoutWaiting(stream: stream, consumer: info.name) }
             let consumer = try jetStream.pullConsumer(stream: stream, consumer: info.name)
             // One wake-up a second to check the deadline, instead of a timer task per wait.
             let watchdog = Task {
@@ -388,15 +383,6 @@ extension KeyValue {
                 }
             }
         }
-    }
-}
-
-extension NATSConnection {
-    /// Creates the bucket if missing (binding to it if it exists) and returns it.
-    public func keyValue(_ configuration: KeyValueConfiguration) async throws(NATSError) -> KeyValue {
-        let context = try jetStreamContextHandle()
-        let handle = try await executor.run { () throws(NATSError) in try KeyValueHandle.createOrBind(context: context, configuration: configuration) }
-        return KeyValue(handle: handle, executor: executor, jetStream: jetStream, bucket: configuration.bucket)
     }
 }
 

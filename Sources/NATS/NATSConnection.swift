@@ -11,7 +11,6 @@ public final class NATSConnection: Sendable {
     let mux: RequestMux
     private let muxSubscription: NATSCallbackSubscription
     private let sweeper: Task<Void, Never>
-    private let jetStreamContext = Mutex<JetStreamContextHandle?>(nil)
     public let configuration: NATSConfiguration
     public let logger: Logger
     let executor: BlockingExecutor
@@ -75,20 +74,9 @@ public final class NATSConnection: Sendable {
     public var connectedURL: String? { handle.connectedURL }
     public var maxPayload: Int { handle.maxPayload }
     public var reconnects: Int { eventsBox.reconnects }
-    public var asyncErrors: Int { eventsBox.asyncErrors }
-    public var requestsInFlight: Int { mux.inFlight }
 
     /// Connection events (disconnected, reconnected, closed) for health reporting. Each call makes a new listener.
     public func events() -> AsyncStream<ConnectionEvent> { eventsBox.stream() }
-
-    public struct Statistics: Sendable {
-        public var inMessages: UInt64, outMessages: UInt64, inBytes: UInt64, outBytes: UInt64, reconnects: UInt64
-    }
-
-    public var statistics: Statistics {
-        let stats = handle.statistics()
-        return Statistics(inMessages: stats.inMessages, outMessages: stats.outMessages, inBytes: stats.inBytes, outBytes: stats.outBytes, reconnects: stats.reconnects)
-    }
 
     // MARK: Core NATS
 
@@ -183,14 +171,6 @@ public final class NATSConnection: Sendable {
 
     public var jetStream: JetStream { JetStream(connection: self) }
 
-    func jetStreamContextHandle() throws(NATSError) -> JetStreamContextHandle {
-        try jetStreamContext.withLock { (context) throws(NATSError) in
-            if let context { return context }
-            let created = try JetStreamContextHandle(connection: handle, timeoutMilliseconds: configuration.requestTimeout.inMilliseconds)
-            context = created
-            return created
-        }
-    }
 }
 
 /// `Array.withUnsafeBytes` with a typed error.

@@ -28,6 +28,9 @@ final class RequestMux: Sendable {
 
     var subscriptionSubject: String { prefix + "*" }
 
+    /// A reply subject no request is registered for (ids start at 1): replies to it are dropped.
+    var discardedReplySubject: String { prefix + "0" }
+
     /// Called on the libnats delivery thread for every reply.
     func deliver(_ message: NATSMessage) {
         guard message.subject.hasPrefix(prefix), let id = UInt64(message.subject.dropFirst(prefix.count)) else { return }
@@ -64,7 +67,7 @@ final class RequestMux: Sendable {
     }
 
     func request(timeout: Duration, send: (String) throws(NATSError) -> Void) async throws(NATSError) -> NATSMessage {
-        let box = IDBox()
+        let ticket = RequestTicket()
         do {
             return try await withTaskCancellationHandler {
                 try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<NATSMessage, any Error>) in
@@ -72,11 +75,14 @@ final class RequestMux: Sendable {
                         continuation.resume(throwing: NATSError(.connectionClosed, message: "connection closed"))
                         return
                     }
-                    box.id.withLock { $0 = id }
+                    guard ticket.register(id) else {
+                        fail(id, Self.cancelled)
+                        return
+                    }
                     do throws(NATSError) { try send(reply) } catch { fail(id, error) }
                 }
             } onCancel: {
-                if let id = box.id.withLock({ $0 }) { fail(id, NATSError(.cancelled, message: "request cancelled")) }
+                if let id = ticket.cancel() { fail(id, Self.cancelled) }
             }
         } catch let error as NATSError {
             throw error
@@ -84,6 +90,8 @@ final class RequestMux: Sendable {
             throw NATSError(.other, message: "\(error)")
         }
     }
+
+    private static let cancelled = NATSError(.cancelled, message: "request cancelled")
 
     /// Sends every request before waiting for any reply; results keep the order of `count`.
     func requestMany(count: Int, timeout: Duration, send: (Int, String) throws(NATSError) -> Void) async -> [Result<NATSMessage, NATSError>] {
@@ -120,12 +128,6 @@ final class RequestMux: Sendable {
         }
         for waiter in all { Self.complete(waiter, with: .failure(NATSError(.connectionClosed, message: "connection closed"))) }
     }
-
-    var inFlight: Int { state.withLock { $0.pending.count } }
-}
-
-private final class IDBox: Sendable {
-    let id = Mutex<UInt64?>(nil)
 }
 
 /// Collects the replies of `requestMany` and resumes its caller once all arrived or failed.

@@ -173,8 +173,8 @@ struct ChatServiceTests {
         let room = try await fixture.createRoom("retries")
         let users = (0..<4).map { _ in UserID.random() }
         for (index, user) in users.enumerated() { _ = try await fixture.join(room.id, user, "u\(index)") }
-        func lookups() -> ChatStore.IdempotencyLookups {
-            let (a, b) = (one.store?.idempotencyLookups ?? ChatStore.IdempotencyLookups(), two.store?.idempotencyLookups ?? ChatStore.IdempotencyLookups())
+        func lookups() -> IdempotencyRecords.Lookups {
+            let (a, b) = (one.storage?.idempotency.lookups ?? IdempotencyRecords.Lookups(), two.storage?.idempotency.lookups ?? IdempotencyRecords.Lookups())
             var sum = a; sum.read += b.read; sum.skipped += b.skipped; return sum
         }
         var originals: [ChatMessage] = []
@@ -187,7 +187,7 @@ struct ChatServiceTests {
         // The first sends of each replica read (nothing proven yet); once their own records come back
         // through the watch, sends skip the read.
         #expect(counted.skipped >= 20, "\(counted)")
-        #expect((one.store?.idempotencyLookups.skipped ?? 0) > 0 && (two.store?.idempotencyLookups.skipped ?? 0) > 0, "both replicas skip")
+        #expect((one.storage?.idempotency.lookups.skipped ?? 0) > 0 && (two.storage?.idempotency.lookups.skipped ?? 0) > 0, "both replicas skip")
 
         // Past the window JetStream no longer rejects the msg id: only the records stand between a
         // retry and a second copy. Waiting for the window to pass is what this step tests.
@@ -217,9 +217,9 @@ struct ChatServiceTests {
         _ = try await fixture.join(room.id, ann, "ann")
         for index in 0..<5 { #expect(try await !fixture.send(room.id, ann, "ann", "m\(index)", clientID: "c-\(index)").duplicate) }
         for index in 0..<5 { #expect(try await fixture.send(room.id, ann, "ann", "m\(index)", clientID: "c-\(index)").duplicate) }
-        var expected = ChatStore.IdempotencyLookups()
+        var expected = IdempotencyRecords.Lookups()
         expected.read = 10
-        #expect(replica.store?.idempotencyLookups == expected)
+        #expect(replica.storage?.idempotency.lookups == expected)
         #expect(try await fixture.history(room.id).messages.count == 5)
     }
 

@@ -152,16 +152,6 @@ final class ConnectionHandle: @unchecked Sendable {
     }
 
     func close() { natsConnection_Close(pointer) }
-
-    func statistics() -> (inMessages: UInt64, outMessages: UInt64, inBytes: UInt64, outBytes: UInt64, reconnects: UInt64) {
-        var stats: OpaquePointer? = nil
-        guard natsStatistics_Create(&stats) == NATS_OK, let stats else { return (0, 0, 0, 0, 0) }
-        defer { natsStatistics_Destroy(stats) }
-        _ = natsConnection_GetStats(pointer, stats)
-        var inMsgs: UInt64 = 0, inBytes: UInt64 = 0, outMsgs: UInt64 = 0, outBytes: UInt64 = 0, reconnects: UInt64 = 0
-        _ = natsStatistics_GetCounts(stats, &inMsgs, &inBytes, &outMsgs, &outBytes, &reconnects)
-        return (inMsgs, outMsgs, inBytes, outBytes, reconnects)
-    }
 }
 
 extension Duration {

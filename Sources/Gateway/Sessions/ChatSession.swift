@@ -166,7 +166,7 @@ struct ChatSession {
         rooms.append(room)
         workers[room] = worker
         send(ServerFrame.joined(room: result.room, lastSeq: result.lastSeq))
-        await worker.add(connection, cursor: since, joinSeq: result.lastSeq)
+        await worker.add(connection, since: since, joinSeq: result.lastSeq)
     }
 
     private mutating func detach(_ room: RoomID) {
@@ -176,18 +176,26 @@ struct ChatSession {
         gateway.hub.release(room)
     }
 
-    /// The socket closed: stop delivering and leave every room (members see user_left).
+    /// The socket closed: stop delivering and leave every room (members see user_left). The leaves go
+    /// out together and share one deadline: one unreachable room must not hold up the others.
     mutating func disconnected() async {
         let joined = rooms
         for room in joined { detach(room) }
-        for room in joined { await leaveAfterDisconnect(room) }
+        let deadline = ContinuousClock.now + Self.leaveDeadline
+        await withDiscardingTaskGroup { group in
+            for room in joined {
+                group.addTask { [self] in await leaveAfterDisconnect(room, deadline: deadline) }
+            }
+        }
     }
 
+    /// How long the leaves after a disconnect are retried in all.
+    static let leaveDeadline = Duration.seconds(30)
+
     /// A leave that cannot reach the chat-service (a replica restarting, NATS reconnecting) is retried
-    /// for up to 30 s: this gateway stays alive, so presence expiry would never remove the member.
-    private func leaveAfterDisconnect(_ room: RoomID) async {
+    /// until `deadline`: this gateway stays alive, so presence expiry would never remove the member.
+    private func leaveAfterDisconnect(_ room: RoomID, deadline: ContinuousClock.Instant) async {
         let request = ServiceAPI.Leave(roomID: room.rawValue, userID: connection.userID.rawValue, reason: "disconnect")
-        let deadline = ContinuousClock.now + .seconds(30)
         var delay = Duration.milliseconds(200)
         while true {
             do {

@@ -32,8 +32,7 @@ public final class ClientConnection: Sendable {
         /// peer does not read).
         var inFlight = 0
         var flushScheduled = false
-        var closed = false
-        var closeRequested = false
+        var lifecycle = ConnectionLifecycle.open
     }
     private let outbox = Mutex(Outbox())
 
@@ -61,11 +60,14 @@ public final class ClientConnection: Sendable {
     /// Queues an encoded frame (`WebSocketFrameBytes`) without scheduling its flush; fan-out uses this to flush many sockets per
     /// event-loop task (see `FlushBatch`).
     func enqueue(_ frame: ByteBuffer) -> Enqueued {
+        var slowDisconnect = false
         let result = outbox.withLock { box -> Enqueued? in
-            if box.closed { return .refused }
+            guard box.lifecycle.acceptsFrames else { return .refused }
             if box.pending.count + box.inFlight >= limit {
-                box.closed = true
                 box.pending = []
+                // The close request is this sender's to make, unless a graceful close is already on its way.
+                slowDisconnect = box.lifecycle == .open
+                _ = box.lifecycle.advance(to: .closing)
                 return nil
             }
             box.pending.append(frame)
@@ -74,7 +76,7 @@ public final class ClientConnection: Sendable {
             return .needsFlush
         }
         guard let result else {
-            disconnectSlowClient()
+            disconnectSlowClient(requestClose: slowDisconnect)
             return .refused
         }
         return result
@@ -133,28 +135,27 @@ public final class ClientConnection: Sendable {
     /// close handshake is the connection handler's (`WebSocketConnectionHandler`).
     public func close(_ code: WebSocketErrorCode, reason: String) {
         let timeout = WebSocketConnectionHandler.closeTimeout
-        guard claimClose() else { return }
+        guard outbox.withLock({ $0.lifecycle.advance(to: .closeRequested) }) else { return }
         channel.eventLoop.execute {
             // Frames queued before the close go out first; nothing is queued after it.
             self.flush()
-            self.outbox.withLock { $0.closed = true }
+            _ = self.outbox.withLock { $0.lifecycle.advance(to: .closing) }
             self.channel.pipeline.fireUserInboundEventTriggered(
                 WebSocketCloseRequest(code: code, reason: reason, graceAfterWrite: timeout, deadline: timeout))
         }
     }
 
-    /// True for the first caller only: a socket is closed once, by whoever asks first (a shutdown, a
-    /// slow-client disconnect, an error).
-    private func claimClose() -> Bool {
-        outbox.withLock { box in
-            defer { box.closeRequested = true }
-            return !box.closeRequested
-        }
+    var lifecycle: ConnectionLifecycle { outbox.withLock { $0.lifecycle } }
+
+    /// The WebSocket handler queued its own close frame (a protocol error, a ping timeout, the peer's
+    /// close): data frames must not follow it.
+    func closeFrameQueued() {
+        _ = outbox.withLock { $0.lifecycle.advance(to: .closing) }
     }
 
-    /// The session is over: refuse further frames.
-    func finish() {
-        outbox.withLock { $0.closed = true }
+    /// The socket is gone: refuse further frames.
+    func socketClosed() {
+        _ = outbox.withLock { $0.lifecycle.advance(to: .closed) }
     }
 
     /// How long a client that stopped reading keeps its socket after the 1008 close frame is queued:
@@ -165,10 +166,10 @@ public final class ClientConnection: Sendable {
     /// not yet handed over were dropped), then drops the TCP connection once the frame is in the
     /// kernel's send buffer (the client reads it before the FIN) or after `slowClientCloseTimeout`
     /// (a client that never reads again cannot receive it, and must not hold the socket).
-    private func disconnectSlowClient() {
+    private func disconnectSlowClient(requestClose: Bool) {
         slowDisconnects.increment()
         logger.warning("client too slow: outbound queue full, disconnecting", metadata: ["limit": "\(limit)"])
-        guard claimClose() else { return }
+        guard requestClose else { return }
         // The frames not yet handed to the channel were dropped; the close frame goes straight behind
         // the ones in flight. A moment after it reached the kernel the client has it (and its close
         // reply is read by the handler).
@@ -176,49 +177,4 @@ public final class ClientConnection: Sendable {
             code: .policyViolation, reason: "slow consumer: outbound queue full",
             graceAfterWrite: .seconds(1), deadline: Self.slowClientCloseTimeout))
     }
-}
-
-/// Collects the sockets a fan-out queued frames for, then flushes each event loop's sockets in one
-/// task: one `execute` per loop per batch of room events instead of one per socket per frame.
-struct FlushBatch {
-    private var byLoop: [ObjectIdentifier: (loop: any EventLoop, clients: [ClientConnection])] = [:]
-
-    /// Queues an encoded frame (`WebSocketFrameBytes`) for `client`.
-    mutating func send(_ frame: ByteBuffer, to client: ClientConnection) {
-        guard case .needsFlush = client.enqueue(frame) else { return }
-        let loop = client.channel.eventLoop
-        byLoop[ObjectIdentifier(loop), default: (loop, [])].clients.append(client)
-    }
-
-    mutating func submit() {
-        for (loop, clients) in byLoop.values {
-            loop.execute { for client in clients { client.flush() } }
-        }
-        byLoop.removeAll(keepingCapacity: true)
-    }
-}
-
-/// Metrics of one gateway process.
-struct GatewayMetrics: Sendable {
-    let connections = Gauge(label: "gateway_connections")
-    let framesOut = Counter(label: "gateway_frames_out_total")
-    let slowDisconnects = Counter(label: "gateway_slow_client_disconnects_total")
-    let sendLatency = Metrics.Timer(label: "gateway_send_latency_seconds")
-    let natsConnected = Gauge(label: "gateway_nats_connected")
-    let gapFills = Counter(label: "gateway_gap_fill_messages_total")
-    let duplicatesDropped = Counter(label: "gateway_duplicate_deliveries_dropped_total")
-    let deliveriesDropped = Counter(label: "gateway_room_inbox_overflow_total")
-    /// Leaves after a disconnect that failed and will be tried again (the chat-service unreachable).
-    let leaveRetries = Counter(label: "gateway_leave_retries_total")
-
-    /// Made once: a labelled counter made per frame costs a registry lookup (lock and hashing) each time.
-    private let framesInByType: [String: Counter] = Dictionary(uniqueKeysWithValues: (ClientFrame.types + ["binary", "invalid"]).map {
-        ($0, Counter(label: "gateway_frames_in_total", dimensions: [("type", $0)]))
-    })
-    private let errorsByCode: [ChatErrorCode: Counter] = Dictionary(uniqueKeysWithValues: ChatErrorCode.allCases.map {
-        ($0, Counter(label: "gateway_errors_total", dimensions: [("code", $0.rawValue)]))
-    })
-
-    func framesIn(_ type: String) -> Counter { framesInByType[type] ?? Counter(label: "gateway_frames_in_total", dimensions: [("type", type)]) }
-    func error(_ code: ChatErrorCode) -> Counter { errorsByCode[code]! }
 }

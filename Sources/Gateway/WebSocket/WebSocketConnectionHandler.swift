@@ -27,6 +27,9 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
     typealias OutboundOut = ByteBuffer
 
     private var machine: WebSocketStateMachine
+    /// Keeps the connection's `ConnectionLifecycle`, moved on here when a close frame is queued or
+    /// the socket closes.
+    private let client: ClientConnection
     private let inbox: SessionInbox
     /// Encoded frames (`WebSocketFrameBytes`) go out here, past NIO's frame encoder.
     private let output: WebSocketFrameOutput
@@ -39,8 +42,9 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
     static let closeTimeout: TimeAmount = .seconds(2)
     private var closeTimeout: TimeAmount { Self.closeTimeout }
 
-    init(inbox: SessionInbox, output: WebSocketFrameOutput, maxMessageBytes: Int, pingInterval: TimeAmount) {
+    init(client: ClientConnection, inbox: SessionInbox, output: WebSocketFrameOutput, maxMessageBytes: Int, pingInterval: TimeAmount) {
         self.machine = WebSocketStateMachine(maxMessageBytes: maxMessageBytes)
+        self.client = client
         self.inbox = inbox
         self.output = output
         self.pingInterval = pingInterval
@@ -76,6 +80,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
 
     func channelInactive(context: ChannelHandlerContext) {
         machine.closed()
+        client.socketClosed()
         cancelTimers()
         inbox.push(.closed)
         context.fireChannelInactive()
@@ -116,13 +121,14 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
     /// `graceAfterWrite` after the frame reached the kernel, or at `deadline`.
     private func writeClose(_ code: WebSocketErrorCode, reason: String?, graceAfterWrite: TimeAmount, deadline: TimeAmount, context: ChannelHandlerContext) {
         let channel = context.channel
+        client.closeFrameQueued()
         closeTimer = context.eventLoop.scheduleTask(in: deadline) { channel.close(promise: nil) }
         let written = context.eventLoop.makePromise(of: Void.self)
         output.writeAndFlush(WebSocketFrameBytes.close(code, reason: reason), promise: written)
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
         written.futureResult.whenComplete { _ in
             let handler = bound.value
-            guard handler.closeTimer != nil else { return }  // the socket closed meanwhile
+            guard handler.client.lifecycle != .closed else { return }  // the socket closed meanwhile
             handler.closeTimer?.cancel()
             handler.closeTimer = channel.eventLoop.scheduleTask(in: graceAfterWrite) { channel.close(promise: nil) }
         }
@@ -154,6 +160,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
 
     private func writeThenClose(_ frame: ByteBuffer, context: ChannelHandlerContext) {
         let channel = context.channel
+        client.closeFrameQueued()
         let written = context.eventLoop.makePromise(of: Void.self)
         output.writeAndFlush(frame, promise: written)
         written.futureResult.whenComplete { _ in channel.close(promise: nil) }
@@ -172,86 +179,5 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
         payload.writeInteger(generator.next() as UInt64)
         payload.writeInteger(generator.next() as UInt64)
         return payload
-    }
-}
-
-/// A connection's complete inbound messages, processed in order by its `ChatSession` in a task that
-/// exists only while messages wait (an idle connection holds no task).
-final class SessionInbox: @unchecked Sendable {
-    enum Item: Sendable {
-        case text(ByteBuffer)
-        case binary
-        /// The socket closed: the session leaves its rooms; nothing follows.
-        case closed
-    }
-
-    enum Pushed: Equatable {
-        case queued
-        /// The queue is at `pauseAt`: stop reading the socket; the drain resumes it.
-        case pause
-    }
-
-    private struct Queue {
-        var items: [Item] = []
-        var draining = false
-        var paused = false
-    }
-
-    private let queue = Mutex(Queue())
-    /// Touched only by the drain task, and only one drain task runs at a time: `Queue.draining`, set
-    /// and cleared under the lock, hands the session from one to the next (the lock orders them).
-    private var session: ChatSession
-    private let channel: any Channel
-    let logger: Logger
-    private let pauseAt: Int
-    private let onClosed: @Sendable () -> Void
-
-    init(session: ChatSession, channel: any Channel, pauseAt: Int = 32, onClosed: @escaping @Sendable () -> Void) {
-        self.session = session
-        self.channel = channel
-        self.logger = session.logger
-        self.pauseAt = pauseAt
-        self.onClosed = onClosed
-    }
-
-    @discardableResult
-    func push(_ item: Item) -> Pushed {
-        let (startDrain, pause) = queue.withLock { queue -> (Bool, Bool) in
-            queue.items.append(item)
-            let pause = !queue.paused && queue.items.count >= pauseAt
-            if pause { queue.paused = true }
-            if queue.draining { return (false, pause) }
-            queue.draining = true
-            return (true, pause)
-        }
-        if startDrain { Task { await self.drain() } }
-        return pause ? .pause : .queued
-    }
-
-    private func drain() async {
-        while true {
-            let next = queue.withLock { queue -> (items: [Item], resume: Bool)? in
-                if queue.items.isEmpty {
-                    queue.draining = false
-                    return nil
-                }
-                defer {
-                    queue.items = []
-                    queue.paused = false
-                }
-                return (queue.items, queue.paused)
-            }
-            guard let next else { return }
-            if next.resume { channel.setOption(ChannelOptions.autoRead, value: true).whenFailure { _ in } }
-            for item in next.items {
-                switch item {
-                case .text(let text): await session.handle(text: text)
-                case .binary: session.handleBinary()
-                case .closed:
-                    await session.disconnected()
-                    onClosed()
-                }
-            }
-        }
     }
 }

@@ -1,0 +1,111 @@
+import ChatCore
+import Hummingbird
+import Metrics
+import NIOCore
+import ServiceSupport
+
+/// JSON helpers of the REST routes.
+enum REST {
+    static func reply(_ bytes: [UInt8], status: HTTPResponse.Status = .ok) -> Response {
+        Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
+    }
+
+    static func call<T: Decodable>(_ core: GatewayCore, _ endpoint: ChatNames.Endpoint, _ body: some Encodable) async throws(GatewayHTTPError) -> T {
+        do {
+            return try await core.chat.call(endpoint, body)
+        } catch {
+            core.metrics.error(error.code).increment()
+            throw GatewayHTTPError(error)
+        }
+    }
+
+    private static let bodyTimeouts = Counter(label: "gateway_request_body_timeouts_total")
+
+    /// The request body, at most `limit` bytes, complete within `timeout` of starting to read it. A
+    /// client that trickles its body (a slowloris past the head; each byte resets the idle timeout)
+    /// gets 408 `Connection: close`, after which the connection closes (`RequestBodyDeadlineHandler`
+    /// closes it a second later if nothing else did).
+    static func body(of request: Request, upTo limit: Int, within timeout: Duration) async throws(GatewayHTTPError) -> ByteBuffer {
+        enum Outcome: Sendable { case body(ByteBuffer), tooLarge, unreadable, timedOut }
+        let outcome = await withTaskGroup(of: Outcome.self) { group in
+            group.addTask {
+                var request = request
+                do {
+                    return .body(try await request.collectBody(upTo: limit))
+                } catch is NIOTooManyBytesError {
+                    return .tooLarge
+                } catch {
+                    return .unreadable  // the connection failed or closed mid-body
+                }
+            }
+            group.addTask {
+                do {
+                    try await Task.sleep(for: timeout)
+                    return .timedOut
+                } catch {
+                    return .unreadable  // cancelled: the body came first, or the server is stopping
+                }
+            }
+            let first = await group.next() ?? .timedOut
+            group.cancelAll()
+            return first
+        }
+        switch outcome {
+        case .body(let body): return body
+        case .tooLarge: throw GatewayHTTPError(.contentTooLarge, ChatError(.invalidRequest, "request body larger than \(limit) bytes"))
+        case .unreadable: throw GatewayHTTPError(.badRequest, ChatError(.invalidRequest, "request body could not be read"))
+        case .timedOut:
+            bodyTimeouts.increment()
+            throw GatewayHTTPError(.requestTimeout, ChatError(.invalidRequest, "request body not complete within \(timeout.inMilliseconds) ms"),
+                                   headers: [.connection: "close"])
+        }
+    }
+
+    static func roomID(_ context: GatewayRequestContext) throws(GatewayHTTPError) -> RoomID {
+        guard let text = context.parameters.get("id"), let id = RoomID(text) else {
+            throw GatewayHTTPError(.notFound, ChatError(.roomNotFound, "room not found (room ids are UUIDs)"))
+        }
+        return id
+    }
+}
+
+func addRESTRoutes(to router: Router<GatewayRequestContext>, core: GatewayCore) {
+    let api = router.group("api/v1")
+    api.get("rooms") { _, _ -> Response in
+        let list: ServiceAPI.RoomList = try await REST.call(core, .listRooms, ServiceAPI.ListRooms())
+        return REST.reply(ChatJSON.encode(list))
+    }
+    api.post("rooms") { request, context -> Response in
+        let body = try await REST.body(of: request, upTo: context.maxUploadSize, within: core.configuration.requestBodyTimeout)
+        let create: ServiceAPI.CreateRoom
+        do throws(ChatError) {
+            create = try ChatJSON.decode(ServiceAPI.CreateRoom.self, from: Array(buffer: body))
+        } catch {
+            throw GatewayHTTPError(error)
+        }
+        let room: Room = try await REST.call(core, .createRoom, create)
+        return REST.reply(ChatJSON.encode(room), status: .created)
+    }
+    api.get("rooms/:id") { _, context -> Response in
+        let room: Room = try await REST.call(core, .getRoom, ServiceAPI.RoomRef(roomID: try REST.roomID(context).rawValue))
+        return REST.reply(ChatJSON.encode(room))
+    }
+    api.get("rooms/:id/history") { request, context -> Response in
+        let id = try REST.roomID(context)
+        let query = FormQuery.parse(request.uri.query ?? "")
+        let limit: Int?
+        let before: UInt64?
+        do throws(ChatError) {
+            (limit, before) = try HistoryQuery.parse(limit: query["limit"].map { $0 ?? "" }, before: query["before"].map { $0 ?? "" })
+        } catch {
+            throw GatewayHTTPError(error)
+        }
+        let result: ServiceAPI.HistoryResult = try await REST.call(core, .history, ServiceAPI.History(roomID: id.rawValue, limit: limit, before: before))
+        struct Body: Encodable {
+            var room_id: RoomID
+            var messages: [ChatMessage]
+            var has_more: Bool
+        }
+        return REST.reply(ChatJSON.encode(Body(room_id: result.roomID, messages: result.messages, has_more: result.hasMore)))
+    }
+}
