@@ -109,9 +109,17 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
-        .executableTarget(name: "gateway", dependencies: ["Gateway", "ServiceSupport"], swiftSettings: swiftSettings),
-        .executableTarget(name: "chat-service", dependencies: ["ChatService", "ServiceSupport"], swiftSettings: swiftSettings),
-        .executableTarget(name: "broadcaster", dependencies: ["Broadcaster", "ServiceSupport"], swiftSettings: swiftSettings),
+        // The executables live apart from their libraries: Sources/gateway and Sources/Gateway would be one
+        // folder on a case-insensitive file system.
+        .executableTarget(
+            name: "gateway", dependencies: ["Gateway", "ServiceSupport"], path: "Sources/Executables/gateway",
+            swiftSettings: swiftSettings),
+        .executableTarget(
+            name: "chat-service", dependencies: ["ChatService", "ServiceSupport"], path: "Sources/Executables/chat-service",
+            swiftSettings: swiftSettings),
+        .executableTarget(
+            name: "broadcaster", dependencies: ["Broadcaster", "ServiceSupport"], path: "Sources/Executables/broadcaster",
+            swiftSettings: swiftSettings),
         .testTarget(
             name: "NATSTests",
             dependencies: ["NATS", "NATSTesting"],
