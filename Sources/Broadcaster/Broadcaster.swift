@@ -33,7 +33,11 @@ public struct BroadcasterConfiguration: Sendable {
         configuration.httpHost = settings.string("HTTP_HOST", default: configuration.httpHost)
         configuration.httpPort = try settings.int("HTTP_PORT", default: configuration.httpPort, range: 0...65535)
         configuration.batchSize = try settings.int("BROADCASTER_BATCH", default: configuration.batchSize, range: 1...10_000)
-        configuration.maxAckPending = try settings.int("BROADCASTER_MAX_ACK_PENDING", default: configuration.maxAckPending, range: 1...1_000_000)
+        configuration.maxAckPending = try settings.int(
+            "BROADCASTER_MAX_ACK_PENDING",
+            default: configuration.maxAckPending,
+            range: 1...1_000_000
+        )
         configuration.ackWait = try settings.milliseconds("BROADCASTER_ACK_WAIT_MS", default: configuration.ackWait)
         configuration.leaseDuration = try settings.milliseconds("BROADCASTER_LEASE_MS", default: configuration.leaseDuration)
         configuration.instanceID = settings.string("INSTANCE_ID", default: configuration.instanceID)
@@ -88,7 +92,15 @@ public final class BroadcasterRunner: Service, Sendable {
     }
 
     public var snapshot: Snapshot {
-        state.withLock { Snapshot(leader: $0.leader, delivered: $0.delivered, redelivered: $0.redelivered, lag: $0.lag, lastStreamSequence: $0.lastStreamSequence) }
+        state.withLock {
+            Snapshot(
+                leader: $0.leader,
+                delivered: $0.delivered,
+                redelivered: $0.redelivered,
+                lag: $0.lag,
+                lastStreamSequence: $0.lastStreamSequence
+            )
+        }
     }
 
     public var service: NATSService? { state.withLock { $0.service } }
@@ -109,14 +121,25 @@ public final class BroadcasterRunner: Service, Sendable {
         let lease = Lease(bucket: leases, name: "broadcaster", holder: configuration.instanceID, duration: configuration.leaseDuration)
 
         let service = NATSService(
-            connection: connection, name: ChatNames.broadcasterServiceName, version: ChatVersion.current,
-            description: "fans CHAT_EVENTS out to gateways", metadata: ["instance": configuration.instanceID], logger: logger,
+            connection: connection,
+            name: ChatNames.broadcasterServiceName,
+            version: ChatVersion.current,
+            description: "fans CHAT_EVENTS out to gateways",
+            metadata: ["instance": configuration.instanceID],
+            logger: logger,
             extraStats: { [weak self] _ in
                 guard let snapshot = self?.snapshot else { return nil }
-                return ["leader": snapshot.leader ? 1 : 0, "delivered": snapshot.delivered, "redelivered": snapshot.redelivered, "lag": snapshot.lag]
+                return [
+                    "leader": snapshot.leader ? 1 : 0, "delivered": snapshot.delivered, "redelivered": snapshot.redelivered,
+                    "lag": snapshot.lag,
+                ]
             }
         )
-        service.addEndpoint(name: "status", subject: "chat.broadcaster.status.\(configuration.instanceID)", queueGroup: "broadcaster-status") { [weak self] _ in
+        service.addEndpoint(
+            name: "status",
+            subject: "chat.broadcaster.status.\(configuration.instanceID)",
+            queueGroup: "broadcaster-status"
+        ) { [weak self] _ in
             ServiceReply(payload: self?.health().body ?? [])
         }
         state.withLock {
@@ -282,14 +305,30 @@ public final class BroadcasterRunner: Service, Sendable {
     }
 
     public func health() -> (healthy: Bool, body: [UInt8]) {
-        let (connection, snapshot) = state.withLock { ($0.connection, Snapshot(leader: $0.leader, delivered: $0.delivered, redelivered: $0.redelivered, lag: $0.lag, lastStreamSequence: $0.lastStreamSequence)) }
-        return HealthReport.make(service: "broadcaster", instance: configuration.instanceID, connection: connection, extra: [
-            "role": snapshot.leader ? "active" : "standby",
-            "delivered": snapshot.delivered,
-            "redelivered": snapshot.redelivered,
-            "lag": snapshot.lag,
-            "last_stream_seq": snapshot.lastStreamSequence,
-        ])
+        let (connection, snapshot) = state.withLock {
+            (
+                $0.connection,
+                Snapshot(
+                    leader: $0.leader,
+                    delivered: $0.delivered,
+                    redelivered: $0.redelivered,
+                    lag: $0.lag,
+                    lastStreamSequence: $0.lastStreamSequence
+                )
+            )
+        }
+        return HealthReport.make(
+            service: "broadcaster",
+            instance: configuration.instanceID,
+            connection: connection,
+            extra: [
+                "role": snapshot.leader ? "active" : "standby",
+                "delivered": snapshot.delivered,
+                "redelivered": snapshot.redelivered,
+                "lag": snapshot.lag,
+                "last_stream_seq": snapshot.lastStreamSequence,
+            ]
+        )
     }
 }
 

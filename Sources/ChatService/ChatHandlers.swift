@@ -69,7 +69,11 @@ struct ChatHandlers: Sendable {
             _ = try await rooms.room(id)
             try await membership.requireMember(room: id, user: user)
             let result = try await messages.send(
-                room: id, user: user, username: username, content: request.content, clientMessageID: clientMessageID
+                room: id,
+                user: user,
+                username: username,
+                content: request.content,
+                clientMessageID: clientMessageID
             )
             return request.ackOnly == true ? SendReply.ack(ServiceAPI.SendAck(result)) : .result(result)
         }
@@ -99,11 +103,13 @@ struct ChatHandlers: Sendable {
     /// A gateway's statement (`ServiceAPI.PresenceSync`), whole or one partition of it: validated
     /// entirely before any record is touched.
     static func syncPresence(
-        _ request: ServiceAPI.PresenceSync, presence: PresenceRegistry
+        _ request: ServiceAPI.PresenceSync,
+        presence: PresenceRegistry
     ) async throws(ChatError) -> ServiceAPI.PresenceSyncResult {
         let gateway = try Self.gateway(request.gatewayID)
         let limit = ServiceAPI.PresenceSync.maxEntries
-        var users: Set<UserID> = [], rooms: Set<RoomID> = []
+        var users: Set<UserID> = []
+        var rooms: Set<RoomID> = []
         let room: RoomID?
         if let roomID = request.roomID {
             guard let listed = request.users, request.rooms == nil else {
@@ -133,7 +139,11 @@ struct ChatHandlers: Sendable {
         }
         // Judged as of the snapshot: a member who joined after it is not listed, and must stay.
         let removed = try await presence.sync(
-            gateway: gateway, room: room, users: users, rooms: rooms, partition: partition,
+            gateway: gateway,
+            room: room,
+            users: users,
+            rooms: rooms,
+            partition: partition,
             nowMilliseconds: ChatTime.now().milliseconds - age
         )
         return ServiceAPI.PresenceSyncResult(removed: removed)
@@ -162,7 +172,8 @@ struct ChatHandlers: Sendable {
     }
 
     private func add<Request: Decodable & Sendable, Response: Encodable & Sendable>(
-        _ endpoint: ChatNames.Endpoint, on service: NATSService,
+        _ endpoint: ChatNames.Endpoint,
+        on service: NATSService,
         _ body: @escaping @Sendable (Request) async throws(ChatError) -> Response
     ) {
         let logger = self.logger
@@ -176,11 +187,16 @@ struct ChatHandlers: Sendable {
                 let request = try ChatJSON.decode(Request.self, from: message.payload.isEmpty ? Array("{}".utf8) : message.payload)
                 return ServiceReply(payload: ChatJSON.encode(try await body(request)))
             } catch {
-                Counter(label: "chat_service_errors_total", dimensions: [("endpoint", endpoint.name), ("code", error.code.rawValue)]).increment()
+                Counter(label: "chat_service_errors_total", dimensions: [("endpoint", endpoint.name), ("code", error.code.rawValue)])
+                    .increment()
                 let level: Logger.Level = error.code == .internal || error.code == .unavailable ? .warning : .debug
-                logger.log(level: level, "request failed", metadata: [
-                    "endpoint": "\(endpoint.name)", "error_code": "\(error.code.rawValue)", "error": "\(error.error)",
-                ])
+                logger.log(
+                    level: level,
+                    "request failed",
+                    metadata: [
+                        "endpoint": "\(endpoint.name)", "error_code": "\(error.code.rawValue)", "error": "\(error.error)",
+                    ]
+                )
                 var headers = NATSHeaders()
                 headers["Chat-Error-Code"] = error.code.rawValue
                 return .error(code: error.code.httpStatus, description: error.error, payload: ChatJSON.encode(error), headers: headers)

@@ -38,14 +38,22 @@ public final class ChatServiceRunner: Service, Sendable {
             try await ChatStorage.open(connection: connection, configuration: configuration, logger: logger)
         }
         let service = NATSService(
-            connection: connection, name: ChatNames.serviceName, version: ChatVersion.current,
-            description: "nats-chat rooms, membership, messages and history", metadata: ["instance": configuration.instanceID],
+            connection: connection,
+            name: ChatNames.serviceName,
+            version: ChatVersion.current,
+            description: "nats-chat rooms, membership, messages and history",
+            metadata: ["instance": configuration.instanceID],
             logger: logger
         )
         ChatHandlers(storage: storage, logger: logger).register(on: service)
         let leases = storage.leases
         // A lease shorter than a few seconds would flap on a loaded machine; expiry itself is checked by time.
-        let lease = Lease(bucket: leases, name: "presence-sweeper", holder: configuration.instanceID, duration: max(.seconds(3), configuration.presenceTimeout / 2))
+        let lease = Lease(
+            bucket: leases,
+            name: "presence-sweeper",
+            holder: configuration.instanceID,
+            duration: max(.seconds(3), configuration.presenceTimeout / 2)
+        )
         state.withLock { $0 = State(connection: connection, service: service, storage: storage) }
 
         try await withGracefulShutdownHandler {
@@ -90,7 +98,12 @@ public final class ChatServiceRunner: Service, Sendable {
 
     public func health() -> (healthy: Bool, body: [UInt8]) {
         let (connection, service) = state.withLock { ($0.connection, $0.service) }
-        return HealthReport.make(service: "chat-service", instance: configuration.instanceID, connection: connection, extra: ["service_id": service?.id ?? ""])
+        return HealthReport.make(
+            service: "chat-service",
+            instance: configuration.instanceID,
+            connection: connection,
+            extra: ["service_id": service?.id ?? ""]
+        )
     }
 }
 

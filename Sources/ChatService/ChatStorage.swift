@@ -38,7 +38,9 @@ public struct ChatStorage: Sendable {
 
     /// Creates (or updates) the stream and buckets, then returns the parts.
     public static func open(
-        connection: NATSConnection, configuration: ChatServiceConfiguration, logger: Logger
+        connection: NATSConnection,
+        configuration: ChatServiceConfiguration,
+        logger: Logger
     ) async throws(NATSError) -> ChatStorage {
         let js = connection.jetStream
         let events = try await js.createOrUpdateStream(eventStreamConfiguration(configuration))
@@ -53,23 +55,33 @@ public struct ChatStorage: Sendable {
         let bucketTTL = try await js.streamInfo("KV_" + ChatNames.idempotencyBucket).config.maxAge
         let duplicateWindow = Duration.nanoseconds(min(events.config.duplicateWindow, configuration.duplicateWindow.inNanoseconds))
         let idempotency = IdempotencyRecords(
-            bucket: idempotencyBucket, connection: connection, enabled: configuration.idempotencyFilter,
-            bucketTTL: .nanoseconds(bucketTTL), configuredTTL: configuration.idempotencyTTL, duplicateWindow: duplicateWindow,
+            bucket: idempotencyBucket,
+            connection: connection,
+            enabled: configuration.idempotencyFilter,
+            bucketTTL: .nanoseconds(bucketTTL),
+            configuredTTL: configuration.idempotencyTTL,
+            duplicateWindow: duplicateWindow,
             logger: logger
         )
         let members = try await bucket(ChatNames.membersBucket)
         let membership = Membership(members: members, events: PresenceEvents(js: js, duplicateWindow: duplicateWindow))
         return ChatStorage(
             rooms: RoomDirectory(
-                rooms: try await bucket(ChatNames.roomsBucket), members: members, js: js, maxRooms: configuration.maxRooms, logger: logger
+                rooms: try await bucket(ChatNames.roomsBucket),
+                members: members,
+                js: js,
+                maxRooms: configuration.maxRooms,
+                logger: logger
             ),
             membership: membership,
             messages: MessageLog(js: js, configuration: configuration, idempotency: idempotency, logger: logger),
             history: MessageHistory(js: js, defaultLimit: configuration.historyDefaultLimit, maxLimit: configuration.historyMaxLimit),
             idempotency: idempotency,
             presence: PresenceRegistry(
-                gateways: try await bucket(ChatNames.gatewaysBucket, ttl: .seconds(3600)), membership: membership,
-                configuration: configuration, logger: logger
+                gateways: try await bucket(ChatNames.gatewaysBucket, ttl: .seconds(3600)),
+                membership: membership,
+                configuration: configuration,
+                logger: logger
             ),
             leases: try await bucket(ChatNames.leasesBucket)
         )

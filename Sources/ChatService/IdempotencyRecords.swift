@@ -22,9 +22,12 @@ public final class IdempotencyRecords: Sendable {
 
         func write(to writer: inout JSONWriter) {
             writer.beginObject()
-            writer.key("message_id"); writer.string(messageID)
-            writer.key("seq"); writer.number(seq)
-            writer.key("stream_seq"); writer.number(streamSequence)
+            writer.key("message_id")
+            writer.string(messageID)
+            writer.key("seq")
+            writer.number(seq)
+            writer.key("stream_seq")
+            writer.number(streamSequence)
             writer.endObject()
         }
     }
@@ -51,8 +54,13 @@ public final class IdempotencyRecords: Sendable {
     /// `bucketTTL` is the bucket's actual TTL (0: records are kept for good), `duplicateWindow` the
     /// stream's actual window: the filter trusts itself only within what both really are.
     init(
-        bucket: KeyValue, connection: NATSConnection, enabled: Bool, bucketTTL: Duration, configuredTTL: Duration,
-        duplicateWindow: Duration, logger: Logger
+        bucket: KeyValue,
+        connection: NATSConnection,
+        enabled: Bool,
+        bucketTTL: Duration,
+        configuredTTL: Duration,
+        duplicateWindow: Duration,
+        logger: Logger
     ) {
         self.bucket = bucket
         self.connection = connection

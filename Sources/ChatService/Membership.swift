@@ -35,7 +35,11 @@ public final class Membership: Sendable {
         do {
             let now = ChatTime.now()
             let member = Member(
-                userID: user, username: username.rawValue, gatewayID: gateway, joinedAt: now.text, joinedAtMilliseconds: now.milliseconds
+                userID: user,
+                username: username.rawValue,
+                gatewayID: gateway,
+                joinedAt: now.text,
+                joinedAtMilliseconds: now.milliseconds
             )
             let key = ChatNames.memberKey(id, user)
             guard let revision = try await members.createIfAbsent(key, ChatJSON.encode(member)) else { return false }
@@ -63,7 +67,8 @@ public final class Membership: Sendable {
         let key = ChatNames.memberKey(id, user)
         state.withLock { $0.knownMembers[key] = nil }
         guard let entry = try await members.confirmedValue(key), let member = try? ChatJSON.decode(Member.self, from: entry.value),
-              only(member) else { return false }
+            only(member)
+        else { return false }
         // Emptying the value by compare-and-set first: of two concurrent removers only one gets past here.
         guard let emptied = try await members.updateIfRevision(key, [], revision: entry.revision) else { return false }
         // Erased, not deleted: no delete marker stays behind, so counting a room's members is one
@@ -89,7 +94,8 @@ public final class Membership: Sendable {
         try await members.values(matching: room.map(ChatNames.memberPattern) ?? ">").compactMap { entry in
             let parts = entry.key.split(separator: ".")
             guard !entry.value.isEmpty, parts.count == 2, let room = RoomID(String(parts[0])),
-                  let member = try? ChatJSON.decode(Member.self, from: entry.value) else { return nil }
+                let member = try? ChatJSON.decode(Member.self, from: entry.value)
+            else { return nil }
             return (room, member)
         }
     }

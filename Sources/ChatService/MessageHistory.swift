@@ -26,7 +26,9 @@ struct MessageHistory: Sendable {
             }
             let newest = MessageLog.roomSeq(last)
             let oldest = MessageLog.roomSeq(first)
-            let lower: UInt64, upper: UInt64, hasMore: Bool
+            let lower: UInt64
+            let upper: UInt64
+            let hasMore: Bool
             if let after {
                 lower = max(after &+ 1, oldest)
                 upper = min(newest, lower &+ limit - 1)
@@ -37,7 +39,8 @@ struct MessageHistory: Sendable {
                 hasMore = lower > oldest
             }
             guard upper >= lower, upper >= oldest, lower <= newest,
-                  let start = try await locate(lower, subject: subject, first: first, oldest: oldest, last: last, newest: newest) else {
+                let start = try await locate(lower, subject: subject, first: first, oldest: oldest, last: last, newest: newest)
+            else {
                 return ServiceAPI.HistoryResult(roomID: id, messages: [], hasMore: false, lastSeq: newest)
             }
             var messages: [ChatMessage] = []
@@ -54,7 +57,12 @@ struct MessageHistory: Sendable {
 
     /// Stream sequence of the room's message with `seq == target` (oldest ≤ target ≤ newest).
     private func locate(
-        _ target: UInt64, subject: String, first: JetStream.StoredMessage, oldest: UInt64, last: JetStream.StoredMessage, newest: UInt64
+        _ target: UInt64,
+        subject: String,
+        first: JetStream.StoredMessage,
+        oldest: UInt64,
+        last: JetStream.StoredMessage,
+        newest: UInt64
     ) async throws(NATSError) -> UInt64? {
         if target == oldest { return first.sequence }
         if target == newest { return last.sequence }

@@ -50,7 +50,11 @@ public final class MessageLog: Sendable {
     /// Stores the message as the room's next (membership is the caller's check). A retry with the same
     /// `client_msg_id` returns the original, marked duplicate.
     public func send(
-        room id: RoomID, user: UserID, username: Username, content: String, clientMessageID: ClientMessageID?
+        room id: RoomID,
+        user: UserID,
+        username: Username,
+        content: String,
+        clientMessageID: ClientMessageID?
     ) async throws(ChatError) -> ServiceAPI.SendResult {
         do {
             let idempotencyKey = clientMessageID.map { ChatNames.idempotencyKey(id, username, $0) }
@@ -66,12 +70,18 @@ public final class MessageLog: Sendable {
                 // The skip was decided against the proof's age at that moment; a send that waited long
                 // for its room's writer decides again (the window counts from its publish).
                 if let idempotencyKey, let skippedAt, ContinuousClock.now - skippedAt > .seconds(5),
-                   self.idempotency.mayHaveRecord(idempotencyKey), let recorded = try await self.recordedResult(idempotencyKey) {
+                    self.idempotency.mayHaveRecord(idempotencyKey), let recorded = try await self.recordedResult(idempotencyKey)
+                {
                     return recorded
                 }
                 let dedupID = idempotencyKey.map { "c:" + $0 }
                 return try await self.append(
-                    room: id, user: user, username: username, content: content, clientMessageID: clientMessageID, dedupID: dedupID
+                    room: id,
+                    user: user,
+                    username: username,
+                    content: content,
+                    clientMessageID: clientMessageID,
+                    dedupID: dedupID
                 )
             }
             // For retries after JetStream's duplicate window (CHAT_DUPLICATE_WINDOW_MS, 2 min): recorded
@@ -89,14 +99,20 @@ public final class MessageLog: Sendable {
     /// The original send's result (and its stream sequence) when the bucket holds a record for the key.
     private func recordedResult(_ key: String) async throws(NATSError) -> (ServiceAPI.SendResult, UInt64)? {
         guard let record = try await idempotency.record(key),
-              let stored = try await storedMessage(at: record.streamSequence) else { return nil }
+            let stored = try await storedMessage(at: record.streamSequence)
+        else { return nil }
         return (ServiceAPI.SendResult(message: stored, duplicate: true), record.streamSequence)
     }
 
     /// Stores the next message of the room. Called one at a time per room (see `roomWriters`).
     /// Returns the result and the message's stream sequence.
     private func append(
-        room id: RoomID, user: UserID, username: Username, content: String, clientMessageID: ClientMessageID?, dedupID: String?
+        room id: RoomID,
+        user: UserID,
+        username: Username,
+        content: String,
+        clientMessageID: ClientMessageID?,
+        dedupID: String?
     ) async throws -> (ServiceAPI.SendResult, UInt64) {
         let messageID = makeUUID()
         let now = ChatTime.now().text
@@ -105,8 +121,14 @@ public final class MessageLog: Sendable {
         for _ in 0..<64 {
             let last = try await position(of: id)
             let message = ChatMessage(
-                messageID: messageID, roomID: id, userID: user, username: username.rawValue, content: content,
-                timestamp: now, seq: last.roomSeq + 1, clientMessageID: clientMessageID?.rawValue
+                messageID: messageID,
+                roomID: id,
+                userID: user,
+                username: username.rawValue,
+                content: content,
+                timestamp: now,
+                seq: last.roomSeq + 1,
+                clientMessageID: clientMessageID?.rawValue
             )
             var headers = NATSHeaders()
             headers[ChatNames.eventTypeHeader] = ChatEventType.messageSent.rawValue
@@ -131,11 +153,16 @@ public final class MessageLog: Sendable {
     }
 
     private func publish(
-        _ message: ChatMessage, headers: NATSHeaders, dedupID: String, expectedLast: UInt64
+        _ message: ChatMessage,
+        headers: NATSHeaders,
+        dedupID: String,
+        expectedLast: UInt64
     ) async throws(NATSError) -> PublishAck? {
         do {
             return try await js.publish(
-                ChatNames.messageSubject(message.roomID), payload: ChatJSON.encode(message), headers: headers,
+                ChatNames.messageSubject(message.roomID),
+                payload: ChatJSON.encode(message),
+                headers: headers,
                 options: .init(messageID: dedupID, expectedLastSubjectSequence: expectedLast)
             )
         } catch {

@@ -22,7 +22,12 @@ struct PresenceEvents: Sendable {
     /// Stores the event, retrying until acknowledged. `change`: the member key and the revision of
     /// the write that made the change, unique to it.
     func publish(
-        _ type: ChatEventType, room: RoomID, user: UserID, username: String, reason: String?, change: (key: String, revision: UInt64)
+        _ type: ChatEventType,
+        room: RoomID,
+        user: UserID,
+        username: String,
+        reason: String?,
+        change: (key: String, revision: UInt64)
     ) async throws(NATSError) {
         let event = PresenceEvent(roomID: room, userID: user, username: username, timestamp: ChatTime.now().text, reason: reason)
         var headers = NATSHeaders()

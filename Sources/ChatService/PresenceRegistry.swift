@@ -94,7 +94,12 @@ public final class PresenceRegistry: Sendable {
     /// not in `users`; without `room`, every room not in `rooms` — of the users (or rooms) whose id
     /// starts with `partition` ("" for all). Returns how many were removed.
     public func sync(
-        gateway: GatewayID, room: RoomID?, users: Set<UserID>, rooms: Set<RoomID>, partition: String = "", nowMilliseconds: Int64
+        gateway: GatewayID,
+        room: RoomID?,
+        users: Set<UserID>,
+        rooms: Set<RoomID>,
+        partition: String = "",
+        nowMilliseconds: Int64
     ) async throws(ChatError) -> Int {
         let cutoff = nowMilliseconds - configuration.presenceSyncGrace.inMilliseconds
         func isStale(_ member: Member, in memberRoom: RoomID) -> Bool {
@@ -113,10 +118,13 @@ public final class PresenceRegistry: Sendable {
                 }
             }
             if removed > 0 {
-                logger.notice("presence sync removed members the gateway does not hold", metadata: [
-                    "gateway_id": "\(gateway)", "room_id": "\(room.map(\.rawValue) ?? "*")",
-                    "partition": "\(partition.isEmpty ? "*" : partition)", "members": "\(removed)",
-                ])
+                logger.notice(
+                    "presence sync removed members the gateway does not hold",
+                    metadata: [
+                        "gateway_id": "\(gateway)", "room_id": "\(room.map(\.rawValue) ?? "*")",
+                        "partition": "\(partition.isEmpty ? "*" : partition)", "members": "\(removed)",
+                    ]
+                )
             }
             return removed
         } catch {
@@ -176,9 +184,12 @@ public final class PresenceRegistry: Sendable {
             try await gateways.put(key, try Self.encoded(tombstone))
         }
         if removed > 0 {
-            logger.notice("removed members of expired gateways", metadata: [
-                "gateways": "\(dead.sorted())", "members": "\(removed)", "reconcile": "\(reconcile)",
-            ])
+            logger.notice(
+                "removed members of expired gateways",
+                metadata: [
+                    "gateways": "\(dead.sorted())", "members": "\(removed)", "reconcile": "\(reconcile)",
+                ]
+            )
         }
         return removed
     }

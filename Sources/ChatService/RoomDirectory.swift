@@ -38,7 +38,8 @@ public final class RoomDirectory: Sendable {
                 let count = try await rooms.storedKeys(matching: "id.*").count
                 if count >= maxRooms {
                     throw ChatError(
-                        .roomLimitReached, "this server already has \(count) rooms, the limit (\(maxRooms)); no new rooms can be created"
+                        .roomLimitReached,
+                        "this server already has \(count) rooms, the limit (\(maxRooms)); no new rooms can be created"
                     )
                 }
             }
@@ -108,7 +109,8 @@ public final class RoomDirectory: Sendable {
     private func load(_ id: RoomID) async throws(NATSError) -> Room? {
         if let cached = known.withLock({ $0[id] }) { return cached }
         guard let entry = try await rooms.confirmedValue(ChatNames.roomKey(id)),
-              let room = try? ChatJSON.decode(Room.self, from: entry.value) else { return nil }
+            let room = try? ChatJSON.decode(Room.self, from: entry.value)
+        else { return nil }
         // Rooms never change after creation, so a positive lookup can be kept for good.
         known.withLock { $0[id] = room }
         return room

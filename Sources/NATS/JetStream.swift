@@ -23,7 +23,7 @@ public struct JetStream: Sendable {
         let reply: NATSMessage
         do {
             reply = try await connection.request("$JS.API." + subject, payload: payload)
-        } catch where error.kind == .noResponders {
+        } catch  where error.kind == .noResponders {
             throw NATSError(.jetStream, status: error.status, message: "JetStream not enabled or not reachable (\(subject))")
         }
         return try Self.decode(reply.payload, as: Response.self, context: subject)
@@ -34,7 +34,9 @@ public struct JetStream: Sendable {
         let decoder = JSONDecoder()
         if let envelope = try? decoder.decode(APIErrorEnvelope.self, from: data), let error = envelope.error {
             let code = error.errCode ?? 0
-            let kind: NATSError.Kind = code == JetStreamErrorCode.wrongLastSequence ? .wrongLastSequence
+            let kind: NATSError.Kind =
+                code == JetStreamErrorCode.wrongLastSequence
+                ? .wrongLastSequence
                 : (error.code == 404 ? .notFound : .jetStream)
             throw NATSError(kind, jetStreamCode: code, message: "\(context): \(error.description ?? "error \(error.code)")")
         }
@@ -56,11 +58,11 @@ public struct JetStream: Sendable {
     public func createOrUpdateStream(_ configuration: StreamConfiguration) async throws(NATSError) -> StreamInfo {
         do {
             return try await api("STREAM.CREATE.\(configuration.name)", body: configuration, as: StreamInfo.self)
-        } catch where [JetStreamErrorCode.streamNameInUse, JetStreamErrorCode.subjectsOverlap].contains(error.jetStreamCode) {
+        } catch  where [JetStreamErrorCode.streamNameInUse, JetStreamErrorCode.subjectsOverlap].contains(error.jetStreamCode) {
             let createError = error
             do {
                 return try await api("STREAM.UPDATE.\(configuration.name)", body: configuration, as: StreamInfo.self)
-            } catch where error.jetStreamCode == JetStreamErrorCode.streamNotFound {
+            } catch  where error.jetStreamCode == JetStreamErrorCode.streamNotFound {
                 throw createError
             }
         }
@@ -84,7 +86,11 @@ public struct JetStream: Sendable {
         }
         var counts: [String: UInt64] = [:]
         while true {
-            let page = try await api("STREAM.INFO.\(stream)", body: Request(subjects_filter: filter, offset: counts.count), as: Response.self)
+            let page = try await api(
+                "STREAM.INFO.\(stream)",
+                body: Request(subjects_filter: filter, offset: counts.count),
+                as: Response.self
+            )
             let subjects = page.state.subjects ?? [:]
             counts.merge(subjects) { $1 }
             if subjects.isEmpty || counts.count >= (page.total ?? 0) { return counts }
@@ -111,7 +117,11 @@ public struct JetStream: Sendable {
             var config: ConsumerConfiguration
         }
         guard let durable = configuration.durableName else { throw .invalid("a durable consumer needs a durable name") }
-        return try await api("CONSUMER.DURABLE.CREATE.\(stream).\(durable)", body: Request(stream_name: stream, config: configuration), as: ConsumerInfo.self)
+        return try await api(
+            "CONSUMER.DURABLE.CREATE.\(stream).\(durable)",
+            body: Request(stream_name: stream, config: configuration),
+            as: ConsumerInfo.self
+        )
     }
 
     public func consumerInfo(stream: String, consumer: String) async throws(NATSError) -> ConsumerInfo {
@@ -124,7 +134,7 @@ public struct JetStream: Sendable {
     public func consumerInfoIfExists(stream: String, consumer: String) async throws(NATSError) -> ConsumerInfo? {
         do {
             return try await consumerInfo(stream: stream, consumer: consumer)
-        } catch where error.jetStreamCode == JetStreamErrorCode.consumerNotFound {
+        } catch  where error.jetStreamCode == JetStreamErrorCode.consumerNotFound {
             return nil
         }
     }
@@ -161,12 +171,23 @@ public struct JetStream: Sendable {
         }
     }
 
-    public func publish(_ subject: String, payload: [UInt8], headers: NATSHeaders? = nil, options: PublishOptions = PublishOptions(), timeout: Duration? = nil) async throws(NATSError) -> PublishAck {
+    public func publish(
+        _ subject: String,
+        payload: [UInt8],
+        headers: NATSHeaders? = nil,
+        options: PublishOptions = PublishOptions(),
+        timeout: Duration? = nil
+    ) async throws(NATSError) -> PublishAck {
         let reply: NATSMessage
         do {
             reply = try await connection.request(subject, payload: payload, headers: options.apply(to: headers), timeout: timeout)
-        } catch where error.kind == .noResponders {
-            throw NATSError(.jetStream, status: error.status, jetStreamCode: JetStreamErrorCode.streamNotFound, message: "no stream captures \(subject)")
+        } catch  where error.kind == .noResponders {
+            throw NATSError(
+                .jetStream,
+                status: error.status,
+                jetStreamCode: JetStreamErrorCode.streamNotFound,
+                message: "no stream captures \(subject)"
+            )
         }
         return try Self.decodeAck(reply.payload, subject: subject)
     }
@@ -185,18 +206,27 @@ public struct JetStream: Sendable {
     }
 
     /// Pipelined publish: sends up to `window` messages before awaiting their acks. One result per message, in order.
-    public func publishPipelined(_ messages: [OutgoingMessage], window: Int = 1024, timeout: Duration? = nil) async -> [Result<PublishAck, NATSError>] {
+    public func publishPipelined(
+        _ messages: [OutgoingMessage],
+        window: Int = 1024,
+        timeout: Duration? = nil
+    ) async -> [Result<PublishAck, NATSError>] {
         var results: [Result<PublishAck, NATSError>] = []
         results.reserveCapacity(messages.count)
         var start = 0
         while start < messages.count {
             let end = min(start + max(1, window), messages.count)
-            let replies = await connection.requestMany(messages[start..<end].map { ($0.subject, $0.payload, $0.options.apply(to: $0.headers)) }, timeout: timeout)
+            let replies = await connection.requestMany(
+                messages[start..<end].map { ($0.subject, $0.payload, $0.options.apply(to: $0.headers)) },
+                timeout: timeout
+            )
             for (offset, reply) in replies.enumerated() {
                 let subject = messages[start + offset].subject
-                results.append(reply.flatMap { message in
-                    Result { () throws(NATSError) in try Self.decodeAck(message.payload, subject: subject) }
-                })
+                results.append(
+                    reply.flatMap { message in
+                        Result { () throws(NATSError) in try Self.decodeAck(message.payload, subject: subject) }
+                    }
+                )
             }
             start = end
         }
@@ -222,7 +252,12 @@ public struct JetStream: Sendable {
 
     /// Direct get (`$JS.API.DIRECT.GET`, needs `allow_direct`): by sequence, last of a subject, or the
     /// first message of `nextBySubject` at or after `sequence`. Returns nil when there is no such message.
-    public func directGet(stream: String, sequence: UInt64? = nil, lastBySubject: String? = nil, nextBySubject: String? = nil) async throws(NATSError) -> StoredMessage? {
+    public func directGet(
+        stream: String,
+        sequence: UInt64? = nil,
+        lastBySubject: String? = nil,
+        nextBySubject: String? = nil
+    ) async throws(NATSError) -> StoredMessage? {
         // Built by hand: this is on every KV read and history page (JSONEncoder showed in profiles).
         // Subjects never contain '"' or '\\' (they are validated tokens), so no escaping is needed.
         var fields: [String] = []
@@ -235,7 +270,10 @@ public struct JetStream: Sendable {
             fields.append("\"\(key)\":\"\(subject)\"")
         }
         let body = Array(("{" + fields.joined(separator: ",") + "}").utf8)
-        return try Self.storedMessage(fromDirectGet: try await connection.request("$JS.API.DIRECT.GET.\(stream)", payload: body), stream: stream)
+        return try Self.storedMessage(
+            fromDirectGet: try await connection.request("$JS.API.DIRECT.GET.\(stream)", payload: body),
+            stream: stream
+        )
     }
 
     static func storedMessage(fromDirectGet reply: NATSMessage, stream: String) throws(NATSError) -> StoredMessage? {
@@ -246,7 +284,13 @@ public struct JetStream: Sendable {
         guard let subject = reply.headers["Nats-Subject"], let sequence = reply.headers["Nats-Sequence"].flatMap(UInt64.init) else {
             throw NATSError(.protocolError, message: "direct get on \(stream): reply without Nats-Subject/Nats-Sequence")
         }
-        return StoredMessage(subject: subject, sequence: sequence, headers: reply.headers, payload: reply.payload, timestamp: reply.headers["Nats-Time-Stamp"])
+        return StoredMessage(
+            subject: subject,
+            sequence: sequence,
+            headers: reply.headers,
+            payload: reply.payload,
+            timestamp: reply.headers["Nats-Time-Stamp"]
+        )
     }
 
     /// The last message of `subject`, read by the stream's leader (`$JS.API.STREAM.MSG.GET`). A direct
@@ -267,12 +311,13 @@ public struct JetStream: Sendable {
         let response: Response
         do {
             response = try await api("STREAM.MSG.GET.\(stream)", body: Request(last_by_subj: subject), as: Response.self)
-        } catch where error.kind == .notFound || error.jetStreamCode == JetStreamErrorCode.messageNotFound {
+        } catch  where error.kind == .notFound || error.jetStreamCode == JetStreamErrorCode.messageNotFound {
             return nil
         }
         let message = response.message
         let payload = message.data.flatMap { Data(base64Encoded: $0) }.map { Array($0) } ?? []
-        let headers = message.hdrs.flatMap { Data(base64Encoded: $0) }.map { Self.headerBlock(String(decoding: $0, as: UTF8.self)) } ?? NATSHeaders()
+        let headers =
+            message.hdrs.flatMap { Data(base64Encoded: $0) }.map { Self.headerBlock(String(decoding: $0, as: UTF8.self)) } ?? NATSHeaders()
         return StoredMessage(subject: message.subject, sequence: message.seq, headers: headers, payload: payload, timestamp: message.time)
     }
 
@@ -368,10 +413,15 @@ public struct JetStream: Sendable {
             let batch = try await consumer.fetch(batch: limit - result.count, expires: .seconds(2), noWait: true)
             if batch.isEmpty { break }
             for message in batch {
-                result.append(StoredMessage(
-                    subject: message.subject, sequence: message.streamSequence, headers: message.message.headers,
-                    payload: message.payload, timestamp: nil
-                ))
+                result.append(
+                    StoredMessage(
+                        subject: message.subject,
+                        sequence: message.streamSequence,
+                        headers: message.message.headers,
+                        payload: message.payload,
+                        timestamp: nil
+                    )
+                )
             }
         }
         return result
@@ -416,9 +466,10 @@ public struct JetStreamMessage: Sendable {
         default: return nil
         }
         guard let deliveries = Self.number(tokens[base + 2]), let streamSequence = Self.number(tokens[base + 3]),
-              let consumerSequence = Self.number(tokens[base + 4]), let timestamp = Self.number(tokens[base + 5]),
-              let pending = Self.number(tokens[base + 6]),
-              let stream = String(tokens[base]), let consumer = String(tokens[base + 1]) else { return nil }
+            let consumerSequence = Self.number(tokens[base + 4]), let timestamp = Self.number(tokens[base + 5]),
+            let pending = Self.number(tokens[base + 6]),
+            let stream = String(tokens[base]), let consumer = String(tokens[base + 1])
+        else { return nil }
         self.message = message
         self.stream = stream
         self.consumer = consumer
@@ -499,7 +550,8 @@ public final class PullConsumer: Sendable {
     /// (`receive` hands them over as they arrive). A request ends when `batch` messages were sent
     /// (silently: count them) or with a status (`Received.requestEnded`).
     public func request(batch: Int, expires: Duration = .seconds(1), noWait: Bool = false) throws(NATSError) {
-        let body = noWait
+        let body =
+            noWait
             ? "{\"batch\":\(batch),\"no_wait\":true}"
             : "{\"batch\":\(batch),\"expires\":\(expires.inMilliseconds * 1_000_000)}"
         try connection.publish("$JS.API.CONSUMER.MSG.NEXT.\(stream).\(consumer)", payload: Array(body.utf8), reply: inbox)
@@ -519,7 +571,11 @@ public final class PullConsumer: Sendable {
     /// was deleted or lost its leader, or the subscription closed.
     public func receive(until deadline: ContinuousClock.Instant? = nil) async throws(NATSError) -> Received {
         let arrived: [NATSMessage]?
-        if let deadline { arrived = await subscription.buffer.takeAll(until: deadline) } else { arrived = await subscription.buffer.takeAll() }
+        if let deadline {
+            arrived = await subscription.buffer.takeAll(until: deadline)
+        } else {
+            arrived = await subscription.buffer.takeAll()
+        }
         guard let arrived else { throw NATSError(.connectionClosed, message: "consumer \(consumer) subscription closed") }
         var received = Received()
         for message in arrived {

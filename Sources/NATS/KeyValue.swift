@@ -63,7 +63,7 @@ public final class KeyValue: Sendable {
         for byte in key.utf8 {
             switch byte {
             case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
-                 UInt8(ascii: "-"), UInt8(ascii: "/"), UInt8(ascii: "_"), UInt8(ascii: "="):
+                UInt8(ascii: "-"), UInt8(ascii: "/"), UInt8(ascii: "_"), UInt8(ascii: "="):
                 previousDot = false
             case UInt8(ascii: "."):
                 if previousDot { return false }
@@ -85,7 +85,8 @@ public final class KeyValue: Sendable {
     /// is behind answers "no such key" for a key written a moment ago).
     public func get(_ key: String, leader: Bool = false) async throws(NATSError) -> KeyValueEntry? {
         let subject = try subject(key)
-        let found = leader
+        let found =
+            leader
             ? try await jetStream.leaderLastMessage(stream: stream, subject: subject)
             : try await jetStream.directGet(stream: stream, lastBySubject: subject)
         guard let stored = found else { return nil }
@@ -96,8 +97,11 @@ public final class KeyValue: Sendable {
         default: operation = .put
         }
         return KeyValueEntry(
-            key: key, value: stored.payload, revision: stored.sequence,
-            createdNanoseconds: stored.timestamp.flatMap(parseRFC3339Nanoseconds) ?? 0, operation: operation
+            key: key,
+            value: stored.payload,
+            revision: stored.sequence,
+            createdNanoseconds: stored.timestamp.flatMap(parseRFC3339Nanoseconds) ?? 0,
+            operation: operation
         )
     }
 
@@ -192,7 +196,9 @@ public final class KeyValue: Sendable {
     /// subject index instead of a consumer that reads every value.
     public func storedKeys(matching pattern: String) async throws(NATSError) -> [String] {
         let prefixLength = subjectPrefix.utf8.count
-        return try await jetStream.subjectCounts(stream: stream, filter: subjectPrefix + pattern).keys.map { String($0.utf8.dropFirst(prefixLength))! }
+        return try await jetStream.subjectCounts(stream: stream, filter: subjectPrefix + pattern).keys.map {
+            String($0.utf8.dropFirst(prefixLength))!
+        }
     }
 
     /// Current values of the keys matching `pattern` (e.g. `room.<id>.*`; deleted and purged keys left
@@ -265,7 +271,9 @@ public final class KeyValue: Sendable {
         guard message.headers["KV-Operation"] == nil else { return nil }
         return KeyValueEntry(
             key: String(message.subject.utf8.dropFirst(subjectPrefix.utf8.count)) ?? "",
-            value: message.payload, revision: message.streamSequence, createdNanoseconds: message.timestampNanoseconds,
+            value: message.payload,
+            revision: message.streamSequence,
+            createdNanoseconds: message.timestampNanoseconds,
             operation: .put
         )
     }
@@ -390,7 +398,8 @@ extension KeyValue {
 func parseRFC3339Nanoseconds(_ text: String) -> Int64? {
     let bytes = Array(text.utf8)
     guard bytes.count >= 20, bytes[4] == UInt8(ascii: "-"), bytes[7] == UInt8(ascii: "-"), bytes[10] == UInt8(ascii: "T"),
-          bytes[13] == UInt8(ascii: ":"), bytes[16] == UInt8(ascii: ":"), bytes.last == UInt8(ascii: "Z") else { return nil }
+        bytes[13] == UInt8(ascii: ":"), bytes[16] == UInt8(ascii: ":"), bytes.last == UInt8(ascii: "Z")
+    else { return nil }
     func number(_ range: Range<Int>) -> Int64? {
         var value: Int64 = 0
         for index in range {
@@ -401,8 +410,9 @@ func parseRFC3339Nanoseconds(_ text: String) -> Int64? {
         return value
     }
     guard let year = number(0..<4), let month = number(5..<7), let day = number(8..<10),
-          let hour = number(11..<13), let minute = number(14..<16), let second = number(17..<19),
-          (1...12).contains(month), (1...31).contains(day) else { return nil }
+        let hour = number(11..<13), let minute = number(14..<16), let second = number(17..<19),
+        (1...12).contains(month), (1...31).contains(day)
+    else { return nil }
     var nanoseconds: Int64 = 0
     if bytes[19] == UInt8(ascii: ".") {
         let digits = bytes.count - 1 - 20

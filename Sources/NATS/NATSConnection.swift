@@ -15,7 +15,13 @@ public final class NATSConnection: Sendable {
     public let logger: Logger
     let executor: BlockingExecutor
 
-    private init(handle: ConnectionHandle, events: ConnectionEvents, configuration: NATSConfiguration, logger: Logger, executor: BlockingExecutor) throws(NATSError) {
+    private init(
+        handle: ConnectionHandle,
+        events: ConnectionEvents,
+        configuration: NATSConfiguration,
+        logger: Logger,
+        executor: BlockingExecutor
+    ) throws(NATSError) {
         self.handle = handle
         self.eventsBox = events
         self.configuration = configuration
@@ -24,7 +30,10 @@ public final class NATSConnection: Sendable {
         let mux = RequestMux(inbox: LibNATS.newInbox())
         self.mux = mux
         let handleForSub = try SubscriptionHandle.subscribe(
-            connection: handle, subject: mux.subscriptionSubject, queue: nil, pendingLimit: configuration.subscriptionPendingLimit,
+            connection: handle,
+            subject: mux.subscriptionSubject,
+            queue: nil,
+            pendingLimit: configuration.subscriptionPendingLimit,
             context: SubscriptionContext(onMessage: { [weak mux] message in mux?.deliver(message) }, onComplete: {})
         )
         self.muxSubscription = NATSCallbackSubscription(handle: handleForSub, subject: mux.subscriptionSubject)
@@ -55,7 +64,13 @@ public final class NATSConnection: Sendable {
         while true {
             do {
                 let handle = try await executor.run { () throws(NATSError) in try ConnectionHandle.connect(configuration, events: events) }
-                let connection = try NATSConnection(handle: handle, events: events, configuration: configuration, logger: logger, executor: executor)
+                let connection = try NATSConnection(
+                    handle: handle,
+                    events: events,
+                    configuration: configuration,
+                    logger: logger,
+                    executor: executor
+                )
                 logger.info("connected to NATS", metadata: ["nats.url": "\(handle.connectedURL ?? "?")"])
                 return connection
             } catch {
@@ -86,7 +101,12 @@ public final class NATSConnection: Sendable {
         }
     }
 
-    public func publish(_ subject: String, bytes: UnsafeRawBufferPointer, headers: NATSHeaders? = nil, reply: String? = nil) throws(NATSError) {
+    public func publish(
+        _ subject: String,
+        bytes: UnsafeRawBufferPointer,
+        headers: NATSHeaders? = nil,
+        reply: String? = nil
+    ) throws(NATSError) {
         try handle.publish(subject: subject, reply: reply, headers: headers, payload: bytes)
     }
 
@@ -100,7 +120,10 @@ public final class NATSConnection: Sendable {
     public func subscribe(_ subject: String, queue: String? = nil, bufferLimit: Int = 65_536) throws(NATSError) -> NATSSubscription {
         let buffer = MessageBuffer<NATSMessage>(limit: bufferLimit)
         let handle = try SubscriptionHandle.subscribe(
-            connection: self.handle, subject: subject, queue: queue, pendingLimit: configuration.subscriptionPendingLimit,
+            connection: self.handle,
+            subject: subject,
+            queue: queue,
+            pendingLimit: configuration.subscriptionPendingLimit,
             context: SubscriptionContext(onMessage: { buffer.append($0) }, onComplete: { buffer.finish() })
         )
         return NATSSubscription(handle: handle, buffer: buffer, subject: subject)
@@ -108,18 +131,28 @@ public final class NATSConnection: Sendable {
 
     /// The fast path: `handler` runs on the libnats delivery thread for each message and must not block.
     public func subscribe(
-        _ subject: String, queue: String? = nil, onComplete: @escaping @Sendable () -> Void = {},
+        _ subject: String,
+        queue: String? = nil,
+        onComplete: @escaping @Sendable () -> Void = {},
         handler: @escaping @Sendable (NATSMessage) -> Void
     ) throws(NATSError) -> NATSCallbackSubscription {
         let handle = try SubscriptionHandle.subscribe(
-            connection: self.handle, subject: subject, queue: queue, pendingLimit: configuration.subscriptionPendingLimit,
+            connection: self.handle,
+            subject: subject,
+            queue: queue,
+            pendingLimit: configuration.subscriptionPendingLimit,
             context: SubscriptionContext(onMessage: handler, onComplete: onComplete)
         )
         return NATSCallbackSubscription(handle: handle, subject: subject)
     }
 
     /// Request-reply. Throws `.noResponders` at once when nobody serves `subject`, `.timeout` after `timeout`.
-    public func request(_ subject: String, payload: [UInt8] = [], headers: NATSHeaders? = nil, timeout: Duration? = nil) async throws(NATSError) -> NATSMessage {
+    public func request(
+        _ subject: String,
+        payload: [UInt8] = [],
+        headers: NATSHeaders? = nil,
+        timeout: Duration? = nil
+    ) async throws(NATSError) -> NATSMessage {
         let handle = self.handle
         return try await mux.request(timeout: timeout ?? configuration.requestTimeout) { (reply) throws(NATSError) in
             try withBytes(payload) { (bytes) throws(NATSError) in
@@ -129,9 +162,13 @@ public final class NATSConnection: Sendable {
     }
 
     /// Sends all requests before awaiting any reply (pipelining); one result per request, in order.
-    public func requestMany(_ requests: [(subject: String, payload: [UInt8], headers: NATSHeaders?)], timeout: Duration? = nil) async -> [Result<NATSMessage, NATSError>] {
+    public func requestMany(
+        _ requests: [(subject: String, payload: [UInt8], headers: NATSHeaders?)],
+        timeout: Duration? = nil
+    ) async -> [Result<NATSMessage, NATSError>] {
         let handle = self.handle
-        return await mux.requestMany(count: requests.count, timeout: timeout ?? configuration.requestTimeout) { (index, reply) throws(NATSError) in
+        return await mux.requestMany(count: requests.count, timeout: timeout ?? configuration.requestTimeout) {
+            (index, reply) throws(NATSError) in
             let request = requests[index]
             try withBytes(request.payload) { (bytes) throws(NATSError) in
                 try handle.publish(subject: request.subject, reply: reply, headers: request.headers, payload: bytes)

@@ -177,7 +177,10 @@ public final class NATSSubscription: AsyncSequence, Sendable {
         /// The rest of the current batch plus anything queued (for batch processing).
         public mutating func nextBatch(isolation actor: isolated (any Actor)? = #isolation) async -> [NATSMessage]? {
             if index < batch.count {
-                defer { batch = []; index = 0 }
+                defer {
+                    batch = []
+                    index = 0
+                }
                 return Array(batch[index...])
             }
             return await subscription.buffer.takeAll()

@@ -35,7 +35,8 @@ final class RequestMux: Sendable {
     func deliver(_ message: NATSMessage) {
         guard message.subject.hasPrefix(prefix), let id = UInt64(message.subject.dropFirst(prefix.count)) else { return }
         guard let pending = state.withLock({ $0.pending.removeValue(forKey: id) }) else { return }
-        let result: Result<NATSMessage, NATSError> = message.isNoResponders
+        let result: Result<NATSMessage, NATSError> =
+            message.isNoResponders
             ? .failure(NATSError(.noResponders, status: 34, message: "no responders"))
             : .success(message)
         Self.complete(pending.waiter, with: result)
@@ -94,7 +95,8 @@ final class RequestMux: Sendable {
     private static let cancelled = NATSError(.cancelled, message: "request cancelled")
 
     /// Sends every request before waiting for any reply; results keep the order of `count`.
-    func requestMany(count: Int, timeout: Duration, send: (Int, String) throws(NATSError) -> Void) async -> [Result<NATSMessage, NATSError>] {
+    func requestMany(count: Int, timeout: Duration, send: (Int, String) throws(NATSError) -> Void) async -> [Result<NATSMessage, NATSError>]
+    {
         guard count > 0 else { return [] }
         let collector = BatchCollector(count: count)
         for index in 0..<count {
@@ -143,7 +145,8 @@ final class BatchCollector: Sendable {
     init(count: Int) { state = Mutex(State(results: Array(repeating: nil, count: count), remaining: count)) }
 
     func set(_ index: Int, _ result: Result<NATSMessage, NATSError>) {
-        let done: (CheckedContinuation<[Result<NATSMessage, NATSError>], Never>, [Result<NATSMessage, NATSError>])? = state.withLock { state in
+        let done: (CheckedContinuation<[Result<NATSMessage, NATSError>], Never>, [Result<NATSMessage, NATSError>])? = state.withLock {
+            state in
             guard state.results[index] == nil else { return nil }
             state.results[index] = result
             state.remaining -= 1

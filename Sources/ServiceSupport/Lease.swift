@@ -56,7 +56,7 @@ public final class Lease: Sendable {
             if let existing, existing.holder != holder, existing.expiresAtMilliseconds > now { return false }
             try await bucket.update(name, payload, revision: current.revision)
             return true
-        } catch where error.kind == .wrongLastSequence {
+        } catch  where error.kind == .wrongLastSequence {
             return false  // another candidate won this round
         }
     }
@@ -64,7 +64,8 @@ public final class Lease: Sendable {
     /// Gives the lease up at once (clean shutdown), so a standby takes over without waiting for expiry.
     public func release() async {
         guard let current = try? await bucket.get(name), current.operation == .put,
-              let existing = try? JSONDecoder().decode(LeaseRecord.self, from: Data(current.value)), existing.holder == holder else { return }
+            let existing = try? JSONDecoder().decode(LeaseRecord.self, from: Data(current.value)), existing.holder == holder
+        else { return }
         guard let expired = try? Self.encoded(LeaseRecord(holder: holder, expiresAtMilliseconds: 0)) else { return }
         _ = try? await bucket.update(name, expired, revision: current.revision)
     }

@@ -29,7 +29,9 @@ struct PresenceEventTests {
     /// Stops the stream taking presence events, runs `change`, and returns its first publish attempt
     /// once it arrived (unanswered), with the stream taking presence events again.
     static func firstAttempt<T: Sendable>(
-        room: RoomID, _ fixture: ChatFixture, _ change: @escaping @Sendable () async throws -> T
+        room: RoomID,
+        _ fixture: ChatFixture,
+        _ change: @escaping @Sendable () async throws -> T
     ) async throws -> (NATSMessage, Task<T, any Error>) {
         try await takePresence(false, fixture)
         let attempts = try fixture.client.subscribe(ChatNames.presenceSubject(room))

@@ -1,8 +1,9 @@
-@testable import ChatService
 import Foundation
 import NATS
-@testable import ServiceSupport
 import Testing
+
+@testable import ChatService
+@testable import ServiceSupport
 
 /// Stored records are encoded or the write fails: an empty value would be read as no record (a lease
 /// free for the taking) or as garbage (a gateway record the sweeper skips for good).
