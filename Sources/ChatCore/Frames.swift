@@ -1,6 +1,6 @@
 import Foundation
 
-/// The WebSocket protocol: the seed's frames plus the optional extensions (documented in the README).
+/// The WebSocket protocol: the seed's frames plus the optional extensions (documented in docs/protocol.md).
 
 /// A parsed client → server frame.
 public enum ClientFrame: Sendable, Equatable {

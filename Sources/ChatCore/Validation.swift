@@ -1,5 +1,5 @@
 /// Validation of untrusted text that is not an identifier: message content, names' characters, query
-/// strings and the REST history parameters. Every rule here is listed in the README ("Limits and hostile
+/// strings and the REST history parameters. Every rule here is listed in docs/limits.md ("Limits and hostile
 /// input") and exercised by the fuzz target (`Fuzz/`, `scripts/fuzz`) and `e2e/python/test_hostile.py`.
 
 /// Message content: stored and delivered verbatim (HTML is text; clients escape it), but never empty,

@@ -2,7 +2,7 @@ import ChatCore
 import NATS
 import ServiceSupport
 
-/// Settings of the chat-service, from environment variables (documented in the README).
+/// Settings of the chat-service, from environment variables (documented in docs/configuration.md).
 public struct ChatServiceConfiguration: Sendable {
     public var nats: NATSConfiguration
     /// Host and port of the /health + /metrics HTTP server (`HTTP_HOST`, `HTTP_PORT`; 0 picks a free port).

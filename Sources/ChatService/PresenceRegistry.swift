@@ -139,7 +139,7 @@ public final class PresenceRegistry: Sendable {
     /// gateways that just expired: a member of a gateway declared dead earlier (tombstone) that joined
     /// before the tombstone, or of a gateway with no record at all, is stale. Such records come back
     /// when a delete is lost — nats-server 2.12/2.15 resurrect purged KV entries written before one
-    /// crash when it crashes again (README, "Presence") — so the leader reconciles after a NATS
+    /// crash when it crashes again (docs/design.md, "Presence") — so the leader reconciles after a NATS
     /// reconnect and every `presenceReconcileInterval`.
     @discardableResult
     public func sweepExpiredGateways(nowMilliseconds: Int64, reconcile: Bool = false) async throws(NATSError) -> Int {

@@ -32,7 +32,7 @@ public final class RoomDirectory: Sendable {
                 throw Self.exists(name, try await self.room(for: existing, name: name))
             }
             // CHAT_MAX_ROOMS: counted from the bucket's keys, so replicas creating rooms at the same
-            // moment can overshoot by the number of concurrent creates (documented in the README).
+            // moment can overshoot by the number of concurrent creates (documented in docs/limits.md).
             if maxRooms > 0 {
                 // Rooms are never deleted, so the bucket's subject index counts them in one request.
                 let count = try await rooms.storedKeys(matching: "id.*").count

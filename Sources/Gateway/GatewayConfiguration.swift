@@ -3,7 +3,7 @@ import Foundation
 import NATS
 import ServiceSupport
 
-/// Gateway settings from environment variables (all documented in the README).
+/// Gateway settings from environment variables (all documented in docs/configuration.md).
 public struct GatewayConfiguration: Sendable {
     public var nats: NATSConfiguration
     public var host = "0.0.0.0"
