@@ -164,19 +164,24 @@ struct ChatSession {
         }
     }
 
+    /// The join at the chat-service: idempotent (`joined: false` when already a member), it reports the
+    /// room's current last seq.
+    private func joinAtService(_ room: RoomID) async throws(ChatError) -> ServiceAPI.JoinResult {
+        try await chat.call(
+            .join,
+            ServiceAPI.Join(
+                roomID: room.rawValue,
+                userID: connection.userID.rawValue,
+                username: connection.username.rawValue,
+                gatewayID: gateway.configuration.presenceID
+            )
+        )
+    }
+
     private mutating func join(_ room: RoomID, since: UInt64?) async throws(ChatError) {
         if rooms.contains(room) {
             // Already joined: answer again so a client can re-sync, but change nothing.
-            // The join endpoint is idempotent (`joined: false`) and reports the room's current last seq.
-            let result: ServiceAPI.JoinResult = try await chat.call(
-                .join,
-                ServiceAPI.Join(
-                    roomID: room.rawValue,
-                    userID: connection.userID.rawValue,
-                    username: connection.username.rawValue,
-                    gatewayID: gateway.configuration.presenceID
-                )
-            )
+            let result = try await joinAtService(room)
             send(ServerFrame.joined(room: result.room, lastSeq: result.lastSeq))
             return
         }
@@ -191,15 +196,7 @@ struct ChatSession {
         }
         let result: ServiceAPI.JoinResult
         do {
-            result = try await chat.call(
-                .join,
-                ServiceAPI.Join(
-                    roomID: room.rawValue,
-                    userID: connection.userID.rawValue,
-                    username: connection.username.rawValue,
-                    gatewayID: gateway.configuration.presenceID
-                )
-            )
+            result = try await joinAtService(room)
         } catch {
             gateway.hub.release(room)
             throw error
