@@ -12,15 +12,17 @@ let package = Package(
         .executable(name: "gateway", targets: ["gateway"]),
         .executable(name: "chat-service", targets: ["chat-service"]),
         .executable(name: "broadcaster", targets: ["broadcaster"]),
-        .executable(name: "nats-bench", targets: ["nats-bench"]),
-        .executable(name: "chat-history-bench", targets: ["chat-history-bench"]),
-        .executable(name: "chat-bench", targets: ["chat-bench"]),
-        .executable(name: "chat-baseline", targets: ["chat-baseline"]),
+        // Libraries for the benchmark tools (Benchmarks/Package.swift depends on this package by path).
+        .library(name: "CNATS", targets: ["CNATS"]),
+        .library(name: "NATS", targets: ["NATS"]),
+        .library(name: "NATSTesting", targets: ["NATSTesting"]),
+        .library(name: "ChatCore", targets: ["ChatCore"]),
+        .library(name: "ServiceSupport", targets: ["ServiceSupport"]),
+        .library(name: "ChatService", targets: ["ChatService"]),
     ],
     dependencies: [
         // traits: [] keeps SwiftPM from reordering trait flags (full rebuilds) and drops swift-configuration.
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", exact: "2.28.1", traits: []),
-        .package(url: "https://github.com/hummingbird-project/hummingbird-websocket.git", exact: "2.8.1"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
@@ -30,7 +32,6 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-nio-extras.git", from: "1.35.2"),
         .package(url: "https://github.com/hummingbird-project/swift-websocket.git", from: "1.6.2"),
-        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
     ],
     targets: [
         .systemLibrary(
@@ -108,40 +109,17 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
-        .executableTarget(name: "gateway", dependencies: ["Gateway", "ServiceSupport"], swiftSettings: swiftSettings),
-        .executableTarget(name: "chat-service", dependencies: ["ChatService", "ServiceSupport"], swiftSettings: swiftSettings),
-        .executableTarget(name: "broadcaster", dependencies: ["Broadcaster", "ServiceSupport"], swiftSettings: swiftSettings),
+        // The executables live apart from their libraries: Sources/gateway and Sources/Gateway would be one
+        // folder on a case-insensitive file system.
         .executableTarget(
-            name: "chat-history-bench",
-            dependencies: ["ChatService", "ChatCore", "NATS", "NATSTesting", "ServiceSupport"],
-            swiftSettings: swiftSettings
-        ),
-        // chat-bench: a load generator speaking only the public WebSocket protocol (plain SwiftNIO, no TLS).
-        .target(
-            name: "ChatBench",
-            dependencies: [
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "NIOHTTP1", package: "swift-nio"),
-                .product(name: "NIOWebSocket", package: "swift-nio"),
-                .product(name: "Histogram", package: "hdrhistogram-swift"),
-            ],
-            swiftSettings: swiftSettings
-        ),
-        .executableTarget(name: "chat-bench", dependencies: ["ChatBench"], swiftSettings: swiftSettings),
-        // chat-baseline: a single-process in-memory broadcast server on the same stack (benchmark fixture).
+            name: "gateway", dependencies: ["Gateway", "ServiceSupport"], path: "Sources/Executables/gateway",
+            swiftSettings: swiftSettings),
         .executableTarget(
-            name: "chat-baseline",
-            dependencies: [
-                .product(name: "Hummingbird", package: "hummingbird"),
-                .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
-                .product(name: "Logging", package: "swift-log"),
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOWebSocket", package: "swift-nio"),
-            ],
-            swiftSettings: swiftSettings
-        ),
-        .executableTarget(name: "nats-bench", dependencies: ["CNATS", "NATS", "NATSTesting"], swiftSettings: swiftSettings),
+            name: "chat-service", dependencies: ["ChatService", "ServiceSupport"], path: "Sources/Executables/chat-service",
+            swiftSettings: swiftSettings),
+        .executableTarget(
+            name: "broadcaster", dependencies: ["Broadcaster", "ServiceSupport"], path: "Sources/Executables/broadcaster",
+            swiftSettings: swiftSettings),
         .testTarget(
             name: "NATSTests",
             dependencies: ["NATS", "NATSTesting"],
@@ -158,7 +136,6 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "ChatServiceTests", dependencies: ["ChatService"], swiftSettings: swiftSettings),
-        .testTarget(name: "ChatBenchTests", dependencies: ["ChatBench"], swiftSettings: swiftSettings),
         .testTarget(
             name: "SystemTests",
             dependencies: [

@@ -23,8 +23,13 @@ func require(_ condition: @autoclosure () -> Bool, _ message: @autoclosure () ->
 
 /// No subject token built from a validated value may contain a wildcard, separator or whitespace.
 func requireSafeToken(_ token: String) {
-    require(!token.isEmpty && token.utf8.allSatisfy { $0 > 0x20 && $0 < 0x7f && $0 != UInt8(ascii: ".") && $0 != UInt8(ascii: "*") && $0 != UInt8(ascii: ">") },
-            "unsafe subject token \(token.debugDescription)")
+    require(
+        !token.isEmpty
+            && token.utf8.allSatisfy {
+                $0 > 0x20 && $0 < 0x7f && $0 != UInt8(ascii: ".") && $0 != UInt8(ascii: "*") && $0 != UInt8(ascii: ">")
+            },
+        "unsafe subject token \(token.debugDescription)"
+    )
 }
 
 // MARK: frames
@@ -115,7 +120,10 @@ func fuzzNames(_ text: String) {
         checkName(name.rawValue, maxLength: RoomName.maxLength, maxBytes: RoomName.maxBytes)
         require(RoomName(name.rawValue) == name, "room name not idempotent")
         let key = ChatNames.roomNameKey(name)
-        require(key.hasPrefix("name.") && key.dropFirst(5).utf8.allSatisfy { ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x61 && $0 <= 0x66) }, "name key \(key)")
+        require(
+            key.hasPrefix("name.") && key.dropFirst(5).utf8.allSatisfy { ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x61 && $0 <= 0x66) },
+            "name key \(key)"
+        )
     }
 }
 
@@ -141,8 +149,13 @@ func fuzzQuery(_ text: String) {
     }
     let half = text.firstIndex(of: "&") ?? text.endIndex
     do throws(ChatError) {
-        let parsed = try HistoryQuery.parse(limit: String(text[..<half]), before: half == text.endIndex ? nil : String(text[text.index(after: half)...]))
-        if let limit = parsed.limit { require(limit >= 1 && String(limit) == String(text[..<half]).drop { $0 == "0" }.description, "limit \(limit)") }
+        let parsed = try HistoryQuery.parse(
+            limit: String(text[..<half]),
+            before: half == text.endIndex ? nil : String(text[text.index(after: half)...])
+        )
+        if let limit = parsed.limit {
+            require(limit >= 1 && String(limit) == String(text[..<half]).drop { $0 == "0" }.description, "limit \(limit)")
+        }
     } catch {
         require(error.code == .invalidRequest, "history query refused with \(error.code)")
     }

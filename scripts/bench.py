@@ -2,16 +2,21 @@
 """Runs one chat-bench scenario against the real system and/or chat-baseline, each freshly started on
 free loopback ports, and prints the ratios.
 
-    .venv/bin/python scripts/bench.py [--bin-dir .build-bench/release] [--target both|system|baseline]
-                                      [--out artifacts/bench] SCENARIO [chat-bench options...]
+    .venv/bin/python scripts/bench.py [--bin-dir Benchmarks/.build-bench/release] [--system-bin-dir DIR]
+                                      [--target both|system|baseline] [--out artifacts/bench]
+                                      SCENARIO [chat-bench options...]
 
 The system is nats-server -js + chat-service + broadcaster + gateway, started by the shared test
-launcher (tests/python/system.py) from the release binaries in --bin-dir, with LOG_LEVEL=warning and
-the per-connection rate limit raised (RATE_LIMIT_PER_SEC/BURST=100000, so senders are limited by the
-scenario, not the gateway). chat-bench gets every process's PID (--pid) so it reports their CPU and
-RSS per phase. JSON results go to --out/<scenario>-<target>.json. Build first:
+launcher (e2e/python/system.py) from the release binaries in --system-bin-dir (default: --bin-dir),
+with LOG_LEVEL=warning and the per-connection rate limit raised (RATE_LIMIT_PER_SEC/BURST=100000, so
+senders are limited by the scenario, not the gateway); chat-bench and chat-baseline come from
+--bin-dir. chat-bench gets every process's PID (--pid) so it reports their CPU and RSS per phase.
+JSON results go to --out/<scenario>-<target>.json. Build first (the Benchmarks package, which also
+builds the three executables of the root package it depends on, into one directory):
 
-    swift build -c release --scratch-path .build-bench
+    for product in chat-bench chat-baseline gateway chat-service broadcaster; do
+        swift build -c release --package-path Benchmarks --scratch-path Benchmarks/.build-bench --product $product
+    done
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "python"))
+sys.path.insert(0, str(ROOT / "e2e" / "python"))
 
 from system import Process, System, free_port, http_get  # noqa: E402
 
@@ -103,7 +108,7 @@ def wait_for_quiet(limit: float, threshold: float = 30.0) -> None:
             return
 
 
-def run(bin_dir: Path, target: str, scenario: str, extra: list[str], out: Path, perf: str | None = None, quiet_wait: float = 0, direct_writes: bool = False) -> dict | None:
+def run(bin_dir: Path, system_bin_dir: Path, target: str, scenario: str, extra: list[str], out: Path, perf: str | None = None, quiet_wait: float = 0, direct_writes: bool = False) -> dict | None:
     workdir = Path(tempfile.mkdtemp(prefix=f"bench-{target}-"))
     system = System(workdir)
     processes: list[tuple[str, int]] = []
@@ -112,7 +117,7 @@ def run(bin_dir: Path, target: str, scenario: str, extra: list[str], out: Path, 
         if target == "system":
             os.environ.setdefault("LOG_LEVEL", "warning")
             for name, variable in (("chat-service", "CHAT_SERVICE_BIN"), ("broadcaster", "BROADCASTER_BIN"), ("gateway", "GATEWAY_BIN")):
-                os.environ[variable] = str(bin_dir / name)
+                os.environ[variable] = str(system_bin_dir / name)
             system.start(gateway_env=BENCH_GATEWAY_ENV)
             url, api = system.gateway.ws_url(), system.gateway.base_url
             processes = [("gateway", system.gateway.pid), ("chat-service", system.chat_service.pid),
@@ -187,7 +192,9 @@ def ratios(system: dict, baseline: dict) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--bin-dir", default=str(ROOT / ".build-bench" / "release"))
+    parser.add_argument("--bin-dir", default=str(ROOT / "Benchmarks" / ".build-bench" / "release"),
+                        help="directory with chat-bench and chat-baseline [%(default)s]")
+    parser.add_argument("--system-bin-dir", help="directory with gateway, chat-service and broadcaster [--bin-dir]")
     parser.add_argument("--target", choices=["both", "system", "baseline"], default="both")
     parser.add_argument("--out", default=str(ROOT / "artifacts" / "bench"))
     parser.add_argument("--perf", metavar="PROCESS", help="perf record this process (gateway, chat-service, "
@@ -207,13 +214,14 @@ def main() -> int:
             print("=== stop them (kill the PIDs above, or scripts/stop) or pass --allow-others", file=sys.stderr)
             return 2
     bin_dir = Path(args.bin_dir).resolve()
+    system_bin_dir = Path(args.system_bin_dir).resolve() if args.system_bin_dir else bin_dir
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     raise_file_limit()
     results = {}
     targets = ["system", "baseline"] if args.target == "both" else [args.target]
     for target in targets:
-        results[target] = run(bin_dir, target, args.scenario, extra, out, args.perf, args.quiet_wait, args.baseline_direct_writes)
+        results[target] = run(bin_dir, system_bin_dir, target, args.scenario, extra, out, args.perf, args.quiet_wait, args.baseline_direct_writes)
     if results.get("system") and results.get("baseline"):
         ratios(results["system"], results["baseline"])
     return 0 if all(r is not None and r.get("ok") for r in results.values()) else 1

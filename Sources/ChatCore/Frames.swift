@@ -1,6 +1,6 @@
 import Foundation
 
-/// The WebSocket protocol: the seed's frames plus the optional extensions (documented in the README).
+/// The WebSocket protocol: the seed's frames plus the optional extensions (documented in docs/protocol.md).
 
 /// A parsed client → server frame.
 public enum ClientFrame: Sendable, Equatable {
@@ -64,7 +64,11 @@ public enum ClientFrame: Sendable, Equatable {
         case "leave":
             return .leave(roomID: try fields.optionalString("room_id"))
         case "message":
-            return .message(content: try fields.string("content"), roomID: try fields.optionalString("room_id"), clientMessageID: try fields.optionalString("client_msg_id"))
+            return .message(
+                content: try fields.string("content"),
+                roomID: try fields.optionalString("room_id"),
+                clientMessageID: try fields.optionalString("client_msg_id")
+            )
         case "history":
             let roomID = try fields.string("room_id")
             let limit = try count(fields, "limit").map { Int(min($0, UInt64(Int.max))) }
@@ -103,10 +107,14 @@ public enum ServerFrame {
     public static func connected(userID: UserID, username: String, gatewayID: String) -> [UInt8] {
         var writer = JSONWriter(capacity: 128)
         writer.beginObject()
-        writer.key("gateway_id"); writer.string(gatewayID)
-        writer.key("type"); writer.string("connected")
-        writer.key("user_id"); writer.string(userID.rawValue)
-        writer.key("username"); writer.string(username)
+        writer.key("gateway_id")
+        writer.string(gatewayID)
+        writer.key("type")
+        writer.string("connected")
+        writer.key("user_id")
+        writer.string(userID.rawValue)
+        writer.key("username")
+        writer.string(username)
         writer.endObject()
         return writer.bytes
     }
@@ -131,9 +139,12 @@ public enum ServerFrame {
     }
 
     public static func presence(_ type: ChatEventType, _ event: PresenceEvent) -> [UInt8] {
-        encode(type: type == .userJoined ? "user_joined" : "user_left", [
-            "room_id": event.roomID.rawValue, "username": event.username, "user_id": event.userID.rawValue,
-        ])
+        encode(
+            type: type == .userJoined ? "user_joined" : "user_left",
+            [
+                "room_id": event.roomID.rawValue, "username": event.username, "user_id": event.userID.rawValue,
+            ]
+        )
     }
 
     public static func roomCreated(_ room: Room) -> [UInt8] {
@@ -141,7 +152,12 @@ public enum ServerFrame {
         return encode(type: "room_created", Body(room: room))
     }
 
-    public static func error(_ error: ChatError, clientMessageID: String? = nil, retryAfterMilliseconds: Int? = nil, roomID: String? = nil) -> [UInt8] {
+    public static func error(
+        _ error: ChatError,
+        clientMessageID: String? = nil,
+        retryAfterMilliseconds: Int? = nil,
+        roomID: String? = nil
+    ) -> [UInt8] {
         struct Body: Encodable {
             var error: String
             var code: ChatErrorCode
@@ -150,20 +166,32 @@ public enum ServerFrame {
             var room: Room?
             var room_id: String?
         }
-        return encode(type: "error", Body(
-            error: error.error, code: error.code, client_msg_id: clientMessageID, retry_after_ms: retryAfterMilliseconds,
-            room: error.room, room_id: roomID
-        ))
+        return encode(
+            type: "error",
+            Body(
+                error: error.error,
+                code: error.code,
+                client_msg_id: clientMessageID,
+                retry_after_ms: retryAfterMilliseconds,
+                room: error.room,
+                room_id: roomID
+            )
+        )
     }
 
     public static func ack(clientMessageID: String, _ ack: ServiceAPI.SendAck) -> [UInt8] {
         var writer = JSONWriter(capacity: 160)
         writer.beginObject()
-        writer.key("client_msg_id"); writer.string(clientMessageID)
-        writer.key("message_id"); writer.string(ack.messageID)
-        writer.key("room_id"); writer.string(ack.roomID.rawValue)
-        writer.key("seq"); writer.number(ack.seq)
-        writer.key("type"); writer.string("ack")
+        writer.key("client_msg_id")
+        writer.string(clientMessageID)
+        writer.key("message_id")
+        writer.string(ack.messageID)
+        writer.key("room_id")
+        writer.string(ack.roomID.rawValue)
+        writer.key("seq")
+        writer.number(ack.seq)
+        writer.key("type")
+        writer.string("ack")
         writer.endObject()
         return writer.bytes
     }
@@ -171,10 +199,14 @@ public enum ServerFrame {
     public static func history(_ result: ServiceAPI.HistoryResult) -> [UInt8] {
         var writer = JSONWriter(capacity: 256 + result.messages.count * 256)
         writer.beginObject()
-        writer.key("has_more"); writer.bool(result.hasMore)
-        writer.key("messages"); writer.array(result.messages)
-        writer.key("room_id"); writer.string(result.roomID.rawValue)
-        writer.key("type"); writer.string("history")
+        writer.key("has_more")
+        writer.bool(result.hasMore)
+        writer.key("messages")
+        writer.array(result.messages)
+        writer.key("room_id")
+        writer.string(result.roomID.rawValue)
+        writer.key("type")
+        writer.string("history")
         writer.endObject()
         return writer.bytes
     }

@@ -124,7 +124,8 @@ func canonicalUUID(_ text: String) -> String? {
 /// byte-at-a-time version was ~7 % of the chat-service's CPU per message.
 func newUUID() -> String {
     var generator = SystemRandomNumberGenerator()
-    let high: UInt64 = generator.next(), low: UInt64 = generator.next()
+    let high: UInt64 = generator.next()
+    let low: UInt64 = generator.next()
     return String(unsafeUninitializedCapacity: 36) { out in
         let hex = Array("0123456789abcdef".utf8)
         var position = 0

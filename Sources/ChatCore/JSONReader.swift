@@ -74,9 +74,15 @@ public struct JSONReader {
         case UInt8(ascii: "{"): return try object(depth: depth)
         case UInt8(ascii: "["): return try array(depth: depth)
         case UInt8(ascii: "\""): return .string(try string())
-        case UInt8(ascii: "t"): try literal("true"); return .bool(true)
-        case UInt8(ascii: "f"): try literal("false"); return .bool(false)
-        case UInt8(ascii: "n"): try literal("null"); return .null
+        case UInt8(ascii: "t"):
+            try literal("true")
+            return .bool(true)
+        case UInt8(ascii: "f"):
+            try literal("false")
+            return .bool(false)
+        case UInt8(ascii: "n"):
+            try literal("null")
+            return .null
         case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"): return .number(try number())
         default: throw failure("unexpected character")
         }
@@ -149,7 +155,9 @@ public struct JSONReader {
         if bytes[index] == UInt8(ascii: "-") { index += 1 }
         func digits(_ reader: inout JSONReader) -> Int {
             let from = reader.index
-            while reader.index < reader.bytes.count, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(reader.bytes[reader.index]) { reader.index += 1 }
+            while reader.index < reader.bytes.count, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(reader.bytes[reader.index]) {
+                reader.index += 1
+            }
             return reader.index - from
         }
         guard index < bytes.count else { throw failure("unexpected end") }
@@ -327,9 +335,13 @@ extension ChatMessage: JSONReadable {
     public init(json: JSONValue) throws(ChatError) {
         let fields = try JSONFields(json)
         self.init(
-            messageID: try fields.string("message_id"), roomID: try fields.validated("room_id", as: RoomID.self),
-            userID: try fields.validated("user_id", as: UserID.self), username: try fields.string("username"),
-            content: try fields.string("content"), timestamp: try fields.string("timestamp"), seq: try fields.uint64("seq"),
+            messageID: try fields.string("message_id"),
+            roomID: try fields.validated("room_id", as: RoomID.self),
+            userID: try fields.validated("user_id", as: UserID.self),
+            username: try fields.string("username"),
+            content: try fields.string("content"),
+            timestamp: try fields.string("timestamp"),
+            seq: try fields.uint64("seq"),
             clientMessageID: try fields.optionalString("client_msg_id")
         )
     }
@@ -347,8 +359,11 @@ extension ServiceAPI.Send: JSONReadable {
     public init(json: JSONValue) throws(ChatError) {
         let fields = try JSONFields(json)
         self.init(
-            roomID: try fields.string("room_id"), userID: try fields.string("user_id"), username: try fields.string("username"),
-            content: try fields.string("content"), clientMessageID: try fields.optionalString("client_msg_id"),
+            roomID: try fields.string("room_id"),
+            userID: try fields.string("user_id"),
+            username: try fields.string("username"),
+            content: try fields.string("content"),
+            clientMessageID: try fields.optionalString("client_msg_id"),
             ackOnly: try fields.optionalBool("ack_only")
         )
     }
@@ -362,8 +377,10 @@ extension ServiceAPI.SendAck: JSONReadable {
             return
         }
         self.init(
-            messageID: try fields.string("message_id"), roomID: try fields.validated("room_id", as: RoomID.self),
-            seq: try fields.uint64("seq"), duplicate: try fields.bool("duplicate")
+            messageID: try fields.string("message_id"),
+            roomID: try fields.validated("room_id", as: RoomID.self),
+            seq: try fields.uint64("seq"),
+            duplicate: try fields.bool("duplicate")
         )
     }
 }
@@ -371,13 +388,17 @@ extension ServiceAPI.SendAck: JSONReadable {
 extension ServiceAPI.HistoryResult: JSONReadable {
     public init(json: JSONValue) throws(ChatError) {
         let fields = try JSONFields(json)
-        guard case .array(let items)? = fields.value("messages") else { throw ChatError(.invalidRequest, "field 'messages' must be an array") }
+        guard case .array(let items)? = fields.value("messages") else {
+            throw ChatError(.invalidRequest, "field 'messages' must be an array")
+        }
         var messages: [ChatMessage] = []
         messages.reserveCapacity(items.count)
         for item in items { messages.append(try ChatMessage(json: item)) }
         self.init(
-            roomID: try fields.validated("room_id", as: RoomID.self), messages: messages,
-            hasMore: try fields.bool("has_more"), lastSeq: try fields.uint64("last_seq")
+            roomID: try fields.validated("room_id", as: RoomID.self),
+            messages: messages,
+            hasMore: try fields.bool("has_more"),
+            lastSeq: try fields.uint64("last_seq")
         )
     }
 }

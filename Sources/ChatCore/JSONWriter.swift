@@ -35,13 +35,27 @@ public struct JSONWriter {
         value.withUTF8 { utf8 in
             for byte in utf8 {
                 switch byte {
-                case UInt8(ascii: "\""): bytes.append(UInt8(ascii: "\\")); bytes.append(byte)
-                case UInt8(ascii: "\\"): bytes.append(UInt8(ascii: "\\")); bytes.append(byte)
-                case 0x0A: bytes.append(UInt8(ascii: "\\")); bytes.append(UInt8(ascii: "n"))
-                case 0x0D: bytes.append(UInt8(ascii: "\\")); bytes.append(UInt8(ascii: "r"))
-                case 0x09: bytes.append(UInt8(ascii: "\\")); bytes.append(UInt8(ascii: "t"))
-                case 0x08: bytes.append(UInt8(ascii: "\\")); bytes.append(UInt8(ascii: "b"))
-                case 0x0C: bytes.append(UInt8(ascii: "\\")); bytes.append(UInt8(ascii: "f"))
+                case UInt8(ascii: "\""):
+                    bytes.append(UInt8(ascii: "\\"))
+                    bytes.append(byte)
+                case UInt8(ascii: "\\"):
+                    bytes.append(UInt8(ascii: "\\"))
+                    bytes.append(byte)
+                case 0x0A:
+                    bytes.append(UInt8(ascii: "\\"))
+                    bytes.append(UInt8(ascii: "n"))
+                case 0x0D:
+                    bytes.append(UInt8(ascii: "\\"))
+                    bytes.append(UInt8(ascii: "r"))
+                case 0x09:
+                    bytes.append(UInt8(ascii: "\\"))
+                    bytes.append(UInt8(ascii: "t"))
+                case 0x08:
+                    bytes.append(UInt8(ascii: "\\"))
+                    bytes.append(UInt8(ascii: "b"))
+                case 0x0C:
+                    bytes.append(UInt8(ascii: "\\"))
+                    bytes.append(UInt8(ascii: "f"))
                 case 0x00..<0x20:
                     bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "u"), UInt8(ascii: "0"), UInt8(ascii: "0")])
                     bytes.append(Self.hexDigit(byte >> 4))
@@ -111,26 +125,37 @@ extension ChatMessage: JSONWritable {
     /// The fields in sorted key order, with `type` among them when given (the `message` frame).
     func writeFields(to writer: inout JSONWriter, type: StaticString?) {
         if let clientMessageID {
-            writer.key("client_msg_id"); writer.string(clientMessageID)
+            writer.key("client_msg_id")
+            writer.string(clientMessageID)
         }
-        writer.key("content"); writer.string(content)
-        writer.key("message_id"); writer.string(messageID)
-        writer.key("room_id"); writer.string(roomID.rawValue)
-        writer.key("seq"); writer.number(seq)
-        writer.key("timestamp"); writer.string(timestamp)
+        writer.key("content")
+        writer.string(content)
+        writer.key("message_id")
+        writer.string(messageID)
+        writer.key("room_id")
+        writer.string(roomID.rawValue)
+        writer.key("seq")
+        writer.number(seq)
+        writer.key("timestamp")
+        writer.string(timestamp)
         if let type {
-            writer.key("type"); writer.string(type.description)
+            writer.key("type")
+            writer.string(type.description)
         }
-        writer.key("user_id"); writer.string(userID.rawValue)
-        writer.key("username"); writer.string(username)
+        writer.key("user_id")
+        writer.string(userID.rawValue)
+        writer.key("username")
+        writer.string(username)
     }
 }
 
 extension ServiceAPI.SendResult: JSONWritable {
     public func write(to writer: inout JSONWriter) {
         writer.beginObject()
-        writer.key("duplicate"); writer.bool(duplicate)
-        writer.key("message"); message.write(to: &writer)
+        writer.key("duplicate")
+        writer.bool(duplicate)
+        writer.key("message")
+        message.write(to: &writer)
         writer.endObject()
     }
 }
@@ -139,15 +164,21 @@ extension ServiceAPI.Send: JSONWritable {
     public func write(to writer: inout JSONWriter) {
         writer.beginObject()
         if let ackOnly {
-            writer.key("ack_only"); writer.bool(ackOnly)
+            writer.key("ack_only")
+            writer.bool(ackOnly)
         }
         if let clientMessageID {
-            writer.key("client_msg_id"); writer.string(clientMessageID)
+            writer.key("client_msg_id")
+            writer.string(clientMessageID)
         }
-        writer.key("content"); writer.string(content)
-        writer.key("room_id"); writer.string(roomID)
-        writer.key("user_id"); writer.string(userID)
-        writer.key("username"); writer.string(username)
+        writer.key("content")
+        writer.string(content)
+        writer.key("room_id")
+        writer.string(roomID)
+        writer.key("user_id")
+        writer.string(userID)
+        writer.key("username")
+        writer.string(username)
         writer.endObject()
     }
 }
@@ -155,10 +186,14 @@ extension ServiceAPI.Send: JSONWritable {
 extension ServiceAPI.SendAck: JSONWritable {
     public func write(to writer: inout JSONWriter) {
         writer.beginObject()
-        writer.key("duplicate"); writer.bool(duplicate)
-        writer.key("message_id"); writer.string(messageID)
-        writer.key("room_id"); writer.string(roomID.rawValue)
-        writer.key("seq"); writer.number(seq)
+        writer.key("duplicate")
+        writer.bool(duplicate)
+        writer.key("message_id")
+        writer.string(messageID)
+        writer.key("room_id")
+        writer.string(roomID.rawValue)
+        writer.key("seq")
+        writer.number(seq)
         writer.endObject()
     }
 }
@@ -166,10 +201,14 @@ extension ServiceAPI.SendAck: JSONWritable {
 extension ServiceAPI.HistoryResult: JSONWritable {
     public func write(to writer: inout JSONWriter) {
         writer.beginObject()
-        writer.key("has_more"); writer.bool(hasMore)
-        writer.key("last_seq"); writer.number(lastSeq)
-        writer.key("messages"); writer.array(messages)
-        writer.key("room_id"); writer.string(roomID.rawValue)
+        writer.key("has_more")
+        writer.bool(hasMore)
+        writer.key("last_seq")
+        writer.number(lastSeq)
+        writer.key("messages")
+        writer.array(messages)
+        writer.key("room_id")
+        writer.string(roomID.rawValue)
         writer.endObject()
     }
 }

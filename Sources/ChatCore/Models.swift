@@ -41,7 +41,16 @@ public struct ChatMessage: Codable, Sendable, Equatable {
     public var seq: UInt64
     public var clientMessageID: String?
 
-    public init(messageID: String, roomID: RoomID, userID: UserID, username: String, content: String, timestamp: String, seq: UInt64, clientMessageID: String? = nil) {
+    public init(
+        messageID: String,
+        roomID: RoomID,
+        userID: UserID,
+        username: String,
+        content: String,
+        timestamp: String,
+        seq: UInt64,
+        clientMessageID: String? = nil
+    ) {
         self.messageID = messageID
         self.roomID = roomID
         self.userID = userID

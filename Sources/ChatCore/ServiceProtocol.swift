@@ -1,3 +1,5 @@
+import Foundation
+
 /// JSON bodies of the chat-service endpoints (`chat.svc.*`). Success replies are the response type;
 /// error replies are a `ChatError` body plus `Nats-Service-Error` / `Nats-Service-Error-Code` headers.
 ///
@@ -129,7 +131,8 @@ public enum ServiceAPI {
         /// `ack_only: true` asks for a `SendAck` (ids and `seq`) instead of a `SendResult`: all a
         /// WebSocket ack needs, so the stored message is not encoded again, sent back and parsed.
         public var ackOnly: Bool?
-        public init(roomID: String, userID: String, username: String, content: String, clientMessageID: String? = nil, ackOnly: Bool? = nil) {
+        public init(roomID: String, userID: String, username: String, content: String, clientMessageID: String? = nil, ackOnly: Bool? = nil)
+        {
             self.roomID = roomID
             self.userID = userID
             self.username = username
@@ -160,7 +163,12 @@ public enum ServiceAPI {
             self.duplicate = duplicate
         }
         public init(_ result: SendResult) {
-            self.init(messageID: result.message.messageID, roomID: result.message.roomID, seq: result.message.seq, duplicate: result.duplicate)
+            self.init(
+                messageID: result.message.messageID,
+                roomID: result.message.roomID,
+                seq: result.message.seq,
+                duplicate: result.duplicate
+            )
         }
         enum CodingKeys: String, CodingKey {
             case seq, duplicate
@@ -258,7 +266,14 @@ public enum ServiceAPI {
         public var snapshotAgeMilliseconds: Int64?
         /// A statement may be at most this old (ms); an older one would remove nothing anyway.
         public static let maxSnapshotAgeMilliseconds: Int64 = 3_600_000
-        public init(gatewayID: String, roomID: String? = nil, users: [String]? = nil, rooms: [String]? = nil, partition: String? = nil, snapshotAgeMilliseconds: Int64? = nil) {
+        public init(
+            gatewayID: String,
+            roomID: String? = nil,
+            users: [String]? = nil,
+            rooms: [String]? = nil,
+            partition: String? = nil,
+            snapshotAgeMilliseconds: Int64? = nil
+        ) {
             self.gatewayID = gatewayID
             self.roomID = roomID
             self.users = users
@@ -276,7 +291,8 @@ public enum ServiceAPI {
         /// True for a valid partition: 1 to `maxPartitionLength` lowercase hex digits.
         public static func isValidPartition(_ text: String) -> Bool {
             let bytes = text.utf8
-            return (1...maxPartitionLength).contains(bytes.count) && bytes.allSatisfy { (0x30...0x39).contains($0) || (0x61...0x66).contains($0) }
+            return (1...maxPartitionLength).contains(bytes.count)
+                && bytes.allSatisfy { (0x30...0x39).contains($0) || (0x61...0x66).contains($0) }
         }
 
         /// The requests that state `ids` (canonical UUIDs) with at most `maxEntries` ids each.
@@ -394,7 +410,8 @@ public enum ChatJSON {
             return "field '\(path(context.codingPath))' must be \(describe(type))"
         case .valueNotFound(let type, let context): return "field '\(path(context.codingPath))' must be \(describe(type)), not null"
         case .dataCorrupted(let context):
-            return context.codingPath.isEmpty ? "invalid JSON" : "field '\(path(context.codingPath))' is invalid: \(context.debugDescription)"
+            return context.codingPath.isEmpty
+                ? "invalid JSON" : "field '\(path(context.codingPath))' is invalid: \(context.debugDescription)"
         @unknown default: return "invalid request"
         }
     }
@@ -409,5 +426,3 @@ public enum ChatJSON {
         }
     }
 }
-
-import Foundation

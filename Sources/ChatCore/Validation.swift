@@ -1,6 +1,6 @@
 /// Validation of untrusted text that is not an identifier: message content, names' characters, query
-/// strings and the REST history parameters. Every rule here is listed in the README ("Limits and hostile
-/// input") and exercised by the fuzz target (`Fuzz/`, `scripts/fuzz`) and `tests/python/test_hostile.py`.
+/// strings and the REST history parameters. Every rule here is listed in docs/limits.md ("Limits and hostile
+/// input") and exercised by the fuzz target (`Fuzz/`, `scripts/fuzz`) and `e2e/python/test_hostile.py`.
 
 /// Message content: stored and delivered verbatim (HTML is text; clients escape it), but never empty,
 /// never longer than the byte limit, and free of control characters other than tab and line breaks.
@@ -12,7 +12,10 @@ public enum MessageContent {
             throw ChatError(.contentTooLong, "message content is \(bytes) bytes; the limit is \(maxBytes)")
         }
         if let bad = content.unicodeScalars.first(where: isForbiddenInContent) {
-            throw ChatError(.contentInvalid, "message content contains the control character \(codePoint(bad)); only tab and line breaks are allowed")
+            throw ChatError(
+                .contentInvalid,
+                "message content contains the control character \(codePoint(bad)); only tab and line breaks are allowed"
+            )
         }
     }
 
@@ -41,12 +44,12 @@ public func isForbiddenInName(_ scalar: Unicode.Scalar) -> Bool {
     let value = scalar.value
     if scalar.properties.generalCategory == .control { return true }
     switch value {
-    case 0x2028, 0x2029: return true                                          // line / paragraph separator
-    case 0x061C, 0x200E, 0x200F, 0x202A...0x202E, 0x2066...0x2069: return true // bidi controls
-    case 0x00AD, 0x115F, 0x1160, 0x180E, 0x200B, 0x2060...0x2064, 0x3164, 0xFEFF, 0xFFA0: return true // invisible
-    case 0xFFF9...0xFFFB, 0xE0000...0xE007F: return true                       // annotations, tags
-    case 0xFDD0...0xFDEF: return true                                          // noncharacters
-    default: return value & 0xFFFE == 0xFFFE                                   // U+xFFFE, U+xFFFF
+    case 0x2028, 0x2029: return true  // line / paragraph separator
+    case 0x061C, 0x200E, 0x200F, 0x202A...0x202E, 0x2066...0x2069: return true  // bidi controls
+    case 0x00AD, 0x115F, 0x1160, 0x180E, 0x200B, 0x2060...0x2064, 0x3164, 0xFEFF, 0xFFA0: return true  // invisible
+    case 0xFFF9...0xFFFB, 0xE0000...0xE007F: return true  // annotations, tags
+    case 0xFDD0...0xFDEF: return true  // noncharacters
+    default: return value & 0xFFFE == 0xFFFE  // U+xFFFE, U+xFFFF
     }
 }
 

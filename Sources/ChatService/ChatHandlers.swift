@@ -8,35 +8,53 @@ import ServiceSupport
 /// Decodes, validates and answers each `chat.svc.*` request. Every reply is a result or a `ChatError`
 /// body with `Nats-Service-Error` (text) and `Nats-Service-Error-Code` (HTTP-style status) headers.
 struct ChatHandlers: Sendable {
-    let store: ChatStore
+    let rooms: RoomDirectory
+    let membership: Membership
+    let messages: MessageLog
+    let history: MessageHistory
+    let presence: PresenceRegistry
     let logger: Logger
+
+    init(storage: ChatStorage, logger: Logger) {
+        (rooms, membership, messages) = (storage.rooms, storage.membership, storage.messages)
+        (history, presence) = (storage.history, storage.presence)
+        self.logger = logger
+    }
 
     func register(on service: NATSService) {
         add(.createRoom, on: service) { (request: ServiceAPI.CreateRoom) throws(ChatError) in
             guard let name = RoomName(request.name) else {
                 throw ChatError(.nameInvalid, "room name must be 1–\(RoomName.maxLength) characters without control characters")
             }
-            return try await store.createRoom(name: name)
+            return try await rooms.create(name: name)
         }
         add(.listRooms, on: service) { (_: ServiceAPI.ListRooms) throws(ChatError) in
-            ServiceAPI.RoomList(rooms: try await store.listRooms())
+            ServiceAPI.RoomList(rooms: try await rooms.list())
         }
         add(.getRoom, on: service) { (request: ServiceAPI.RoomRef) throws(ChatError) in
-            try await store.room(try Self.room(request.roomID), withMembers: true)
+            try await rooms.room(try Self.room(request.roomID), withMembers: true)
         }
         add(.join, on: service) { (request: ServiceAPI.Join) throws(ChatError) in
-            try await store.join(
-                room: try Self.room(request.roomID), user: try Self.user(request.userID),
-                username: try Self.username(request.username), gateway: try Self.gateway(request.gatewayID)
-            )
+            let (id, user) = (try Self.room(request.roomID), try Self.user(request.userID))
+            let (username, gateway) = (try Self.username(request.username), try Self.gateway(request.gatewayID))
+            var room = try await rooms.room(id)
+            let joined = try await membership.join(room: id, user: user, username: username, gateway: gateway)
+            // A first join through a gateway is also its sign of life (see `PresenceRegistry.joined(via:)`).
+            if joined { try await presence.joined(via: gateway) }
+            let lastSeq = try await messages.lastSeq(of: id)
+            room.memberCount = try await membership.count(of: id)
+            return ServiceAPI.JoinResult(room: room, lastSeq: lastSeq, joined: joined)
         }
         add(.leave, on: service) { (request: ServiceAPI.Leave) throws(ChatError) in
+            let (id, user) = (try Self.room(request.roomID), try Self.user(request.userID))
             let reason = request.reason == "disconnect" ? "disconnect" : "leave"
-            return try await store.leave(room: try Self.room(request.roomID), user: try Self.user(request.userID), reason: reason)
+            _ = try await rooms.room(id)
+            return ServiceAPI.LeaveResult(roomID: id, left: try await membership.leave(room: id, user: user, reason: reason))
         }
         add(.members, on: service) { (request: ServiceAPI.RoomRef) throws(ChatError) in
-            let room = try Self.room(request.roomID)
-            return ServiceAPI.MemberList(roomID: room, members: try await store.members(of: room))
+            let id = try Self.room(request.roomID)
+            _ = try await rooms.room(id)
+            return ServiceAPI.MemberList(roomID: id, members: try await membership.list(of: id))
         }
         add(.send, on: service) { (request: ServiceAPI.Send) throws(ChatError) in
             var clientMessageID: ClientMessageID?
@@ -46,38 +64,52 @@ struct ChatHandlers: Sendable {
                 }
                 clientMessageID = valid
             }
-            let result = try await store.send(
-                room: try Self.room(request.roomID), user: try Self.user(request.userID),
-                username: try Self.username(request.username), content: request.content, clientMessageID: clientMessageID
+            let (id, user, username) = (try Self.room(request.roomID), try Self.user(request.userID), try Self.username(request.username))
+            try messages.validate(request.content)
+            _ = try await rooms.room(id)
+            try await membership.requireMember(room: id, user: user)
+            let result = try await messages.send(
+                room: id,
+                user: user,
+                username: username,
+                content: request.content,
+                clientMessageID: clientMessageID
             )
             return request.ackOnly == true ? SendReply.ack(ServiceAPI.SendAck(result)) : .result(result)
         }
         add(.history, on: service) { (request: ServiceAPI.History) throws(ChatError) in
             if let limit = request.limit, limit < 1 { throw ChatError(.invalidRequest, "limit must be at least 1") }
-            return try await store.history(room: try Self.room(request.roomID), limit: request.limit, before: request.before, after: request.after)
+            let id = try Self.room(request.roomID)
+            _ = try await rooms.room(id)
+            return try await history.page(room: id, limit: request.limit, before: request.before, after: request.after)
         }
         add(.heartbeat, on: service) { (request: ServiceAPI.Heartbeat) throws(ChatError) in
-            let rejoin = try await store.heartbeat(gateway: try Self.gateway(request.gatewayID), connections: max(0, request.connections))
+            let gateway = try Self.gateway(request.gatewayID)
+            let rejoin = try await presence.heartbeat(gateway: gateway, connections: max(0, request.connections))
             return ServiceAPI.HeartbeatResult(rejoin: rejoin)
         }
         add(.presenceSync, on: service) { (request: ServiceAPI.PresenceSync) throws(ChatError) in
             guard request.partition == nil else {
                 throw ChatError(.invalidRequest, "a partitioned statement goes to \(ChatNames.Endpoint.presenceSyncPartition.subject)")
             }
-            return try await Self.syncPresence(request, store: store)
+            return try await Self.syncPresence(request, presence: presence)
         }
         add(.presenceSyncPartition, on: service) { (request: ServiceAPI.PresenceSync) throws(ChatError) in
             guard request.partition != nil else { throw ChatError(.invalidRequest, "partition is required") }
-            return try await Self.syncPresence(request, store: store)
+            return try await Self.syncPresence(request, presence: presence)
         }
     }
 
     /// A gateway's statement (`ServiceAPI.PresenceSync`), whole or one partition of it: validated
     /// entirely before any record is touched.
-    static func syncPresence(_ request: ServiceAPI.PresenceSync, store: ChatStore) async throws(ChatError) -> ServiceAPI.PresenceSyncResult {
+    static func syncPresence(
+        _ request: ServiceAPI.PresenceSync,
+        presence: PresenceRegistry
+    ) async throws(ChatError) -> ServiceAPI.PresenceSyncResult {
         let gateway = try Self.gateway(request.gatewayID)
         let limit = ServiceAPI.PresenceSync.maxEntries
-        var users: Set<UserID> = [], rooms: Set<RoomID> = []
+        var users: Set<UserID> = []
+        var rooms: Set<RoomID> = []
         let room: RoomID?
         if let roomID = request.roomID {
             guard let listed = request.users, request.rooms == nil else {
@@ -106,8 +138,13 @@ struct ChatHandlers: Sendable {
             throw ChatError(.invalidRequest, "snapshot_age_ms must be 0 to \(ServiceAPI.PresenceSync.maxSnapshotAgeMilliseconds)")
         }
         // Judged as of the snapshot: a member who joined after it is not listed, and must stay.
-        let removed = try await store.syncPresence(
-            gateway: gateway, room: room, users: users, rooms: rooms, partition: partition, nowMilliseconds: ChatTime.now().milliseconds - age
+        let removed = try await presence.sync(
+            gateway: gateway,
+            room: room,
+            users: users,
+            rooms: rooms,
+            partition: partition,
+            nowMilliseconds: ChatTime.now().milliseconds - age
         )
         return ServiceAPI.PresenceSyncResult(removed: removed)
     }
@@ -135,7 +172,8 @@ struct ChatHandlers: Sendable {
     }
 
     private func add<Request: Decodable & Sendable, Response: Encodable & Sendable>(
-        _ endpoint: ChatNames.Endpoint, on service: NATSService,
+        _ endpoint: ChatNames.Endpoint,
+        on service: NATSService,
         _ body: @escaping @Sendable (Request) async throws(ChatError) -> Response
     ) {
         let logger = self.logger
@@ -149,11 +187,16 @@ struct ChatHandlers: Sendable {
                 let request = try ChatJSON.decode(Request.self, from: message.payload.isEmpty ? Array("{}".utf8) : message.payload)
                 return ServiceReply(payload: ChatJSON.encode(try await body(request)))
             } catch {
-                Counter(label: "chat_service_errors_total", dimensions: [("endpoint", endpoint.name), ("code", error.code.rawValue)]).increment()
+                Counter(label: "chat_service_errors_total", dimensions: [("endpoint", endpoint.name), ("code", error.code.rawValue)])
+                    .increment()
                 let level: Logger.Level = error.code == .internal || error.code == .unavailable ? .warning : .debug
-                logger.log(level: level, "request failed", metadata: [
-                    "endpoint": "\(endpoint.name)", "error_code": "\(error.code.rawValue)", "error": "\(error.error)",
-                ])
+                logger.log(
+                    level: level,
+                    "request failed",
+                    metadata: [
+                        "endpoint": "\(endpoint.name)", "error_code": "\(error.code.rawValue)", "error": "\(error.error)",
+                    ]
+                )
                 var headers = NATSHeaders()
                 headers["Chat-Error-Code"] = error.code.rawValue
                 return .error(code: error.code.httpStatus, description: error.error, payload: ChatJSON.encode(error), headers: headers)

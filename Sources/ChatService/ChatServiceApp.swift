@@ -14,7 +14,7 @@ public final class ChatServiceRunner: Service, Sendable {
     struct State {
         var connection: NATSConnection?
         var service: NATSService?
-        var store: ChatStore?
+        var storage: ChatStorage?
     }
 
     public let configuration: ChatServiceConfiguration
@@ -29,31 +29,39 @@ public final class ChatServiceRunner: Service, Sendable {
     }
 
     public var service: NATSService? { state.withLock { $0.service } }
-    public var store: ChatStore? { state.withLock { $0.store } }
+    public var storage: ChatStorage? { state.withLock { $0.storage } }
 
     public func run() async throws {
         let connection = try await NATSConnection.connect(configuration.nats, logger: logger)
         let (configuration, logger) = (self.configuration, self.logger)
-        let store = try await StartupRetry.run("creating the event stream and buckets", logger: logger) { () throws(NATSError) in
-            try await ChatStore.open(connection: connection, configuration: configuration, logger: logger)
+        let storage = try await StartupRetry.run("creating the event stream and buckets", logger: logger) { () throws(NATSError) in
+            try await ChatStorage.open(connection: connection, configuration: configuration, logger: logger)
         }
         let service = NATSService(
-            connection: connection, name: ChatNames.serviceName, version: ChatVersion.current,
-            description: "nats-chat rooms, membership, messages and history", metadata: ["instance": configuration.instanceID],
+            connection: connection,
+            name: ChatNames.serviceName,
+            version: ChatVersion.current,
+            description: "nats-chat rooms, membership, messages and history",
+            metadata: ["instance": configuration.instanceID],
             logger: logger
         )
-        ChatHandlers(store: store, logger: logger).register(on: service)
-        let leases = store.leases
+        ChatHandlers(storage: storage, logger: logger).register(on: service)
+        let leases = storage.leases
         // A lease shorter than a few seconds would flap on a loaded machine; expiry itself is checked by time.
-        let lease = Lease(bucket: leases, name: "presence-sweeper", holder: configuration.instanceID, duration: max(.seconds(3), configuration.presenceTimeout / 2))
-        state.withLock { $0 = State(connection: connection, service: service, store: store) }
+        let lease = Lease(
+            bucket: leases,
+            name: "presence-sweeper",
+            holder: configuration.instanceID,
+            duration: max(.seconds(3), configuration.presenceTimeout / 2)
+        )
+        state.withLock { $0 = State(connection: connection, service: service, storage: storage) }
 
         try await withGracefulShutdownHandler {
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { try await service.run() }
-                group.addTask { await self.sweepPresence(store: store, lease: lease, connection: connection) }
+                group.addTask { await self.sweepPresence(storage.presence, lease: lease, connection: connection) }
                 if self.configuration.idempotencyFilter {
-                    group.addTask { await store.followIdempotencyRecords() }
+                    group.addTask { await storage.idempotency.follow() }
                 }
                 try await group.next()
                 group.cancelAll()
@@ -66,9 +74,9 @@ public final class ChatServiceRunner: Service, Sendable {
     }
 
     /// While leader: expire gateways every sweep; reconcile every member (see
-    /// `ChatStore.sweepExpiredGateways`) on becoming leader, after a NATS reconnect (a restarted
+    /// `PresenceRegistry.sweepExpiredGateways`) on becoming leader, after a NATS reconnect (a restarted
     /// server may have brought deleted members back) and every `presenceReconcileInterval`.
-    private func sweepPresence(store: ChatStore, lease: Lease, connection: NATSConnection) async {
+    private func sweepPresence(_ presence: PresenceRegistry, lease: Lease, connection: NATSConnection) async {
         let interval = configuration.presenceSweepInterval
         let reconcileInterval = configuration.presenceReconcileInterval
         await lease.whileLeader(logger: logger) {
@@ -78,7 +86,7 @@ public final class ChatServiceRunner: Service, Sendable {
                 let reconcile = reconciled.map { now - $0.at >= reconcileInterval || connection.reconnects != $0.reconnects } ?? true
                 do {
                     let reconnects = connection.reconnects
-                    try await store.sweepExpiredGateways(nowMilliseconds: ChatTime.now().milliseconds, reconcile: reconcile)
+                    try await presence.sweepExpiredGateways(nowMilliseconds: ChatTime.now().milliseconds, reconcile: reconcile)
                     if reconcile { reconciled = (now, reconnects) }
                 } catch {
                     self.logger.warning("presence sweep failed", metadata: [LogKey.error: "\(error)"])
@@ -90,7 +98,12 @@ public final class ChatServiceRunner: Service, Sendable {
 
     public func health() -> (healthy: Bool, body: [UInt8]) {
         let (connection, service) = state.withLock { ($0.connection, $0.service) }
-        return HealthReport.make(service: "chat-service", instance: configuration.instanceID, connection: connection, extra: ["service_id": service?.id ?? ""])
+        return HealthReport.make(
+            service: "chat-service",
+            instance: configuration.instanceID,
+            connection: connection,
+            extra: ["service_id": service?.id ?? ""]
+        )
     }
 }
 

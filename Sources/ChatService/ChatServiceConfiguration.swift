@@ -2,7 +2,7 @@ import ChatCore
 import NATS
 import ServiceSupport
 
-/// Settings of the chat-service, from environment variables (documented in the README).
+/// Settings of the chat-service, from environment variables (documented in docs/configuration.md).
 public struct ChatServiceConfiguration: Sendable {
     public var nats: NATSConfiguration
     /// Host and port of the /health + /metrics HTTP server (`HTTP_HOST`, `HTTP_PORT`; 0 picks a free port).
@@ -46,18 +46,44 @@ public struct ChatServiceConfiguration: Sendable {
         var configuration = ChatServiceConfiguration(nats: try settings.nats(name: "chat-service"))
         configuration.httpHost = settings.string("HTTP_HOST", default: configuration.httpHost)
         configuration.httpPort = try settings.int("HTTP_PORT", default: configuration.httpPort, range: 0...65535)
-        configuration.retentionPerRoom = try settings.int("CHAT_RETENTION_PER_ROOM", default: configuration.retentionPerRoom, range: 1...100_000_000)
-        configuration.maxContentBytes = try settings.int("CHAT_MAX_CONTENT_BYTES", default: configuration.maxContentBytes, range: 1...512 * 1024)
-        configuration.historyDefaultLimit = try settings.int("CHAT_HISTORY_DEFAULT_LIMIT", default: configuration.historyDefaultLimit, range: 1...10_000)
-        configuration.historyMaxLimit = try settings.int("CHAT_HISTORY_MAX_LIMIT", default: configuration.historyMaxLimit, range: 1...10_000)
+        configuration.retentionPerRoom = try settings.int(
+            "CHAT_RETENTION_PER_ROOM",
+            default: configuration.retentionPerRoom,
+            range: 1...100_000_000
+        )
+        configuration.maxContentBytes = try settings.int(
+            "CHAT_MAX_CONTENT_BYTES",
+            default: configuration.maxContentBytes,
+            range: 1...512 * 1024
+        )
+        configuration.historyDefaultLimit = try settings.int(
+            "CHAT_HISTORY_DEFAULT_LIMIT",
+            default: configuration.historyDefaultLimit,
+            range: 1...10_000
+        )
+        configuration.historyMaxLimit = try settings.int(
+            "CHAT_HISTORY_MAX_LIMIT",
+            default: configuration.historyMaxLimit,
+            range: 1...10_000
+        )
         configuration.idempotencyTTL = try settings.milliseconds("CHAT_IDEMPOTENCY_TTL_MS", default: configuration.idempotencyTTL)
         configuration.idempotencyFilter = try settings.bool("CHAT_IDEMPOTENCY_FILTER", default: configuration.idempotencyFilter)
         configuration.duplicateWindow = try settings.milliseconds("CHAT_DUPLICATE_WINDOW_MS", default: configuration.duplicateWindow)
         configuration.presenceTimeout = try settings.milliseconds("CHAT_PRESENCE_TIMEOUT_MS", default: configuration.presenceTimeout)
         configuration.maxRooms = try settings.int("CHAT_MAX_ROOMS", default: configuration.maxRooms, range: 0...10_000_000)
-        configuration.presenceSweepInterval = try settings.milliseconds("CHAT_PRESENCE_SWEEP_MS", default: configuration.presenceSweepInterval)
-        configuration.presenceSyncGrace = try settings.milliseconds("CHAT_PRESENCE_SYNC_GRACE_MS", default: configuration.presenceSyncGrace, allowZero: true)
-        configuration.presenceReconcileInterval = try settings.milliseconds("CHAT_PRESENCE_RECONCILE_MS", default: configuration.presenceReconcileInterval)
+        configuration.presenceSweepInterval = try settings.milliseconds(
+            "CHAT_PRESENCE_SWEEP_MS",
+            default: configuration.presenceSweepInterval
+        )
+        configuration.presenceSyncGrace = try settings.milliseconds(
+            "CHAT_PRESENCE_SYNC_GRACE_MS",
+            default: configuration.presenceSyncGrace,
+            allowZero: true
+        )
+        configuration.presenceReconcileInterval = try settings.milliseconds(
+            "CHAT_PRESENCE_RECONCILE_MS",
+            default: configuration.presenceReconcileInterval
+        )
         configuration.replicas = try settings.int("CHAT_REPLICAS", default: configuration.replicas, range: 1...5)
         configuration.instanceID = settings.string("INSTANCE_ID", default: configuration.instanceID)
         return configuration

@@ -2,8 +2,8 @@ import NATS
 
 /// Which idempotency keys may have a record in the `chat_idempotency` bucket, so that a send with a
 /// `client_msg_id` skips the KV read in the common case — a send that is not a retry. Answers "maybe"
-/// (read the bucket) or "no" (skip the read); never a wrong "no" while it is trusted. No I/O: the store
-/// feeds it what the bucket's follower delivers and writes the probes it asks for.
+/// (read the bucket) or "no" (skip the read); never a wrong "no" while it is trusted. No I/O:
+/// `IdempotencyRecords` feeds it what the bucket's follower delivers and writes the probes it asks for.
 ///
 /// Why skipping is safe. A retry of a send published less than the event stream's duplicate window ago
 /// is refused by JetStream itself (same `Nats-Msg-Id`), with or without the record. An older send's
@@ -102,9 +102,16 @@ struct IdempotencyFilter {
         }
         expire()
         if let current = generations.last, current.count < tuning.capacity,
-           storedNanoseconds - current.firstNanoseconds < ttlNanoseconds / 4 {
+            storedNanoseconds - current.firstNanoseconds < ttlNanoseconds / 4
+        {
         } else {
-            generations.append(Generation(words: Array(repeating: 0, count: 1 << (tuning.bitsLog2 - 6)), firstNanoseconds: storedNanoseconds, lastNanoseconds: storedNanoseconds))
+            generations.append(
+                Generation(
+                    words: Array(repeating: 0, count: 1 << (tuning.bitsLog2 - 6)),
+                    firstNanoseconds: storedNanoseconds,
+                    lastNanoseconds: storedNanoseconds
+                )
+            )
             if generations.count > tuning.maxGenerations { mergeOldest() }
         }
         let hash = Self.hash(key)
@@ -140,7 +147,8 @@ struct IdempotencyFilter {
     /// each as (word index, bit mask).
     private func bits(of hash: UInt64) -> LazyMapSequence<Range<UInt64>, (Int, UInt64)> {
         let mask = (UInt64(1) << UInt64(tuning.bitsLog2)) - 1
-        let low = hash & 0xFFFF_FFFF, high = (hash >> 32) | 1
+        let low = hash & 0xFFFF_FFFF
+        let high = (hash >> 32) | 1
         return (0..<UInt64(tuning.hashes)).lazy.map { index in
             let position = (low &+ index &* high) & mask
             return (Int(position >> 6), UInt64(1) << (position & 63))
@@ -160,6 +168,8 @@ struct IdempotencyFilter {
 extension IdempotencyFilter: CustomStringConvertible {
     var description: String {
         let proven = proof.map { "proof at \($0.writtenAt) epoch \($0.epoch)" } ?? "no proof"
-        return "IdempotencyFilter(\(generations.count) generations, \(generations.map(\.count)) keys, \(proven), probe \(probe?.key ?? "none"))"
+        return
+            "IdempotencyFilter(\(generations.count) generations, \(generations.map(\.count)) keys, \(proven), "
+            + "probe \(probe?.key ?? "none"))"
     }
 }

@@ -78,7 +78,10 @@ struct Authenticator: Sendable {
             throw GatewayHTTPError(.badRequest, ChatError(.usernameInvalid, "the username query parameter is required: /ws?username=NAME"))
         }
         guard let raw, let username = Username(raw) else {
-            throw GatewayHTTPError(.badRequest, ChatError(.usernameInvalid, "username must be 1–\(Username.maxLength) characters without control characters"))
+            throw GatewayHTTPError(
+                .badRequest,
+                ChatError(.usernameInvalid, "username must be 1–\(Username.maxLength) characters without control characters")
+            )
         }
         return Identity(userID: UserID.random(), username: username)
     }

@@ -2,11 +2,11 @@ import ChatCore
 import Foundation
 import Hummingbird
 import HummingbirdCore
-import NIOWebSocket
 import Logging
 import Metrics
 import NATS
 import NIOCore
+import NIOWebSocket
 import ServiceLifecycle
 import ServiceSupport
 
@@ -28,14 +28,20 @@ public struct GatewayRequestContext: RequestContext {
 /// and the core service. Run both in one `ServiceGroup` with the core last, so on SIGTERM the core
 /// closes every socket with 1001 before the HTTP server stops. Tests boot it on port 0.
 public func buildGateway(
-    configuration: GatewayConfiguration, logger: Logger,
+    configuration: GatewayConfiguration,
+    logger: Logger,
     onServerRunning: @escaping @Sendable (any Channel) async -> Void = { _ in }
 ) async throws -> (app: some ApplicationProtocol, core: GatewayCore) {
     Observability.bootstrapMetrics()
     var logger = logger
     logger[metadataKey: LogKey.gatewayID] = "\(configuration.gatewayID)"
     let connection = try await NATSConnection.connect(configuration.nats, logger: logger)
-    let core = GatewayCore(configuration: configuration, connection: connection, auth: await Authenticator.make(configuration: configuration), logger: logger)
+    let core = GatewayCore(
+        configuration: configuration,
+        connection: connection,
+        auth: await Authenticator.make(configuration: configuration),
+        logger: logger
+    )
 
     let router = Router(context: GatewayRequestContext.self)
     router.middlewares.add(LogRequestsMiddleware(.debug))
@@ -53,9 +59,12 @@ public func buildGateway(
     let upgrade = webSocketUpgrade(core: core)
     let server = HTTPServerBuilder { responder in
         GatewayHTTPChannel(
-            responder: responder, configuration: .init(idleTimeout: .milliseconds(configuration.httpIdleTimeout.inMilliseconds)),
-            maxFrameSize: configuration.maxFrameBytes, headTimeout: configuration.requestHeadTimeout,
-            bodyDeadline: configuration.requestBodyTimeout + .seconds(1), decide: upgrade
+            responder: responder,
+            configuration: .init(idleTimeout: .milliseconds(configuration.httpIdleTimeout.inMilliseconds)),
+            maxFrameSize: configuration.maxFrameBytes,
+            headTimeout: configuration.requestHeadTimeout,
+            bodyDeadline: configuration.requestBodyTimeout + .seconds(1),
+            decide: upgrade
         )
     }
     let app = Application(

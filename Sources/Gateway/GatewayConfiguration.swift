@@ -1,8 +1,9 @@
 import ChatCore
+import Foundation
 import NATS
 import ServiceSupport
 
-/// Gateway settings from environment variables (all documented in the README).
+/// Gateway settings from environment variables (all documented in docs/configuration.md).
 public struct GatewayConfiguration: Sendable {
     public var nats: NATSConfiguration
     public var host = "0.0.0.0"
@@ -75,7 +76,9 @@ public struct GatewayConfiguration: Sendable {
 
     public static func fromEnvironment(_ settings: Settings = Settings()) throws -> GatewayConfiguration {
         // A gateway subscribes two subjects per room: without a pool that is two libnats threads per room.
-        var c = GatewayConfiguration(nats: try settings.nats(name: "gateway", defaultDeliveryThreads: GatewayConfiguration.defaultDeliveryThreads))
+        var c = GatewayConfiguration(
+            nats: try settings.nats(name: "gateway", defaultDeliveryThreads: GatewayConfiguration.defaultDeliveryThreads)
+        )
         c.host = settings.string("HOST", default: c.host)
         c.port = try settings.int("PORT", default: c.port, range: 0...65535)
         c.gatewayID = settings.string("GATEWAY_ID", default: c.gatewayID)
@@ -86,14 +89,21 @@ public struct GatewayConfiguration: Sendable {
         c.rateBurst = Double(try settings.int("RATE_LIMIT_BURST", default: Int(c.rateBurst), range: 1...100_000))
         c.maxRoomsPerConnection = try settings.int("MAX_ROOMS_PER_CONNECTION", default: c.maxRoomsPerConnection, range: 1...10_000)
         c.outboundQueueLimit = try settings.int("OUTBOUND_QUEUE_LIMIT", default: c.outboundQueueLimit, range: 8...1_000_000)
-        c.allowedOrigins = settings.optional("ALLOWED_ORIGINS").map { $0.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty } } ?? []
+        c.allowedOrigins =
+            settings.optional("ALLOWED_ORIGINS").map {
+                $0.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+            } ?? []
         c.jwtSecret = settings.optional("AUTH_JWT_SECRET")
         c.pingInterval = try settings.milliseconds("PING_INTERVAL_MS", default: c.pingInterval)
         c.requestTimeout = try settings.milliseconds("REQUEST_TIMEOUT_MS", default: c.requestTimeout)
         c.heartbeatInterval = try settings.milliseconds("HEARTBEAT_INTERVAL_MS", default: c.heartbeatInterval)
         c.shutdownGrace = try settings.milliseconds("SHUTDOWN_GRACE_MS", default: c.shutdownGrace)
         c.presenceSyncInterval = try settings.milliseconds("PRESENCE_SYNC_INTERVAL_MS", default: c.presenceSyncInterval, allowZero: true)
-        c.presenceSyncMaxEntries = try settings.int("PRESENCE_SYNC_MAX_ENTRIES", default: c.presenceSyncMaxEntries, range: 1...ServiceAPI.PresenceSync.maxEntries)
+        c.presenceSyncMaxEntries = try settings.int(
+            "PRESENCE_SYNC_MAX_ENTRIES",
+            default: c.presenceSyncMaxEntries,
+            range: 1...ServiceAPI.PresenceSync.maxEntries
+        )
         c.typingInterval = try settings.milliseconds("TYPING_INTERVAL_MS", default: c.typingInterval)
         c.webRoot = settings.optional("WEB_ROOT")
         c.maxConnections = try settings.int("MAX_CONNECTIONS", default: c.maxConnections, range: 1...10_000_000)
@@ -102,13 +112,14 @@ public struct GatewayConfiguration: Sendable {
         c.requestBodyTimeout = try settings.milliseconds("REQUEST_BODY_TIMEOUT_MS", default: c.requestBodyTimeout)
         c.httpIdleTimeout = try settings.milliseconds("HTTP_IDLE_TIMEOUT_MS", default: c.httpIdleTimeout)
         if let text = settings.optional("TRUSTED_PROXIES") {
-            c.trustedProxies = try text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }.map { item in
-                guard let range = CIDR(item) else { throw ConfigurationError("TRUSTED_PROXIES: '\(item)' is not an IP address or CIDR range") }
+            c.trustedProxies = try text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }.map {
+                item in
+                guard let range = CIDR(item) else {
+                    throw ConfigurationError("TRUSTED_PROXIES: '\(item)' is not an IP address or CIDR range")
+                }
                 return range
             }
         }
         return c
     }
 }
-
-import Foundation

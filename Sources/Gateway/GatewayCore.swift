@@ -26,7 +26,13 @@ public final class GatewayCore: Service, Sendable {
         self.connection = connection
         self.logger = logger
         self.chat = ChatServiceClient(connection: connection, timeout: configuration.requestTimeout)
-        self.hub = RoomHub(connection: connection, chat: chat, logger: logger, metrics: metrics, presenceSyncMaxEntries: configuration.presenceSyncMaxEntries)
+        self.hub = RoomHub(
+            connection: connection,
+            chat: chat,
+            logger: logger,
+            metrics: metrics,
+            presenceSyncMaxEntries: configuration.presenceSyncMaxEntries
+        )
         self.auth = auth
     }
 
@@ -140,11 +146,17 @@ public final class GatewayCore: Service, Sendable {
         let chat = ChatServiceClient(connection: connection, timeout: min(configuration.requestTimeout, configuration.heartbeatInterval))
         while !Task.isCancelled {
             do {
-                let result: ServiceAPI.HeartbeatResult = try await chat.call(.heartbeat, ServiceAPI.Heartbeat(gatewayID: configuration.presenceID, connections: connectionCount))
+                let result: ServiceAPI.HeartbeatResult = try await chat.call(
+                    .heartbeat,
+                    ServiceAPI.Heartbeat(gatewayID: configuration.presenceID, connections: connectionCount)
+                )
                 if result.rejoin == true, hub.roomCount > 0 {
                     // Declared dead while still serving its sockets (a partition or a pause longer than
                     // the presence timeout): the chat-service removed its members; join them again.
-                    logger.notice("the chat-service had expired this gateway; joining its members again", metadata: ["rooms": "\(hub.roomCount)"])
+                    logger.notice(
+                        "the chat-service had expired this gateway; joining its members again",
+                        metadata: ["rooms": "\(hub.roomCount)"]
+                    )
                     hub.rejoinAll(gatewayID: configuration.presenceID)
                 }
             } catch {
@@ -155,8 +167,13 @@ public final class GatewayCore: Service, Sendable {
     }
 
     func health() -> (healthy: Bool, body: [UInt8]) {
-        HealthReport.make(service: "gateway", instance: configuration.gatewayID, connection: connection, extra: [
-            "connections": connectionCount, "rooms": roomCount,
-        ])
+        HealthReport.make(
+            service: "gateway",
+            instance: configuration.gatewayID,
+            connection: connection,
+            extra: [
+                "connections": connectionCount, "rooms": roomCount,
+            ]
+        )
     }
 }

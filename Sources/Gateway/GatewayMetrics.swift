@@ -15,13 +15,19 @@ struct GatewayMetrics: Sendable {
     let leaveRetries = Counter(label: "gateway_leave_retries_total")
 
     /// Made once: a labelled counter made per frame costs a registry lookup (lock and hashing) each time.
-    private let framesInByType: [String: Counter] = Dictionary(uniqueKeysWithValues: (ClientFrame.types + ["binary", "invalid"]).map {
-        ($0, Counter(label: "gateway_frames_in_total", dimensions: [("type", $0)]))
-    })
-    private let errorsByCode: [ChatErrorCode: Counter] = Dictionary(uniqueKeysWithValues: ChatErrorCode.allCases.map {
-        ($0, Counter(label: "gateway_errors_total", dimensions: [("code", $0.rawValue)]))
-    })
+    private let framesInByType: [String: Counter] = Dictionary(
+        uniqueKeysWithValues: (ClientFrame.types + ["binary", "invalid"]).map {
+            ($0, Counter(label: "gateway_frames_in_total", dimensions: [("type", $0)]))
+        }
+    )
+    private let errorsByCode: [ChatErrorCode: Counter] = Dictionary(
+        uniqueKeysWithValues: ChatErrorCode.allCases.map {
+            ($0, Counter(label: "gateway_errors_total", dimensions: [("code", $0.rawValue)]))
+        }
+    )
 
-    func framesIn(_ type: String) -> Counter { framesInByType[type] ?? Counter(label: "gateway_frames_in_total", dimensions: [("type", type)]) }
+    func framesIn(_ type: String) -> Counter {
+        framesInByType[type] ?? Counter(label: "gateway_frames_in_total", dimensions: [("type", type)])
+    }
     func error(_ code: ChatErrorCode) -> Counter { errorsByCode[code]! }
 }

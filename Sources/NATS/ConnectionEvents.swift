@@ -34,9 +34,12 @@ final class ConnectionEvents: Sendable {
     }
 
     func asyncError(status: Int32, text: String, subject: String?) {
-        logger.error("NATS asynchronous error", metadata: [
-            "nats.status": "\(status)", "nats.error": "\(text)", "nats.subject": "\(subject ?? "-")",
-        ])
+        logger.error(
+            "NATS asynchronous error",
+            metadata: [
+                "nats.status": "\(status)", "nats.error": "\(text)", "nats.subject": "\(subject ?? "-")",
+            ]
+        )
     }
 
     var isClosed: Bool { state.withLock { $0.closed } }

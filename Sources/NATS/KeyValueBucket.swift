@@ -6,15 +6,16 @@ extension KeyValueConfiguration {
 
     /// Bucket names are one subject token: `[a-zA-Z0-9_-]+`.
     public static func isValidBucketName(_ name: String) -> Bool {
-        !name.isEmpty && name.utf8.allSatisfy { byte in
-            switch byte {
-            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
-                 UInt8(ascii: "-"), UInt8(ascii: "_"):
-                true
-            default:
-                false
+        !name.isEmpty
+            && name.utf8.allSatisfy { byte in
+                switch byte {
+                case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
+                    UInt8(ascii: "-"), UInt8(ascii: "_"):
+                    true
+                default:
+                    false
+                }
             }
-        }
     }
 
     /// The bucket's stream `KV_<bucket>` on `$KV.<bucket>.>`.
@@ -66,9 +67,12 @@ extension NATSConnection {
     public func keyValue(_ configuration: KeyValueConfiguration) async throws(NATSError) -> KeyValue {
         let (bucket, differences) = try await openBucket(configuration)
         if !differences.isEmpty {
-            logger.warning("KV bucket exists with other settings; keeping them", metadata: [
-                "bucket": "\(configuration.bucket)", "differences": "\(differences.joined(separator: ", "))",
-            ])
+            logger.warning(
+                "KV bucket exists with other settings; keeping them",
+                metadata: [
+                    "bucket": "\(configuration.bucket)", "differences": "\(differences.joined(separator: ", "))",
+                ]
+            )
         }
         return bucket
     }
@@ -81,14 +85,14 @@ extension NATSConnection {
         do {
             _ = try await jetStream.api("STREAM.CREATE.\(stream.name)", body: stream, as: StreamInfo.self)
             return (bucket, [])
-        } catch where [JetStreamErrorCode.streamNameInUse, JetStreamErrorCode.subjectsOverlap].contains(error.jetStreamCode) {
+        } catch  where [JetStreamErrorCode.streamNameInUse, JetStreamErrorCode.subjectsOverlap].contains(error.jetStreamCode) {
             // It exists with another configuration (or another process is creating it right now:
             // "subjects overlap"). An overlap with a stream of another name is the create's error.
             let createError = error
             do {
                 let existing = try await jetStream.streamInfo(stream.name)
                 return (bucket, configuration.differences(from: existing.config))
-            } catch where error.jetStreamCode == JetStreamErrorCode.streamNotFound {
+            } catch  where error.jetStreamCode == JetStreamErrorCode.streamNotFound {
                 throw createError
             }
         }

@@ -1,6 +1,6 @@
 import Foundation
 
-/// How to reach NATS. `fromEnvironment` reads the variables documented in the README.
+/// How to reach NATS. `fromEnvironment` reads the variables documented in docs/configuration.md.
 public struct NATSConfiguration: Sendable {
     public struct TLS: Sendable {
         public var caFile: String?

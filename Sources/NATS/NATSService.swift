@@ -63,8 +63,13 @@ public final class NATSService: Sendable {
     private let extraStats: (@Sendable (String) -> [String: Int64]?)?
 
     public init(
-        connection: NATSConnection, name: String, version: String, description: String = "",
-        metadata: [String: String] = [:], maxConcurrentRequests: Int = 256, logger: Logger,
+        connection: NATSConnection,
+        name: String,
+        version: String,
+        description: String = "",
+        metadata: [String: String] = [:],
+        maxConcurrentRequests: Int = 256,
+        logger: Logger,
         extraStats: (@Sendable (String) -> [String: Int64]?)? = nil
     ) {
         self.connection = connection

@@ -45,11 +45,11 @@ public final class NATSServerProcess: @unchecked Sendable {
 
     public func start() throws {
         let config = """
-        listen: 127.0.0.1:\(port)
-        jetstream { store_dir: "\(storeDirectory.appendingPathComponent("js").path)" }
-        \(ProcessInfo.processInfo.environment["NATS_TEST_TRACE"] != nil ? "trace: true" : "")
-        \(extraConfiguration)
-        """
+            listen: 127.0.0.1:\(port)
+            jetstream { store_dir: "\(storeDirectory.appendingPathComponent("js").path)" }
+            \(ProcessInfo.processInfo.environment["NATS_TEST_TRACE"] != nil ? "trace: true" : "")
+            \(extraConfiguration)
+            """
         let configFile = storeDirectory.appendingPathComponent("server.conf")
         try config.write(to: configFile, atomically: true, encoding: .utf8)
         _ = FileManager.default.createFile(atPath: logFile.path, contents: nil)
@@ -83,6 +83,7 @@ public final class NATSServerProcess: @unchecked Sendable {
         guard let process else { return }
         if process.isRunning {
             Glibc.kill(process.processIdentifier, kill ? SIGKILL : SIGTERM)
+            Glibc.kill(process.processIdentifier, SIGCONT)  // a paused server must run to handle SIGTERM
             process.waitUntilExit()
         }
         LiveServers.shared.remove(process.processIdentifier)
@@ -96,6 +97,17 @@ public final class NATSServerProcess: @unchecked Sendable {
 
     public var isRunning: Bool { process?.isRunning ?? false }
 
+    /// Freezes the server (SIGSTOP): its connections stay open but nothing is answered — a server
+    /// that hangs, as opposed to one that is gone.
+    public func pause() {
+        if let process, process.isRunning { Glibc.kill(process.processIdentifier, SIGSTOP) }
+    }
+
+    /// Lets a paused server run again (SIGCONT).
+    public func resume() {
+        if let process, process.isRunning { Glibc.kill(process.processIdentifier, SIGCONT) }
+    }
+
     static func freePort() throws -> Int {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw TestServerError("socket() failed") }
@@ -107,7 +119,9 @@ public final class NATSServerProcess: @unchecked Sendable {
         var length = socklen_t(MemoryLayout<sockaddr_in>.size)
         let bound = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
         guard bound == 0 else { throw TestServerError("bind() failed") }
-        let named = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
+        let named = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+        }
         guard named == 0 else { throw TestServerError("getsockname() failed") }
         return Int(UInt16(bigEndian: address.sin_port))
     }
@@ -138,7 +152,9 @@ public struct TestServerError: Error, CustomStringConvertible {
 
 /// Polls `condition` until it holds or `timeout` passes: the way tests wait, instead of sleeping.
 public func eventually(
-    _ what: String = "condition", timeout: Duration = .seconds(10), poll: Duration = .milliseconds(20),
+    _ what: String = "condition",
+    timeout: Duration = .seconds(10),
+    poll: Duration = .milliseconds(20),
     _ condition: @Sendable () async throws -> Bool
 ) async throws {
     let deadline = ContinuousClock.now.advanced(by: timeout)

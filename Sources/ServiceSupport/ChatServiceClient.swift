@@ -12,7 +12,11 @@ public struct ChatServiceClient: Sendable {
         self.timeout = timeout
     }
 
-    public func call<Response: Decodable>(_ endpoint: ChatNames.Endpoint, _ request: some Encodable, as type: Response.Type = Response.self) async throws(ChatError) -> Response {
+    public func call<Response: Decodable>(
+        _ endpoint: ChatNames.Endpoint,
+        _ request: some Encodable,
+        as type: Response.Type = Response.self
+    ) async throws(ChatError) -> Response {
         let reply: NATSMessage
         do {
             reply = try await connection.request(endpoint.subject, payload: ChatJSON.encode(request), timeout: timeout)

@@ -4,7 +4,12 @@ import NATS
 
 /// The `/health` document every service answers: healthy (200) only while connected to NATS.
 public enum HealthReport {
-    public static func make(service: String, instance: String, connection: NATSConnection?, extra: [String: Any] = [:]) -> (healthy: Bool, body: [UInt8]) {
+    public static func make(
+        service: String,
+        instance: String,
+        connection: NATSConnection?,
+        extra: [String: Any] = [:]
+    ) -> (healthy: Bool, body: [UInt8]) {
         let status = connection?.status ?? .connecting
         var body: [String: Any] = [
             "status": status == .connected ? "ok" : "degraded",

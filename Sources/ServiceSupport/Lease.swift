@@ -30,13 +30,23 @@ public final class Lease: Sendable {
         self.duration = duration
     }
 
+    /// A record that cannot be encoded is an error, never an empty value: an empty lease record reads
+    /// as no record at all, so the next candidate would take a lease that is still held.
+    static func encoded(_ record: some Encodable) throws(NATSError) -> [UInt8] {
+        do {
+            return Array(try JSONEncoder().encode(record))
+        } catch {
+            throw NATSError(.invalidArgument, message: "lease record not encodable: \(error)")
+        }
+    }
+
     static func nowMilliseconds() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
 
     /// Takes or renews the lease; true when this instance holds it afterwards.
     public func tryAcquire() async throws(NATSError) -> Bool {
         let now = Self.nowMilliseconds()
         let record = LeaseRecord(holder: holder, expiresAtMilliseconds: now + duration.inMilliseconds)
-        let payload = Array((try? JSONEncoder().encode(record)) ?? Data())
+        let payload = try Self.encoded(record)
         do {
             guard let current = try await bucket.get(name), current.operation == .put else {
                 try await bucket.create(name, payload)
@@ -46,7 +56,7 @@ public final class Lease: Sendable {
             if let existing, existing.holder != holder, existing.expiresAtMilliseconds > now { return false }
             try await bucket.update(name, payload, revision: current.revision)
             return true
-        } catch where error.kind == .wrongLastSequence {
+        } catch  where error.kind == .wrongLastSequence {
             return false  // another candidate won this round
         }
     }
@@ -54,9 +64,10 @@ public final class Lease: Sendable {
     /// Gives the lease up at once (clean shutdown), so a standby takes over without waiting for expiry.
     public func release() async {
         guard let current = try? await bucket.get(name), current.operation == .put,
-              let existing = try? JSONDecoder().decode(LeaseRecord.self, from: Data(current.value)), existing.holder == holder else { return }
-        let expired = LeaseRecord(holder: holder, expiresAtMilliseconds: 0)
-        _ = try? await bucket.update(name, Array((try? JSONEncoder().encode(expired)) ?? Data()), revision: current.revision)
+            let existing = try? JSONDecoder().decode(LeaseRecord.self, from: Data(current.value)), existing.holder == holder
+        else { return }
+        guard let expired = try? Self.encoded(LeaseRecord(holder: holder, expiresAtMilliseconds: 0)) else { return }
+        _ = try? await bucket.update(name, expired, revision: current.revision)
     }
 
     /// Runs `work` while holding the lease; renews every `duration / 3`; cancels `work` when the lease is lost.

@@ -20,7 +20,9 @@ public enum StartupRetry {
     }
 
     public static func run<T>(
-        _ what: String, deadline: Duration = .seconds(60), logger: Logger,
+        _ what: String,
+        deadline: Duration = .seconds(60),
+        logger: Logger,
         _ body: () async throws(NATSError) -> T
     ) async throws -> T {
         let end = ContinuousClock.now + deadline

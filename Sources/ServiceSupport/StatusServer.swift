@@ -5,7 +5,8 @@ import Logging
 /// Prometheus `/metrics`.
 public enum StatusRoutes {
     public static func add<Context: RequestContext>(
-        to router: Router<Context>, health: @escaping @Sendable () async -> (healthy: Bool, body: [UInt8])
+        to router: Router<Context>,
+        health: @escaping @Sendable () async -> (healthy: Bool, body: [UInt8])
     ) {
         router.get("/health") { _, _ -> Response in
             let (healthy, body) = await health()

@@ -1,6 +1,7 @@
-@testable import ChatCore
 import Foundation
 import Testing
+
+@testable import ChatCore
 
 @Suite("JSONReader accepts what JSONDecoder accepts and refuses the rest")
 struct JSONReaderTests {
@@ -19,7 +20,8 @@ struct JSONReaderTests {
     @Test(arguments: [
         "", " ", "{", "}", "[1,]", "{\"a\":1,}", "{\"a\" 1}", "{a:1}", "'x'", "01", "1.", ".5", "-", "1e", "+1", "tru", "nul",
         "\"unterminated", "\"bad \\x escape\"", "\"\\u12\"", "\"\\ud800\"", "\"\\udc00\"", "\"\\ud800\\u0041\"", "{} {}", "[1 2]",
-        "\"raw\ncontrol\"", "\"tab\tinside\"", "NaN", "Infinity", "[" + String(repeating: "[", count: 100) + String(repeating: "]", count: 101),
+        "\"raw\ncontrol\"", "\"tab\tinside\"", "NaN", "Infinity",
+        "[" + String(repeating: "[", count: 100) + String(repeating: "]", count: 101),
     ])
     func invalidDocuments(_ text: String) {
         #expect(throws: ChatError.self) { try JSONReader.parse(Array(text.utf8)) }
@@ -38,14 +40,26 @@ struct JSONReaderTests {
         let theirs = try JSONDecoder().decode(ServiceAPI.SendResult.self, from: Data(bytes))
         #expect(ours.message == theirs.message && ours.duplicate == theirs.duplicate && ours.message == message)
 
-        let history = ServiceAPI.HistoryResult(roomID: message.roomID, messages: [message, JSONWriterTests.message("two", clientMessageID: nil)], hasMore: true, lastSeq: 42)
+        let history = ServiceAPI.HistoryResult(
+            roomID: message.roomID,
+            messages: [message, JSONWriterTests.message("two", clientMessageID: nil)],
+            hasMore: true,
+            lastSeq: 42
+        )
         let historyBytes = ChatJSON.encode(history)
         #expect(historyBytes == (try JSONWriterTests.plain(history)), "byte-identical to JSONEncoder's sorted output")
         let readBack = try ChatJSON.decode(ServiceAPI.HistoryResult.self, from: historyBytes)
         #expect(readBack.messages == history.messages && readBack.hasMore && readBack.lastSeq == 42 && readBack.roomID == history.roomID)
         let frame = try #require(try JSONSerialization.jsonObject(with: Data(ServerFrame.history(history))) as? [String: Any])
         #expect(frame["type"] as? String == "history" && frame["has_more"] as? Bool == true && (frame["messages"] as? [Any])?.count == 2)
-        #expect(throws: ChatError.self) { try ChatJSON.decode(ChatMessage.self, from: Array(#"{"message_id":"m","room_id":"not-a-uuid","user_id":"x","username":"u","content":"c","timestamp":"t","seq":1}"#.utf8)) }
+        #expect(throws: ChatError.self) {
+            try ChatJSON.decode(
+                ChatMessage.self,
+                from: Array(
+                    #"{"message_id":"m","room_id":"not-a-uuid","user_id":"x","username":"u","content":"c","timestamp":"t","seq":1}"#.utf8
+                )
+            )
+        }
         #expect(throws: ChatError.self) { try ChatJSON.decode(ChatMessage.self, from: Array(#"{"seq":-1}"#.utf8)) }
         do {
             _ = try ChatJSON.decode(ServiceAPI.Send.self, from: Array(#"{"room_id":"r","user_id":"u","username":"n","content":5}"#.utf8))

@@ -1,6 +1,7 @@
-@testable import ChatCore
 import Foundation
 import Testing
+
+@testable import ChatCore
 
 @Suite("Hand-written JSON agrees with JSONEncoder; UUIDs are well formed")
 struct JSONWriterTests {
@@ -11,8 +12,14 @@ struct JSONWriterTests {
 
     static func message(_ content: String, clientMessageID: String?) -> ChatMessage {
         ChatMessage(
-            messageID: makeUUID(), roomID: RoomID(makeUUID())!, userID: UserID(makeUUID())!, username: "ann \"o\" \(content)",
-            content: content, timestamp: "2026-11-26T19:38:36.123Z", seq: 18_446_744_073_709_551_615, clientMessageID: clientMessageID
+            messageID: makeUUID(),
+            roomID: RoomID(makeUUID())!,
+            userID: UserID(makeUUID())!,
+            username: "ann \"o\" \(content)",
+            content: content,
+            timestamp: "2026-11-26T19:38:36.123Z",
+            seq: 18_446_744_073_709_551_615,
+            clientMessageID: clientMessageID
         )
     }
 
@@ -31,9 +38,18 @@ struct JSONWriterTests {
             let result = ServiceAPI.SendResult(message: message, duplicate: true)
             let decoded = try JSONDecoder().decode(ServiceAPI.SendResult.self, from: Data(ChatJSON.encode(result)))
             #expect(decoded.message == message && decoded.duplicate)
-            let send = ServiceAPI.Send(roomID: message.roomID.rawValue, userID: message.userID.rawValue, username: message.username, content: content, clientMessageID: clientMessageID)
+            let send = ServiceAPI.Send(
+                roomID: message.roomID.rawValue,
+                userID: message.userID.rawValue,
+                username: message.username,
+                content: content,
+                clientMessageID: clientMessageID
+            )
             let sent = try JSONDecoder().decode(ServiceAPI.Send.self, from: Data(ChatJSON.encode(send)))
-            #expect(sent.content == content && sent.username == send.username && sent.clientMessageID == clientMessageID && sent.roomID == send.roomID)
+            #expect(
+                sent.content == content && sent.username == send.username && sent.clientMessageID == clientMessageID
+                    && sent.roomID == send.roomID
+            )
             #expect(ChatJSON.encode(send) == (try Self.plain(send)))
             var ackOnly = send
             ackOnly.ackOnly = true
@@ -54,9 +70,24 @@ struct JSONWriterTests {
         #expect(try ChatJSON.decode(ServiceAPI.SendAck.self, from: compact) == ack)
         // A chat-service that does not know `ack_only` answers with the whole result.
         #expect(try ChatJSON.decode(ServiceAPI.SendAck.self, from: ChatJSON.encode(result)) == ack)
-        #expect(throws: ChatError.self) { try ChatJSON.decode(ServiceAPI.SendAck.self, from: Array(#"{"message_id":"m","room_id":"nope","seq":1,"duplicate":false}"#.utf8)) }
-        #expect(throws: ChatError.self) { try ChatJSON.decode(ServiceAPI.SendAck.self, from: Array(#"{"message_id":"m","room_id":"\#(message.roomID)","duplicate":false}"#.utf8)) }
-        #expect(throws: ChatError.self) { try ChatJSON.decode(ServiceAPI.Send.self, from: Array(#"{"room_id":"r","user_id":"u","username":"n","content":"c","ack_only":"yes"}"#.utf8)) }
+        #expect(throws: ChatError.self) {
+            try ChatJSON.decode(
+                ServiceAPI.SendAck.self,
+                from: Array(#"{"message_id":"m","room_id":"nope","seq":1,"duplicate":false}"#.utf8)
+            )
+        }
+        #expect(throws: ChatError.self) {
+            try ChatJSON.decode(
+                ServiceAPI.SendAck.self,
+                from: Array(#"{"message_id":"m","room_id":"\#(message.roomID)","duplicate":false}"#.utf8)
+            )
+        }
+        #expect(throws: ChatError.self) {
+            try ChatJSON.decode(
+                ServiceAPI.Send.self,
+                from: Array(#"{"room_id":"r","user_id":"u","username":"n","content":"c","ack_only":"yes"}"#.utf8)
+            )
+        }
     }
 
     @Test func bytesEqualJSONEncoderForPlainText() throws {
@@ -73,7 +104,13 @@ struct JSONWriterTests {
         #expect(frame["content"] as? String == message.content)
         #expect(frame["seq"] as? UInt64 == message.seq)
         #expect(frame["client_msg_id"] as? String == "c-9")
-        let ack = try #require(try JSONSerialization.jsonObject(with: Data(ServerFrame.ack(clientMessageID: "c-9", ServiceAPI.SendAck(ServiceAPI.SendResult(message: message, duplicate: false))))) as? [String: Any])
+        let ack = try #require(
+            try JSONSerialization.jsonObject(
+                with: Data(
+                    ServerFrame.ack(clientMessageID: "c-9", ServiceAPI.SendAck(ServiceAPI.SendResult(message: message, duplicate: false)))
+                )
+            ) as? [String: Any]
+        )
         #expect(ack["type"] as? String == "ack")
         #expect(ack["message_id"] as? String == message.messageID)
         #expect(ack["room_id"] as? String == message.roomID.rawValue)

@@ -1,5 +1,6 @@
-@testable import ChatCore
 import Testing
+
+@testable import ChatCore
 
 @Suite("Presence sync: a long statement is split into partitions, each complete for its prefix")
 struct PresenceSyncPlanTests {

@@ -1,11 +1,14 @@
-@testable import ChatCore
 import Foundation
 import Testing
 
+@testable import ChatCore
+
 @Suite("Identifiers and names: nothing unsafe reaches a subject or key")
 struct ValidationTests {
-    @Test(arguments: ["a.b", "*", ">", "", " ", "room id", "../etc/passwd", "chat.room.>", "0000000-0000-0000-0000-000000000000",
-                      "00000000-0000-0000-0000-00000000000g", "00000000_0000-0000-0000-000000000000", "00000000-0000-0000-0000-0000000000000"])
+    @Test(arguments: [
+        "a.b", "*", ">", "", " ", "room id", "../etc/passwd", "chat.room.>", "0000000-0000-0000-0000-000000000000",
+        "00000000-0000-0000-0000-00000000000g", "00000000_0000-0000-0000-000000000000", "00000000-0000-0000-0000-0000000000000",
+    ])
     func hostileRoomIDsAreRejected(_ text: String) {
         #expect(RoomID(text) == nil)
         #expect(UserID(text) == nil)
@@ -22,7 +25,10 @@ struct ValidationTests {
 
     @Test func asciiAndUnicodeNamesFollowTheSameLengthRule() {
         #expect(Username(String(repeating: "é", count: 32))?.rawValue.count == 32)
-        #expect(Username(String(repeating: "e\u{301}", count: 32))?.rawValue == String(repeating: "é", count: 32), "NFC: e + combining acute becomes é")
+        #expect(
+            Username(String(repeating: "e\u{301}", count: 32))?.rawValue == String(repeating: "é", count: 32),
+            "NFC: e + combining acute becomes é"
+        )
         #expect(Username(String(repeating: "é", count: 33)) == nil)
         #expect(Username("\tann bob\n")?.rawValue == "ann bob", "surrounding whitespace is trimmed on the ASCII path too")
         #expect(Username("ann\u{7F}") == nil, "DEL is a control character")
@@ -119,7 +125,15 @@ struct FrameTests {
 
     @Test func serverFramesKeepTheSeedShapeAndEscapeNothingAway() throws {
         let room = RoomID.random()
-        let message = ChatMessage(messageID: "m", roomID: room, userID: UserID.random(), username: "ann", content: "<script>\"x\"</script>", timestamp: "t", seq: 3)
+        let message = ChatMessage(
+            messageID: "m",
+            roomID: room,
+            userID: UserID.random(),
+            username: "ann",
+            content: "<script>\"x\"</script>",
+            timestamp: "t",
+            seq: 3
+        )
         let json = try #require(try JSONSerialization.jsonObject(with: Data(ServerFrame.message(message))) as? [String: Any])
         #expect(json["type"] as? String == "message")
         #expect(json["room_id"] as? String == room.rawValue)
@@ -127,7 +141,11 @@ struct FrameTests {
         #expect(json["seq"] as? Int == 3)
         for key in ["message_id", "user_id", "username", "timestamp"] { #expect(json[key] != nil, "\(key)") }
 
-        let error = try #require(try JSONSerialization.jsonObject(with: Data(ServerFrame.error(ChatError(.rateLimited, "slow"), clientMessageID: "c", retryAfterMilliseconds: 50))) as? [String: Any])
+        let error = try #require(
+            try JSONSerialization.jsonObject(
+                with: Data(ServerFrame.error(ChatError(.rateLimited, "slow"), clientMessageID: "c", retryAfterMilliseconds: 50))
+            ) as? [String: Any]
+        )
         #expect(error["type"] as? String == "error")
         #expect(error["code"] as? String == "rate_limited")
         #expect(error["retry_after_ms"] as? Int == 50)

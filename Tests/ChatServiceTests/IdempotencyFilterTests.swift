@@ -1,5 +1,6 @@
-@testable import ChatService
 import Testing
+
+@testable import ChatService
 
 @Suite("IdempotencyFilter: when a send may skip the idempotency read")
 struct IdempotencyFilterTests {

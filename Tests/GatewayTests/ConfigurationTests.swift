@@ -22,7 +22,9 @@ struct ConfigurationTests {
     }
 
     @Test func valuesAreRead() throws {
-        let nats = try Settings(["NATS_REQUEST_TIMEOUT_MS": "250", "NATS_SEND_ASAP": "false", "NATS_URL": "nats://a:1,nats://b:2"]).nats(name: "x")
+        let nats = try Settings(["NATS_REQUEST_TIMEOUT_MS": "250", "NATS_SEND_ASAP": "false", "NATS_URL": "nats://a:1,nats://b:2"]).nats(
+            name: "x"
+        )
         #expect(nats.requestTimeout == .milliseconds(250))
         #expect(nats.sendAsap == false)
         #expect(nats.servers == ["nats://a:1", "nats://b:2"])
@@ -30,7 +32,9 @@ struct ConfigurationTests {
 
     @Test func requestBodyTimeout() throws {
         #expect(try GatewayConfiguration.fromEnvironment(Settings([:])).requestBodyTimeout == .seconds(10))
-        #expect(try GatewayConfiguration.fromEnvironment(Settings(["REQUEST_BODY_TIMEOUT_MS": "700"])).requestBodyTimeout == .milliseconds(700))
+        #expect(
+            try GatewayConfiguration.fromEnvironment(Settings(["REQUEST_BODY_TIMEOUT_MS": "700"])).requestBodyTimeout == .milliseconds(700)
+        )
         #expect(throws: ConfigurationError.self) { try GatewayConfiguration.fromEnvironment(Settings(["REQUEST_BODY_TIMEOUT_MS": "soon"])) }
     }
 
@@ -39,7 +43,9 @@ struct ConfigurationTests {
         #expect(try GatewayConfiguration.fromEnvironment(Settings(["PRESENCE_SYNC_MAX_ENTRIES": "500"])).presenceSyncMaxEntries == 500)
         // Above 20,000 ids a request would pass NATS's default 1 MB payload limit.
         for bad in ["0", "20001", "many"] {
-            #expect(throws: ConfigurationError.self) { try GatewayConfiguration.fromEnvironment(Settings(["PRESENCE_SYNC_MAX_ENTRIES": bad])) }
+            #expect(throws: ConfigurationError.self) {
+                try GatewayConfiguration.fromEnvironment(Settings(["PRESENCE_SYNC_MAX_ENTRIES": bad]))
+            }
         }
     }
 }

@@ -1,5 +1,6 @@
-@testable import Gateway
 import Testing
+
+@testable import Gateway
 
 @Suite("Connection lifecycle (one close state per socket)")
 struct ConnectionLifecycleTests {

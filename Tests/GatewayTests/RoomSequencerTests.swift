@@ -1,6 +1,7 @@
 import ChatCore
-@testable import Gateway
 import Testing
+
+@testable import Gateway
 
 /// The room ordering rules alone: every member sees every message once, in `seq` order, whatever
 /// order deliveries, joins and history pages come in.
@@ -68,7 +69,7 @@ struct RoomSequencerTests {
         #expect(log.ready == ["a", "b"])
         log.record(sequencer.delivered(Self.delivery(1)))
         log.record(sequencer.delivered(Self.delivery(2)))
-        log.record(sequencer.delivered(Self.delivery(2)))            // the same delivery twice
+        log.record(sequencer.delivered(Self.delivery(2)))  // the same delivery twice
         log.record(sequencer.delivered(Self.delivery(1, stream: 0)))  // an old seq, stream seq unknown
         log.record(sequencer.delivered(Self.delivery(3)))
         #expect(log.sends == ["live:1 -> a,b", "live:2 -> a,b", "live:3 -> a,b"])
@@ -131,11 +132,13 @@ struct RoomSequencerTests {
         #expect(log.fetches.map(\.after) == [2, 1])
         log.record(sequencer.historyFetched(Self.messages(2...5)))
         log.record(sequencer.delivered(Self.delivery(6)))
-        #expect(log.sends == [
-            "recovered:3 -> a", "recovered:4 -> a", "live:5 -> a",
-            "catchUp:2 -> b", "catchUp:3 -> b", "catchUp:4 -> b", "catchUp:5 -> b",
-            "live:6 -> a,b",
-        ])
+        #expect(
+            log.sends == [
+                "recovered:3 -> a", "recovered:4 -> a", "live:5 -> a",
+                "catchUp:2 -> b", "catchUp:3 -> b", "catchUp:4 -> b", "catchUp:5 -> b",
+                "live:6 -> a,b",
+            ]
+        )
         #expect(log.ready == ["a", "b"])
     }
 

@@ -1,9 +1,10 @@
-@testable import Gateway
 import HTTPTypes
 import NIOCore
 import NIOEmbedded
 import NIOHTTP1
 import Testing
+
+@testable import Gateway
 
 /// The fast path must never take a head that NIO's HTTP/1 decoder (the full pipeline's parser) would
 /// refuse or read differently. Random mutations of a clean upgrade (seeded, so a failure reproduces)

@@ -1,11 +1,16 @@
-@testable import Gateway
 import HTTPTypes
 import NIOCore
 import Testing
 
+@testable import Gateway
+
+/// The start of most heads below.
+private let upgradeHead = "GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n"
+
 @Suite("The /ws fast path takes only clean upgrade requests (the rest goes to the full HTTP pipeline)")
 struct WebSocketFastUpgradeTests {
-    static let clean = "GET /ws?username=ann+b HTTP/1.1\r\nHost: chat.example:3000\r\nUpgrade: websocket\r\n"
+    static let clean =
+        "GET /ws?username=ann+b HTTP/1.1\r\nHost: chat.example:3000\r\nUpgrade: websocket\r\n"
         + "Connection: keep-alive, Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
         + "Origin: https://chat.example\r\nX-Forwarded-For: 10.0.0.7\r\n\r\n"
 
@@ -47,20 +52,22 @@ struct WebSocketFastUpgradeTests {
         "get /ws HTTP/1.1\r\n",
         "GET /ws HTTP/1.0\r\nUpgrade: websocket\r\nConnection: upgrade\r\nSec-WebSocket-Key: k\r\nSec-WebSocket-Version: 13\r\n\r\n",
         "GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n",  // no key
-        "GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\nSec-WebSocket-Key: k\r\nSec-WebSocket-Key: k\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        upgradeHead + "Sec-WebSocket-Key: k\r\nSec-WebSocket-Key: k\r\nSec-WebSocket-Version: 13\r\n\r\n",
         "GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\nSec-WebSocket-Key: k\r\nSec-WebSocket-Version: 12\r\n\r\n",
         "GET /ws HTTP/1.1\r\nUpgrade: h2c\r\nConnection: upgrade\r\nSec-WebSocket-Key: k\r\nSec-WebSocket-Version: 13\r\n\r\n",
         "GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: keep-alive\r\nSec-WebSocket-Key: k\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        "GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\nSec-WebSocket-Key: k\r\nSec-WebSocket-Version: 13\r\nTransfer-Encoding: chunked\r\n\r\n",
-        "GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\nSec-WebSocket-Key: k\r\nSec-WebSocket-Version: 13\r\nContent-Length: 5\r\n\r\n",
-        "GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\nSec-WebSocket-Key: k\r\nSec-WebSocket-Version: 13\r\nX-Name: caf\u{e9}\r\n\r\n",
-        "GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\nSec-WebSocket-Key: k\r\nSec-WebSocket-Version: 13\r\nBad Name: x\r\n\r\n",
-        "GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\nSec-WebSocket-Key: k\r\nSec-WebSocket-Version: 13\r\n folded: x\r\n\r\n",
-        "GET /ws?a=\u{1} HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\nSec-WebSocket-Key: k\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        "GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\nSec-WebSocket-Key: k\r\nSec-WebSocket-Version: 13\r\nNoColon\r\n\r\n",
+        upgradeHead + "Sec-WebSocket-Key: k\r\nSec-WebSocket-Version: 13\r\nTransfer-Encoding: chunked\r\n\r\n",
+        upgradeHead + "Sec-WebSocket-Key: k\r\nSec-WebSocket-Version: 13\r\nContent-Length: 5\r\n\r\n",
+        upgradeHead + "Sec-WebSocket-Key: k\r\nSec-WebSocket-Version: 13\r\nX-Name: caf\u{e9}\r\n\r\n",
+        upgradeHead + "Sec-WebSocket-Key: k\r\nSec-WebSocket-Version: 13\r\nBad Name: x\r\n\r\n",
+        upgradeHead + "Sec-WebSocket-Key: k\r\nSec-WebSocket-Version: 13\r\n folded: x\r\n\r\n",
+        "GET /ws?a=\u{1} HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n"
+            + "Sec-WebSocket-Key: k\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        upgradeHead + "Sec-WebSocket-Key: k\r\nSec-WebSocket-Version: 13\r\nNoColon\r\n\r\n",
         // Found by the differential test: NIO keeps trailing whitespace; two Hosts.
         "GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\nSec-WebSocket-Key: k \r\nSec-WebSocket-Version: 13\r\n\r\n",
-        "GET /ws HTTP/1.1\r\nHost: a\r\nHost: b\r\nUpgrade: websocket\r\nConnection: upgrade\r\nSec-WebSocket-Key: k\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        "GET /ws HTTP/1.1\r\nHost: a\r\nHost: b\r\nUpgrade: websocket\r\nConnection: upgrade\r\n"
+            + "Sec-WebSocket-Key: k\r\nSec-WebSocket-Version: 13\r\n\r\n",
     ])
     func anythingElseGoesToTheFullPipeline(_ text: String) {
         guard case .other = scan(text) else {
@@ -75,7 +82,8 @@ struct WebSocketFastUpgradeTests {
             Issue.record("an unfinished head over the limit must not be buffered further")
             return
         }
-        let many = "GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\nSec-WebSocket-Key: k\r\nSec-WebSocket-Version: 13\r\n"
+        let many =
+            "GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\nSec-WebSocket-Key: k\r\nSec-WebSocket-Version: 13\r\n"
             + String(repeating: "X-A: b\r\n", count: WebSocketFastUpgrade.maxHeaderCount) + "\r\n"
         guard case .other = scan(many) else {
             Issue.record("too many header fields")

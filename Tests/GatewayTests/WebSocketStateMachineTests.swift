@@ -1,7 +1,8 @@
-@testable import Gateway
 import NIOCore
 import NIOWebSocket
 import Testing
+
+@testable import Gateway
 
 @Suite("WebSocket protocol state machine (no I/O)")
 struct WebSocketStateMachineTests {
@@ -43,8 +44,8 @@ struct WebSocketStateMachineTests {
 
     @Test func protocolViolationsClose1002() {
         for bad in [
-            [frame(.continuation, "x")],                               // continuation without a start
-            [frame(.text, "a", fin: false), frame(.text, "b")],        // a new message inside a fragmented one
+            [frame(.continuation, "x")],  // continuation without a start
+            [frame(.text, "a", fin: false), frame(.text, "b")],  // a new message inside a fragmented one
             [WebSocketFrame(fin: true, rsv1: true, opcode: .text, data: ByteBuffer(string: "x"))],  // reserved bit
             [frame(WebSocketOpcode(encodedWebSocketOpcode: 0x3)!, "x")],  // reserved opcode
             [frame(.ping, "x", fin: false)],
@@ -66,13 +67,15 @@ struct WebSocketStateMachineTests {
     @Test func utf8CheckAgreesWithTheStandardLibrary() {
         let cases: [[UInt8]] = [
             [], Array("plain ascii".utf8), Array("héllo 👋 世界".utf8),
-            [0xC3, 0x28], [0xE2, 0x82], [0xF0, 0x9F, 0x91], // invalid continuation, truncated
-            [0xC0, 0xAF], [0xE0, 0x80, 0xAF], // overlong
-            [0xED, 0xA0, 0x80], // UTF-16 surrogate
-            [0xF4, 0x90, 0x80, 0x80], [0xFF], // beyond U+10FFFF, never valid
+            [0xC3, 0x28], [0xE2, 0x82], [0xF0, 0x9F, 0x91],  // invalid continuation, truncated
+            [0xC0, 0xAF], [0xE0, 0x80, 0xAF],  // overlong
+            [0xED, 0xA0, 0x80],  // UTF-16 surrogate
+            [0xF4, 0x90, 0x80, 0x80], [0xFF],  // beyond U+10FFFF, never valid
         ]
         var generator = SystemRandomNumberGenerator()
-        let random = (0..<500).map { _ in (0..<Int.random(in: 0...12, using: &generator)).map { _ in UInt8.random(in: 0x7F...0xF5, using: &generator) } }
+        let random = (0..<500).map { _ in
+            (0..<Int.random(in: 0...12, using: &generator)).map { _ in UInt8.random(in: 0x7F...0xF5, using: &generator) }
+        }
         for bytes in cases + random {
             #expect(ByteBuffer(bytes: bytes).isValidUTF8 == (String(validating: bytes, as: UTF8.self) != nil), "\(bytes)")
         }

@@ -12,7 +12,11 @@ struct BlockingExecutorTests {
         let count = Mutex(0)
     }
 
-    func blockedJobs(executor: BlockingExecutor, count: Int, expectedRunning: Int) async -> (running: Int, release: @Sendable () -> Void, done: Task<Void, Never>) {
+    func blockedJobs(
+        executor: BlockingExecutor,
+        count: Int,
+        expectedRunning: Int
+    ) async -> (running: Int, release: @Sendable () -> Void, done: Task<Void, Never>) {
         let running = Running()
         let gate = DispatchSemaphore(value: 0)
         let done = Task {

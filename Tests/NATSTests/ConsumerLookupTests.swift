@@ -6,13 +6,13 @@ import Testing
 struct ConsumerLookupTests {
     /// `limited` may not send consumer-info requests: the server drops them, so they time out.
     static let users = """
-    authorization {
-      users: [
-        { user: admin, password: admin }
-        { user: limited, password: limited, permissions: { publish: { deny: ["$JS.API.CONSUMER.INFO.>"] } } }
-      ]
-    }
-    """
+        authorization {
+          users: [
+            { user: admin, password: admin }
+            { user: limited, password: limited, permissions: { publish: { deny: ["$JS.API.CONSUMER.INFO.>"] } } }
+          ]
+        }
+        """
 
     static func connect(_ server: NATSServerProcess, user: String) async throws -> NATSConnection {
         var configuration = NATSConfiguration(url: server.url, name: user)

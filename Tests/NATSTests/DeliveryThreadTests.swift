@@ -1,10 +1,12 @@
-#if canImport(Glibc)
-import Glibc
-#endif
-@testable import NATS
 import NATSTesting
 import Synchronization
 import Testing
+
+@testable import NATS
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 @Suite("libnats threads: messages freed by their destroyer, subscriptions on a bounded delivery pool")
 struct DeliveryThreadTests {
@@ -27,14 +29,16 @@ struct DeliveryThreadTests {
         let seen = Mutex<(threads: Set<UInt>, next: [Int], outOfOrder: Int)>(([], Array(repeating: 0, count: count), 0))
         var subscriptions: [NATSCallbackSubscription] = []
         for index in 0..<count {
-            subscriptions.append(try connection.subscribe("\(prefix).\(index)") { message in
-                let number = Int(String(decoding: message.payload, as: UTF8.self)) ?? -1
-                seen.withLock { seen in
-                    seen.threads.insert(UInt(pthread_self()))
-                    if number != seen.next[index] { seen.outOfOrder += 1 }
-                    seen.next[index] = number + 1
+            subscriptions.append(
+                try connection.subscribe("\(prefix).\(index)") { message in
+                    let number = Int(String(decoding: message.payload, as: UTF8.self)) ?? -1
+                    seen.withLock { seen in
+                        seen.threads.insert(UInt(pthread_self()))
+                        if number != seen.next[index] { seen.outOfOrder += 1 }
+                        seen.next[index] = number + 1
+                    }
                 }
-            })
+            )
         }
         try await connection.flush()
         for round in 0..<perSubject {

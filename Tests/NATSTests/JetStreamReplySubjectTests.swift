@@ -1,6 +1,7 @@
-@testable import NATS
 import NATSTesting
 import Testing
+
+@testable import NATS
 
 @Suite("JetStream reply subjects parse on their bytes")
 struct JetStreamReplySubjectTests {

@@ -1,6 +1,7 @@
-@testable import NATS
 import NATSTesting
 import Testing
+
+@testable import NATS
 
 @Suite("Creating KV buckets against a real nats-server")
 struct KeyValueBucketTests {
@@ -54,14 +55,16 @@ struct KeyValueBucketTests {
 
     /// A create that times out throws rather than binding the bucket that exists.
     @Test func createThatTimesOutThrows() async throws {
-        let server = try NATSServerProcess(configuration: """
-        authorization {
-          users: [
-            { user: admin, password: admin }
-            { user: limited, password: limited, permissions: { publish: { deny: ["$JS.API.STREAM.CREATE.>"] } } }
-          ]
-        }
-        """)
+        let server = try NATSServerProcess(
+            configuration: """
+                authorization {
+                  users: [
+                    { user: admin, password: admin }
+                    { user: limited, password: limited, permissions: { publish: { deny: ["$JS.API.STREAM.CREATE.>"] } } }
+                  ]
+                }
+                """
+        )
         func connect(_ user: String) async throws -> NATSConnection {
             var configuration = NATSConfiguration(url: server.url, name: user)
             configuration.user = user

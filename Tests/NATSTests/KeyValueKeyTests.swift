@@ -1,5 +1,6 @@
-@testable import NATS
 import Testing
+
+@testable import NATS
 
 @Suite("KV keys and timestamps")
 struct KeyValueKeyTests {

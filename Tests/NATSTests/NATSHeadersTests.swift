@@ -15,12 +15,19 @@ struct NATSHeadersTests {
         headers["B"] = nil
         #expect(headers["B"] == nil && !headers.isEmpty)
         // Across keys the order does not count; within a key it does.
-        var one = NATSHeaders(), two = NATSHeaders()
-        one.add("X", "1"); one.add("Y", "2"); one.add("X", "3")
-        two.add("Y", "2"); two.add("X", "1"); two.add("X", "3")
+        var one = NATSHeaders()
+        var two = NATSHeaders()
+        one.add("X", "1")
+        one.add("Y", "2")
+        one.add("X", "3")
+        two.add("Y", "2")
+        two.add("X", "1")
+        two.add("X", "3")
         #expect(one == two)
         var three = NATSHeaders()
-        three.add("X", "3"); three.add("X", "1"); three.add("Y", "2")
+        three.add("X", "3")
+        three.add("X", "1")
+        three.add("Y", "2")
         #expect(one != three)
     }
 

@@ -1,5 +1,6 @@
-@testable import NATS
 import Testing
+
+@testable import NATS
 
 @Suite("PublishAck fast path agrees with the decoder")
 struct PublishAckTests {
@@ -16,7 +17,11 @@ struct PublishAckTests {
     }
 
     @Test func errorsAndOddShapesTakeTheDecoder() {
-        #expect(PublishAck.parseFast(Array(#"{"error":{"code":400,"err_code":10071,"description":"wrong last sequence: 1"},"stream":"S","seq":0}"#.utf8)) == nil)
+        #expect(
+            PublishAck.parseFast(
+                Array(#"{"error":{"code":400,"err_code":10071,"description":"wrong last sequence: 1"},"stream":"S","seq":0}"#.utf8)
+            ) == nil
+        )
         #expect(PublishAck.parseFast(Array(#"{"stream":"S\"x","seq":1}"#.utf8)) == nil)
         #expect(PublishAck.parseFast(Array(#"{"stream":"S","seq":99999999999999999999}"#.utf8)) == nil)
         #expect(PublishAck.parseFast(Array("[]".utf8)) == nil)

@@ -11,7 +11,9 @@ struct ServiceTests {
         let service = NATSService(connection: connection, name: "calc", version: "1.2.3", description: "adds", logger: connection.logger)
         service.addEndpoint(name: "add", subject: "calc.add") { message in
             let numbers = String(decoding: message.payload, as: UTF8.self).split(separator: "+").compactMap { Int($0) }
-            guard numbers.count == 2 else { return .error(code: 400, description: "need a+b", payload: Array("{\"code\":\"invalid_request\"}".utf8)) }
+            guard numbers.count == 2 else {
+                return .error(code: 400, description: "need a+b", payload: Array("{\"code\":\"invalid_request\"}".utf8))
+            }
             return ServiceReply(payload: Array("\(numbers[0] + numbers[1])".utf8))
         }
         let running = Task { try await service.run() }

@@ -1,6 +1,7 @@
 import Foundation
-@testable import NATSTesting
 import Testing
+
+@testable import NATSTesting
 
 #if canImport(Glibc)
 import Glibc
@@ -62,8 +63,9 @@ struct TestServerCleanupTests {
         let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
         for entry in entries {
             guard let pid = pid_t(entry), let config = try? String(contentsOfFile: "/proc/\(entry)/cmdline", encoding: .utf8),
-                  config.contains("nats-server"), let path = config.split(separator: "\0").dropFirst(2).first,
-                  let text = try? String(contentsOfFile: String(path), encoding: .utf8), text.contains("127.0.0.1:\(port)\n") else { continue }
+                config.contains("nats-server"), let path = config.split(separator: "\0").dropFirst(2).first,
+                let text = try? String(contentsOfFile: String(path), encoding: .utf8), text.contains("127.0.0.1:\(port)\n")
+            else { continue }
             return pid
         }
         return nil

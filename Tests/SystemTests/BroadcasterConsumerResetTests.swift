@@ -1,21 +1,22 @@
-@testable import Broadcaster
 import ChatCore
 import Logging
 import NATS
 import NATSTesting
 import Testing
 
+@testable import Broadcaster
+
 @Suite("Broadcaster consumer reset against a real nats-server")
 struct BroadcasterConsumerResetTests {
     /// `limited` may not send consumer-info requests: the server drops them, so they time out.
     static let users = """
-    authorization {
-      users: [
-        { user: admin, password: admin }
-        { user: limited, password: limited, permissions: { publish: { deny: ["$JS.API.CONSUMER.INFO.>"] } } }
-      ]
-    }
-    """
+        authorization {
+          users: [
+            { user: admin, password: admin }
+            { user: limited, password: limited, permissions: { publish: { deny: ["$JS.API.CONSUMER.INFO.>"] } } }
+          ]
+        }
+        """
 
     static func configuration(_ server: NATSServerProcess, user: String) -> NATSConfiguration {
         var configuration = NATSConfiguration(url: server.url, name: user)

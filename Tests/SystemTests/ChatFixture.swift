@@ -80,15 +80,30 @@ final class ChatFixture: @unchecked Sendable {
         try await chat.call(.createRoom, ServiceAPI.CreateRoom(name: name))
     }
 
-    func join(_ room: RoomID, _ user: UserID, _ name: String, gateway: String = "gw-test") async throws(ChatError) -> ServiceAPI.JoinResult {
+    func join(_ room: RoomID, _ user: UserID, _ name: String, gateway: String = "gw-test") async throws(ChatError) -> ServiceAPI.JoinResult
+    {
         try await chat.call(.join, ServiceAPI.Join(roomID: room.rawValue, userID: user.rawValue, username: name, gatewayID: gateway))
     }
 
-    func send(_ room: RoomID, _ user: UserID, _ name: String, _ content: String, clientID: String? = nil) async throws(ChatError) -> ServiceAPI.SendResult {
-        try await chat.call(.send, ServiceAPI.Send(roomID: room.rawValue, userID: user.rawValue, username: name, content: content, clientMessageID: clientID))
+    func send(
+        _ room: RoomID,
+        _ user: UserID,
+        _ name: String,
+        _ content: String,
+        clientID: String? = nil
+    ) async throws(ChatError) -> ServiceAPI.SendResult {
+        try await chat.call(
+            .send,
+            ServiceAPI.Send(roomID: room.rawValue, userID: user.rawValue, username: name, content: content, clientMessageID: clientID)
+        )
     }
 
-    func history(_ room: RoomID, limit: Int? = nil, before: UInt64? = nil, after: UInt64? = nil) async throws(ChatError) -> ServiceAPI.HistoryResult {
+    func history(
+        _ room: RoomID,
+        limit: Int? = nil,
+        before: UInt64? = nil,
+        after: UInt64? = nil
+    ) async throws(ChatError) -> ServiceAPI.HistoryResult {
         try await chat.call(.history, ServiceAPI.History(roomID: room.rawValue, limit: limit, before: before, after: after))
     }
 }

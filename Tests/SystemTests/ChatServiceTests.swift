@@ -67,7 +67,8 @@ struct ChatServiceTests {
         // Both replicas report every member once their cached counts expire: wait (deadline) for ten
         // replies in a row with the full count (a rejoin changes nothing).
         let deadline = ContinuousClock.now + .seconds(15)
-        var streak = 0, replies: [Int] = []
+        var streak = 0
+        var replies: [Int] = []
         while streak < 10, ContinuousClock.now < deadline {
             let rejoin = try await fixture.join(room.id, users[0], "u0")
             #expect(!rejoin.joined)
@@ -97,9 +98,15 @@ struct ChatServiceTests {
         #expect(joinedEvent.headers[ChatNames.eventTypeHeader] == "UserJoined.v1")
         #expect(try ChatJSON.decode(PresenceEvent.self, from: joinedEvent.payload).username == "bob")
 
-        let left: ServiceAPI.LeaveResult = try await fixture.chat.call(.leave, ServiceAPI.Leave(roomID: room.id.rawValue, userID: bob.rawValue))
+        let left: ServiceAPI.LeaveResult = try await fixture.chat.call(
+            .leave,
+            ServiceAPI.Leave(roomID: room.id.rawValue, userID: bob.rawValue)
+        )
         #expect(left.left)
-        let leftAgain: ServiceAPI.LeaveResult = try await fixture.chat.call(.leave, ServiceAPI.Leave(roomID: room.id.rawValue, userID: bob.rawValue))
+        let leftAgain: ServiceAPI.LeaveResult = try await fixture.chat.call(
+            .leave,
+            ServiceAPI.Leave(roomID: room.id.rawValue, userID: bob.rawValue)
+        )
         #expect(!leftAgain.left)
         // Member counts after a leave: the joined reply, the room, the room list.
         #expect(try await fixture.join(room.id, ann, "ann").room.memberCount == 1)
@@ -115,7 +122,9 @@ struct ChatServiceTests {
         #expect(notMember != nil)
         let badUser = await expectChatError(.usernameInvalid) { _ = try await fixture.join(room.id, UserID.random(), "\u{0}evil") }
         #expect(badUser != nil)
-        let badGateway = await expectChatError(.invalidRequest) { _ = try await fixture.join(room.id, UserID.random(), "eve", gateway: "gw.*") }
+        let badGateway = await expectChatError(.invalidRequest) {
+            _ = try await fixture.join(room.id, UserID.random(), "eve", gateway: "gw.*")
+        }
         #expect(badGateway != nil)
         let noRoom = await expectChatError(.roomNotFound) { _ = try await fixture.join(RoomID.random(), ann, "ann") }
         #expect(noRoom != nil)
@@ -131,7 +140,10 @@ struct ChatServiceTests {
         for index in 0..<5 { seqs.append(try await fixture.send(room.id, ann, "ann", "m\(index)").message.seq) }
         #expect(seqs == [1, 2, 3, 4, 5])
 
-        #expect(await expectChatError(.contentTooLong) { _ = try await fixture.send(room.id, ann, "ann", String(repeating: "a", count: 4097)) } != nil)
+        #expect(
+            await expectChatError(.contentTooLong) { _ = try await fixture.send(room.id, ann, "ann", String(repeating: "a", count: 4097)) }
+                != nil
+        )
         #expect(try await fixture.send(room.id, ann, "ann", String(repeating: "€", count: 1365)).message.seq == 6, "4095 bytes fit")
         #expect(await expectChatError(.contentInvalid) { _ = try await fixture.send(room.id, ann, "ann", "  \n ") } != nil)
         #expect(await expectChatError(.invalidRequest) { _ = try await fixture.send(room.id, ann, "ann", "x", clientID: "bad id!") } != nil)
@@ -146,11 +158,35 @@ struct ChatServiceTests {
         #expect(retry.message.messageID == original.message.messageID)
         #expect(retry.message.seq == original.message.seq)
         // `ack_only` (what gateways ask for): the ids and seq without the message, for new sends and retries.
-        let acked: ServiceAPI.SendAck = try await fixture.chat.call(.send, ServiceAPI.Send(
-            roomID: room.id.rawValue, userID: ann.rawValue, username: "ann", content: "once", clientMessageID: "c-1", ackOnly: true))
-        #expect(acked == ServiceAPI.SendAck(ServiceAPI.SendResult(message: original.message, duplicate: true)), "a retry acknowledged with the original's ids")
-        let ackedReply = try await fixture.chat.connection.request(ChatNames.Endpoint.send.subject, payload: ChatJSON.encode(ServiceAPI.Send(
-            roomID: room.id.rawValue, userID: ann.rawValue, username: "ann", content: "short", clientMessageID: "c-2", ackOnly: true)), timeout: .seconds(5))
+        let acked: ServiceAPI.SendAck = try await fixture.chat.call(
+            .send,
+            ServiceAPI.Send(
+                roomID: room.id.rawValue,
+                userID: ann.rawValue,
+                username: "ann",
+                content: "once",
+                clientMessageID: "c-1",
+                ackOnly: true
+            )
+        )
+        #expect(
+            acked == ServiceAPI.SendAck(ServiceAPI.SendResult(message: original.message, duplicate: true)),
+            "a retry acknowledged with the original's ids"
+        )
+        let ackedReply = try await fixture.chat.connection.request(
+            ChatNames.Endpoint.send.subject,
+            payload: ChatJSON.encode(
+                ServiceAPI.Send(
+                    roomID: room.id.rawValue,
+                    userID: ann.rawValue,
+                    username: "ann",
+                    content: "short",
+                    clientMessageID: "c-2",
+                    ackOnly: true
+                )
+            ),
+            timeout: .seconds(5)
+        )
         let fresh = try ChatJSON.decode(ServiceAPI.SendAck.self, from: ackedReply.payload)
         #expect(!fresh.duplicate && fresh.seq == original.message.seq + 1 && fresh.roomID == room.id)
         #expect(!String(decoding: ackedReply.payload, as: UTF8.self).contains("short"), "the reply does not carry the message")
@@ -173,13 +209,21 @@ struct ChatServiceTests {
         let room = try await fixture.createRoom("retries")
         let users = (0..<4).map { _ in UserID.random() }
         for (index, user) in users.enumerated() { _ = try await fixture.join(room.id, user, "u\(index)") }
-        func lookups() -> ChatStore.IdempotencyLookups {
-            let (a, b) = (one.store?.idempotencyLookups ?? ChatStore.IdempotencyLookups(), two.store?.idempotencyLookups ?? ChatStore.IdempotencyLookups())
-            var sum = a; sum.read += b.read; sum.skipped += b.skipped; return sum
+        func lookups() -> IdempotencyRecords.Lookups {
+            let (a, b) = (
+                one.storage?.idempotency.lookups ?? IdempotencyRecords.Lookups(),
+                two.storage?.idempotency.lookups ?? IdempotencyRecords.Lookups()
+            )
+            var sum = a
+            sum.read += b.read
+            sum.skipped += b.skipped
+            return sum
         }
         var originals: [ChatMessage] = []
         for index in 0..<60 {
-            originals.append(try await fixture.send(room.id, users[index % 4], "u\(index % 4)", "m\(index)", clientID: "c-\(index)").message)
+            originals.append(
+                try await fixture.send(room.id, users[index % 4], "u\(index % 4)", "m\(index)", clientID: "c-\(index)").message
+            )
         }
         let lastSent = ContinuousClock.now
         let counted = lookups()
@@ -187,7 +231,10 @@ struct ChatServiceTests {
         // The first sends of each replica read (nothing proven yet); once their own records come back
         // through the watch, sends skip the read.
         #expect(counted.skipped >= 20, "\(counted)")
-        #expect((one.store?.idempotencyLookups.skipped ?? 0) > 0 && (two.store?.idempotencyLookups.skipped ?? 0) > 0, "both replicas skip")
+        #expect(
+            (one.storage?.idempotency.lookups.skipped ?? 0) > 0 && (two.storage?.idempotency.lookups.skipped ?? 0) > 0,
+            "both replicas skip"
+        )
 
         // Past the window JetStream no longer rejects the msg id: only the records stand between a
         // retry and a second copy. Waiting for the window to pass is what this step tests.
@@ -217,9 +264,9 @@ struct ChatServiceTests {
         _ = try await fixture.join(room.id, ann, "ann")
         for index in 0..<5 { #expect(try await !fixture.send(room.id, ann, "ann", "m\(index)", clientID: "c-\(index)").duplicate) }
         for index in 0..<5 { #expect(try await fixture.send(room.id, ann, "ann", "m\(index)", clientID: "c-\(index)").duplicate) }
-        var expected = ChatStore.IdempotencyLookups()
+        var expected = IdempotencyRecords.Lookups()
         expected.read = 10
-        #expect(replica.store?.idempotencyLookups == expected)
+        #expect(replica.storage?.idempotency.lookups == expected)
         #expect(try await fixture.history(room.id).messages.count == 5)
     }
 
@@ -323,7 +370,10 @@ struct ChatServiceTests {
         // gw-alive keeps beating; gw-dead never does again.
         let beating = Task {
             while !Task.isCancelled {
-                let _: ServiceAPI.Ok? = try? await fixture.chat.call(.heartbeat, ServiceAPI.Heartbeat(gatewayID: "gw-alive", connections: 1))
+                let _: ServiceAPI.Ok? = try? await fixture.chat.call(
+                    .heartbeat,
+                    ServiceAPI.Heartbeat(gatewayID: "gw-alive", connections: 1)
+                )
                 try? await Task.sleep(for: .milliseconds(300))
             }
         }
@@ -344,7 +394,12 @@ struct ChatServiceTests {
         #expect(left.reason == "gateway_expired")
         // Exactly one UserLeft although two replicas run.
         let info = try await fixture.client.jetStream.streamInfo(ChatNames.eventStream)
-        let events = try await fixture.client.jetStream.messages(stream: ChatNames.eventStream, subject: ChatNames.presenceSubject(room.id), from: 1, limit: Int(info.state.lastSequence))
+        let events = try await fixture.client.jetStream.messages(
+            stream: ChatNames.eventStream,
+            subject: ChatNames.presenceSubject(room.id),
+            from: 1,
+            limit: Int(info.state.lastSequence)
+        )
         #expect(events.filter { $0.headers[ChatNames.eventTypeHeader] == "UserLeft.v1" }.count == 1)
     }
 
@@ -362,15 +417,23 @@ struct ChatServiceTests {
             return list.members.map(\.username)
         }
         // Room a: gw-test holds only `held`; gw-other's member is not gw-test's business.
-        let inRoom: ServiceAPI.PresenceSyncResult = try await fixture.chat.call(.presenceSync, ServiceAPI.PresenceSync(gatewayID: "gw-test", roomID: a.id.rawValue, users: [held.rawValue]))
+        let inRoom: ServiceAPI.PresenceSyncResult = try await fixture.chat.call(
+            .presenceSync,
+            ServiceAPI.PresenceSync(gatewayID: "gw-test", roomID: a.id.rawValue, users: [held.rawValue])
+        )
         #expect(inRoom.removed == 1)
         #expect(try await members(a) == ["held", "other"])
         // gw-test holds members in room a only: its member of room b is stale.
-        let rooms: ServiceAPI.PresenceSyncResult = try await fixture.chat.call(.presenceSync, ServiceAPI.PresenceSync(gatewayID: "gw-test", rooms: [a.id.rawValue]))
+        let rooms: ServiceAPI.PresenceSyncResult = try await fixture.chat.call(
+            .presenceSync,
+            ServiceAPI.PresenceSync(gatewayID: "gw-test", rooms: [a.id.rawValue])
+        )
         #expect(rooms.removed == 1)
         #expect(try await members(b).isEmpty)
         #expect(try await members(a) == ["held", "other"])
-        let event = try #require(try await fixture.client.jetStream.lastMessage(stream: ChatNames.eventStream, subject: ChatNames.presenceSubject(b.id)))
+        let event = try #require(
+            try await fixture.client.jetStream.lastMessage(stream: ChatNames.eventStream, subject: ChatNames.presenceSubject(b.id))
+        )
         #expect(try ChatJSON.decode(PresenceEvent.self, from: event.payload).reason == "presence_sync")
 
         // Bad statements are refused before anything is touched.
@@ -405,35 +468,68 @@ struct ChatServiceTests {
             return Set(list.members.map(\.username))
         }
         // A snapshot older than every record (an hour): nothing in it can be judged stale.
-        let old: ServiceAPI.PresenceSyncResult = try await fixture.chat.call(.presenceSyncPartition, ServiceAPI.PresenceSync(
-            gatewayID: "gw-test", roomID: a.id.rawValue, users: [zeroHeld.rawValue], partition: "0", snapshotAgeMilliseconds: 3_600_000))
+        let old: ServiceAPI.PresenceSyncResult = try await fixture.chat.call(
+            .presenceSyncPartition,
+            ServiceAPI.PresenceSync(
+                gatewayID: "gw-test",
+                roomID: a.id.rawValue,
+                users: [zeroHeld.rawValue],
+                partition: "0",
+                snapshotAgeMilliseconds: 3_600_000
+            )
+        )
         #expect(old.removed == 0)
         #expect(try await members(a) == ["zero", "zero-held", "f"])
         // Partition "0" of room a lists zero-held only: zero goes, f (outside the partition) stays.
-        let inRoom: ServiceAPI.PresenceSyncResult = try await fixture.chat.call(.presenceSyncPartition, ServiceAPI.PresenceSync(
-            gatewayID: "gw-test", roomID: a.id.rawValue, users: [zeroHeld.rawValue], partition: "0"))
+        let inRoom: ServiceAPI.PresenceSyncResult = try await fixture.chat.call(
+            .presenceSyncPartition,
+            ServiceAPI.PresenceSync(
+                gatewayID: "gw-test",
+                roomID: a.id.rawValue,
+                users: [zeroHeld.rawValue],
+                partition: "0"
+            )
+        )
         #expect(inRoom.removed == 1)
         #expect(try await members(a) == ["zero-held", "f"])
         // The rooms statement for b's 8-digit prefix lists nothing: b's member goes, room a's stay.
-        let rooms: ServiceAPI.PresenceSyncResult = try await fixture.chat.call(.presenceSyncPartition, ServiceAPI.PresenceSync(
-            gatewayID: "gw-test", rooms: [], partition: String(b.id.rawValue.prefix(8))))
+        let rooms: ServiceAPI.PresenceSyncResult = try await fixture.chat.call(
+            .presenceSyncPartition,
+            ServiceAPI.PresenceSync(
+                gatewayID: "gw-test",
+                rooms: [],
+                partition: String(b.id.rawValue.prefix(8))
+            )
+        )
         #expect(rooms.removed == 1)
         #expect(try await members(b).isEmpty)
         #expect(try await members(a) == ["zero-held", "f"])
 
         for (endpoint, bad) in [
-            (.presenceSyncPartition, ServiceAPI.PresenceSync(gatewayID: "gw-test", roomID: a.id.rawValue, users: [f.rawValue], partition: "0")),  // f is not in "0"
+            (
+                .presenceSyncPartition,
+                ServiceAPI.PresenceSync(gatewayID: "gw-test", roomID: a.id.rawValue, users: [f.rawValue], partition: "0")
+            ),  // f is not in "0"
             (.presenceSyncPartition, ServiceAPI.PresenceSync(gatewayID: "gw-test", roomID: a.id.rawValue, users: [], partition: "F")),
             (.presenceSyncPartition, ServiceAPI.PresenceSync(gatewayID: "gw-test", roomID: a.id.rawValue, users: [], partition: "")),
-            (.presenceSyncPartition, ServiceAPI.PresenceSync(gatewayID: "gw-test", roomID: a.id.rawValue, users: [], partition: "012345678")),
+            (
+                .presenceSyncPartition,
+                ServiceAPI.PresenceSync(gatewayID: "gw-test", roomID: a.id.rawValue, users: [], partition: "012345678")
+            ),
             (.presenceSyncPartition, ServiceAPI.PresenceSync(gatewayID: "gw-test", rooms: [], partition: "a.>")),
             (.presenceSyncPartition, ServiceAPI.PresenceSync(gatewayID: "gw-test", rooms: [])),  // no partition
             (.presenceSyncPartition, ServiceAPI.PresenceSync(gatewayID: "gw-test", rooms: [], partition: "0", snapshotAgeMilliseconds: -1)),
-            (.presenceSyncPartition, ServiceAPI.PresenceSync(gatewayID: "gw-test", rooms: [], partition: "0", snapshotAgeMilliseconds: 3_600_001)),
+            (
+                .presenceSyncPartition,
+                ServiceAPI.PresenceSync(gatewayID: "gw-test", rooms: [], partition: "0", snapshotAgeMilliseconds: 3_600_001)
+            ),
             (.presenceSync, ServiceAPI.PresenceSync(gatewayID: "gw-test", rooms: [], snapshotAgeMilliseconds: -5)),
             // A partition sent as a whole statement: a chat-service that predates partitions would
             // have taken it for one, so the whole-statement endpoint refuses it too.
-            (.presenceSync, ServiceAPI.PresenceSync(gatewayID: "gw-test", roomID: a.id.rawValue, users: [zeroHeld.rawValue], partition: "0")),
+            (
+                .presenceSync,
+                ServiceAPI.PresenceSync(gatewayID: "gw-test", roomID: a.id.rawValue, users: [zeroHeld.rawValue], partition: "0")
+            ),
         ] as [(ChatNames.Endpoint, ServiceAPI.PresenceSync)] {
             do {
                 let _: ServiceAPI.PresenceSyncResult = try await fixture.chat.call(endpoint, bad)
@@ -451,7 +547,10 @@ struct ChatServiceTests {
         let room = try await fixture.createRoom("sync-grace")
         _ = try await fixture.join(room.id, UserID.random(), "just-joined")
         // The gateway's statement may predate this join's reply: a young record is not removed.
-        let result: ServiceAPI.PresenceSyncResult = try await fixture.chat.call(.presenceSync, ServiceAPI.PresenceSync(gatewayID: "gw-test", roomID: room.id.rawValue, users: []))
+        let result: ServiceAPI.PresenceSyncResult = try await fixture.chat.call(
+            .presenceSync,
+            ServiceAPI.PresenceSync(gatewayID: "gw-test", roomID: room.id.rawValue, users: [])
+        )
         #expect(result.removed == 0)
         let list: ServiceAPI.MemberList = try await fixture.chat.call(.members, ServiceAPI.RoomRef(roomID: room.id.rawValue))
         #expect(list.members.map(\.username) == ["just-joined"])
@@ -466,18 +565,27 @@ struct ChatServiceTests {
         let now = ChatTime.now().milliseconds
         let gateways = try await fixture.client.keyValue(KeyValueConfiguration(bucket: ChatNames.gatewaysBucket))
         let members = try await fixture.client.keyValue(KeyValueConfiguration(bucket: ChatNames.membersBucket))
-        _ = try await gateways.put("gw-gone", Array(#"{"connections":0,"expired":true,"gateway_id":"gw-gone","last_seen_ms":\#(now)}"#.utf8))
+        _ = try await gateways.put(
+            "gw-gone",
+            Array(#"{"connections":0,"expired":true,"gateway_id":"gw-gone","last_seen_ms":\#(now)}"#.utf8)
+        )
         func plant(_ name: String, gateway: String, joinedAt: Int64) async throws -> UserID {
             let user = UserID.random()
-            let member = Member(userID: user, username: name, gatewayID: GatewayID(gateway)!, joinedAt: "2026-01-01T00:00:00Z", joinedAtMilliseconds: joinedAt)
+            let member = Member(
+                userID: user,
+                username: name,
+                gatewayID: GatewayID(gateway)!,
+                joinedAt: "2026-01-01T00:00:00Z",
+                joinedAtMilliseconds: joinedAt
+            )
             _ = try await members.put(ChatNames.memberKey(room.id, user), ChatJSON.encode(member))
             return user
         }
-        _ = try await plant("resurrected", gateway: "gw-gone", joinedAt: now - 5_000)      // joined before it was declared dead
-        _ = try await plant("rejoined", gateway: "gw-gone", joinedAt: now + 5_000)         // joined after (a re-join)
-        _ = try await plant("orphan", gateway: "gw-unknown", joinedAt: now - 600_000)      // no gateway record, long ago
-        _ = try await plant("newcomer", gateway: "gw-unknown-2", joinedAt: now)            // no record yet, just joined
-        _ = try await fixture.join(room.id, UserID.random(), "live")                      // gw-test beats
+        _ = try await plant("resurrected", gateway: "gw-gone", joinedAt: now - 5_000)  // joined before it was declared dead
+        _ = try await plant("rejoined", gateway: "gw-gone", joinedAt: now + 5_000)  // joined after (a re-join)
+        _ = try await plant("orphan", gateway: "gw-unknown", joinedAt: now - 600_000)  // no gateway record, long ago
+        _ = try await plant("newcomer", gateway: "gw-unknown-2", joinedAt: now)  // no record yet, just joined
+        _ = try await fixture.join(room.id, UserID.random(), "live")  // gw-test beats
         try await eventually("stale members reconciled", timeout: .seconds(10)) {
             let list: ServiceAPI.MemberList = try await fixture.chat.call(.members, ServiceAPI.RoomRef(roomID: room.id.rawValue))
             return list.members.map(\.username) == ["live", "newcomer", "rejoined"]

@@ -12,7 +12,10 @@ struct StartupRetryTests {
         let attempts = Mutex(0)
         let placement = NATSError(.jetStream, jetStreamCode: 10005, message: "no suitable peers for placement")
         let value = try await StartupRetry.run("creating", logger: logger) { () throws(NATSError) -> Int in
-            let attempt = attempts.withLock { $0 += 1; return $0 }
+            let attempt = attempts.withLock {
+                $0 += 1
+                return $0
+            }
             if attempt == 1 { throw placement }
             if attempt == 2 { throw NATSError(.noResponders, message: "JetStream not ready") }
             return 42

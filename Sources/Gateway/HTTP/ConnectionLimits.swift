@@ -32,7 +32,9 @@ final class ConnectionLimiter: Sendable {
         let peer = channel.remoteAddress?.ipAddress ?? "unknown"
         guard isTrusted(peer) else { return peer }
         if let forwarded = request.headers[values: .init("X-Forwarded-For")!].last {
-            let hops = forwarded.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { CIDR.parseAddress($0) != nil }
+            let hops = forwarded.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter {
+                CIDR.parseAddress($0) != nil
+            }
             if let client = hops.last(where: { !isTrusted($0) }) ?? hops.first { return client }
         }
         if let real = request.headers[.init("X-Real-IP")!]?.trimmingCharacters(in: .whitespaces), CIDR.parseAddress(real) != nil {
@@ -51,7 +53,12 @@ final class ConnectionLimiter: Sendable {
         let address = clientAddress(request, channel: channel)
         let refusal: GatewayHTTPError? = state.withLock { state in
             if state.total >= maxConnections {
-                return GatewayHTTPError(ChatError(.serverFull, "this gateway has reached its limit of \(maxConnections) connections; try again later or another gateway"))
+                return GatewayHTTPError(
+                    ChatError(
+                        .serverFull,
+                        "this gateway has reached its limit of \(maxConnections) connections; try again later or another gateway"
+                    )
+                )
             }
             if maxPerIP > 0, state.perIP[address, default: 0] >= maxPerIP {
                 return GatewayHTTPError(ChatError(.tooManyConnections, "too many connections from \(address) (limit \(maxPerIP))"))
@@ -100,8 +107,12 @@ public struct CIDR: Sendable, Equatable {
         var address = address
         var bytes = self.bytes
         // An IPv4-mapped IPv6 address (::ffff:a.b.c.d) matches IPv4 ranges.
-        if address.count == 16, bytes.count == 4, address[0..<12] == [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff][...] { address = Array(address[12...]) }
-        if address.count == 4, bytes.count == 16, bytes[0..<12] == [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff][...] { bytes = Array(bytes[12...]) }
+        if address.count == 16, bytes.count == 4, address[0..<12] == [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff][...] {
+            address = Array(address[12...])
+        }
+        if address.count == 4, bytes.count == 16, bytes[0..<12] == [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff][...] {
+            bytes = Array(bytes[12...])
+        }
         guard address.count == bytes.count else { return false }
         var bits = prefix - (self.bytes.count - bytes.count) * 8
         var index = 0

@@ -59,14 +59,22 @@ struct GatewayHTTPChannel: ServerChildChannel, HTTPChannelHandler {
             // Plain accepted upgrades are answered by the first handler; everything else gets the
             // HTTP pipeline below (see `WebSocketFastUpgrade`).
             let result = channel.eventLoop.makePromise(of: UpgradeResult.self)
-            try channel.pipeline.syncOperations.addHandler(WebSocketFastUpgrade(
-                decide: decide, maxFrameSize: maxFrameSize, logger: logger, result: result,
-                fallback: { channel, decided in try configureHTTP(channel: channel, alreadyDecided: decided, logger: logger) }
-            ))
+            try channel.pipeline.syncOperations.addHandler(
+                WebSocketFastUpgrade(
+                    decide: decide,
+                    maxFrameSize: maxFrameSize,
+                    logger: logger,
+                    result: result,
+                    fallback: { channel, decided in try configureHTTP(channel: channel, alreadyDecided: decided, logger: logger) }
+                )
+            )
             // A client that never finishes its first head (a slowloris, a port scanner) is closed.
             let deadline = channel.eventLoop.scheduleTask(in: .milliseconds(headTimeout.inMilliseconds)) {
                 Self.headTimeouts.increment()
-                logger.debug("closing a connection without a complete request head", metadata: ["timeout_ms": "\(headTimeout.inMilliseconds)"])
+                logger.debug(
+                    "closing a connection without a complete request head",
+                    metadata: ["timeout_ms": "\(headTimeout.inMilliseconds)"]
+                )
                 channel.close(promise: nil)
             }
             result.futureResult.whenComplete { _ in deadline.cancel() }
@@ -119,9 +127,12 @@ struct GatewayHTTPChannel: ServerChildChannel, HTTPChannelHandler {
                         try channel.pipeline.syncOperations.addHandler(RequestBodyDeadlineHandler(deadline: bodyDeadline))
                         try channel.pipeline.syncOperations.addHandlers(configuration.additionalChannelHandlers())
                         try channel.pipeline.syncOperations.addHandler(
-                            HTTPConnectionStateHandler(idleTimeout: configuration.idleTimeout.map { .init($0) }, logger: logger))
+                            HTTPConnectionStateHandler(idleTimeout: configuration.idleTimeout.map { .init($0) }, logger: logger)
+                        )
                         let asyncChannel = try NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>(
-                            wrappingChannelSynchronously: channel, configuration: .init(isOutboundHalfClosureEnabled: true))
+                            wrappingChannelSynchronously: channel,
+                            configuration: .init(isOutboundHalfClosureEnabled: true)
+                        )
                         switch decisionBox.get() {
                         case nil: return UpgradeResult.notUpgraded(asyncChannel)
                         case .refuse(let error): return UpgradeResult.refused(asyncChannel, error)

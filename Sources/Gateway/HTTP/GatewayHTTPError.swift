@@ -1,6 +1,6 @@
 import ChatCore
-import Hummingbird
 import HTTPTypes
+import Hummingbird
 import NIOCore
 
 /// An HTTP error answered as `{"error": text, "code": code}` (plus `room` for `room_exists`).

@@ -1,6 +1,6 @@
 import ChatCore
-import Hummingbird
 import HTTPTypes
+import Hummingbird
 import NIOCore
 
 /// Every HTTP answer is JSON or a file: errors the router raises itself (no such route: 404, a body
@@ -24,7 +24,8 @@ struct HardeningMiddleware<Context: RequestContext>: RouterMiddleware {
             guard error.status == .notFound, let allowed = routes.methods(path: path), !allowed.contains(request.method) else { return nil }
             let list = allowed.map(\.rawValue).joined(separator: ", ")
             return GatewayHTTPError(
-                .methodNotAllowed, ChatError(.invalidRequest, "\(request.method) is not allowed on \(path.prefix(100)) (allowed: \(list))"),
+                .methodNotAllowed,
+                ChatError(.invalidRequest, "\(request.method) is not allowed on \(path.prefix(100)) (allowed: \(list))"),
                 headers: [.allow: list]
             )
         }
@@ -42,12 +43,15 @@ struct HardeningMiddleware<Context: RequestContext>: RouterMiddleware {
             throw error
         } catch let error as HTTPError {
             if let wrongMethod = wrongMethod(error) { throw wrongMethod }
-            let code: ChatErrorCode = switch error.status.code {
-            case 404: .notFound
-            case 500...: .internal
-            default: .invalidRequest
-            }
-            let text = error.status.code == 404 ? "no such endpoint: \(request.method) \(path.prefix(100))" : (error.body ?? error.status.reasonPhrase)
+            let code: ChatErrorCode =
+                switch error.status.code {
+                case 404: .notFound
+                case 500...: .internal
+                default: .invalidRequest
+                }
+            let text =
+                error.status.code == 404
+                ? "no such endpoint: \(request.method) \(path.prefix(100))" : (error.body ?? error.status.reasonPhrase)
             throw GatewayHTTPError(error.status, ChatError(code, text))
         }
         response.headers[.init("X-Content-Type-Options")!] = "nosniff"

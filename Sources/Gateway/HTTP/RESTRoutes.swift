@@ -10,7 +10,11 @@ enum REST {
         Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
     }
 
-    static func call<T: Decodable>(_ core: GatewayCore, _ endpoint: ChatNames.Endpoint, _ body: some Encodable) async throws(GatewayHTTPError) -> T {
+    static func call<T: Decodable>(
+        _ core: GatewayCore,
+        _ endpoint: ChatNames.Endpoint,
+        _ body: some Encodable
+    ) async throws(GatewayHTTPError) -> T {
         do {
             return try await core.chat.call(endpoint, body)
         } catch {
@@ -26,7 +30,10 @@ enum REST {
     /// gets 408 `Connection: close`, after which the connection closes (`RequestBodyDeadlineHandler`
     /// closes it a second later if nothing else did).
     static func body(of request: Request, upTo limit: Int, within timeout: Duration) async throws(GatewayHTTPError) -> ByteBuffer {
-        enum Outcome: Sendable { case body(ByteBuffer), tooLarge, unreadable, timedOut }
+        enum Outcome: Sendable {
+            case body(ByteBuffer)
+            case tooLarge, unreadable, timedOut
+        }
         let outcome = await withTaskGroup(of: Outcome.self) { group in
             group.addTask {
                 var request = request
@@ -56,8 +63,11 @@ enum REST {
         case .unreadable: throw GatewayHTTPError(.badRequest, ChatError(.invalidRequest, "request body could not be read"))
         case .timedOut:
             bodyTimeouts.increment()
-            throw GatewayHTTPError(.requestTimeout, ChatError(.invalidRequest, "request body not complete within \(timeout.inMilliseconds) ms"),
-                                   headers: [.connection: "close"])
+            throw GatewayHTTPError(
+                .requestTimeout,
+                ChatError(.invalidRequest, "request body not complete within \(timeout.inMilliseconds) ms"),
+                headers: [.connection: "close"]
+            )
         }
     }
 
@@ -100,7 +110,11 @@ func addRESTRoutes(to router: Router<GatewayRequestContext>, core: GatewayCore) 
         } catch {
             throw GatewayHTTPError(error)
         }
-        let result: ServiceAPI.HistoryResult = try await REST.call(core, .history, ServiceAPI.History(roomID: id.rawValue, limit: limit, before: before))
+        let result: ServiceAPI.HistoryResult = try await REST.call(
+            core,
+            .history,
+            ServiceAPI.History(roomID: id.rawValue, limit: limit, before: before)
+        )
         struct Body: Encodable {
             var room_id: RoomID
             var messages: [ChatMessage]

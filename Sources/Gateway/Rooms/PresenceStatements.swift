@@ -18,16 +18,20 @@ struct PresenceStatements: Sendable {
     func state(gatewayID: String, room: RoomID?, ids: [String], takenAt: ContinuousClock.Instant) async throws(ChatError) -> Int {
         let plan = ServiceAPI.PresenceSync.plan(ids, maxEntries: maxEntries)
         if plan.skipped > 0 {
-            logger.warning("presence sync: ids left out of the statement", metadata: [
-                "room_id": "\(room.map(\.rawValue) ?? "*")", "ids": "\(plan.skipped)",
-            ])
+            logger.warning(
+                "presence sync: ids left out of the statement",
+                metadata: [
+                    "room_id": "\(room.map(\.rawValue) ?? "*")", "ids": "\(plan.skipped)",
+                ]
+            )
         }
         var removed = 0
         var firstError: ChatError?
         for statement in plan.statements {
             let age = (ContinuousClock.now - takenAt).inMilliseconds
             guard age <= ServiceAPI.PresenceSync.maxSnapshotAgeMilliseconds else { break }  // would remove nothing
-            var request = room.map { ServiceAPI.PresenceSync(gatewayID: gatewayID, roomID: $0.rawValue, users: statement.ids) }
+            var request =
+                room.map { ServiceAPI.PresenceSync(gatewayID: gatewayID, roomID: $0.rawValue, users: statement.ids) }
                 ?? ServiceAPI.PresenceSync(gatewayID: gatewayID, rooms: statement.ids)
             request.partition = statement.partition
             request.snapshotAgeMilliseconds = max(0, age)

@@ -25,13 +25,23 @@ final class RoomHub: Sendable {
     let subscribeTimeout: Duration
     private let rooms = Mutex<[RoomID: Room]>([:])
 
-    init(connection: NATSConnection, chat: ChatServiceClient, logger: Logger, metrics: GatewayMetrics,
-         presenceSyncMaxEntries: Int = ServiceAPI.PresenceSync.maxEntries, subscribeTimeout: Duration = .seconds(5)) {
+    init(
+        connection: NATSConnection,
+        chat: ChatServiceClient,
+        logger: Logger,
+        metrics: GatewayMetrics,
+        presenceSyncMaxEntries: Int = ServiceAPI.PresenceSync.maxEntries,
+        subscribeTimeout: Duration = .seconds(5)
+    ) {
         self.subscribeTimeout = subscribeTimeout
         self.context = RoomContext(
-            connection: connection, chat: chat,
+            connection: connection,
+            chat: chat,
             presence: PresenceStatements(chat: chat, logger: logger, maxEntries: presenceSyncMaxEntries),
-            metrics: metrics, logger: logger, background: BackgroundWork())
+            metrics: metrics,
+            logger: logger,
+            background: BackgroundWork()
+        )
     }
 
     /// Runs the rooms' loops and background requests; cancelling it ends them all.
@@ -149,7 +159,10 @@ final class RoomHub: Sendable {
         do {
             let removed = try await context.presence.state(gatewayID: gatewayID, room: nil, ids: rooms, takenAt: takenAt)
             if removed > 0 {
-                context.logger.notice("presence sync: the chat-service removed members this gateway does not hold", metadata: ["members": "\(removed)"])
+                context.logger.notice(
+                    "presence sync: the chat-service removed members this gateway does not hold",
+                    metadata: ["members": "\(removed)"]
+                )
             }
         } catch {
             context.logger.warning("presence sync failed", metadata: [LogKey.error: "\(error)"])

@@ -117,7 +117,8 @@ final class RoomWorker: Sendable {
             let delivery = RoomSequencer<ClientConnection>.Delivery(
                 seq: message.headers[ChatNames.roomSeqHeader].flatMap(UInt64.init),
                 streamSeq: message.headers[ChatNames.streamSeqHeader].flatMap(UInt64.init) ?? 0,
-                payload: message.payload)
+                payload: message.payload
+            )
             await perform(state.sequencer.delivered(delivery), &state)
         case .typing(let message):
             let sender = message.headers[ChatNames.userHeader] ?? ""
@@ -125,7 +126,12 @@ final class RoomWorker: Sendable {
         case .add(let connection, let since, let joinSeq, let done):
             state.joins[connection.id] = done
             let actions = state.sequencer.memberAdded(
-                id: connection.id, userID: connection.userID.rawValue, client: connection, since: since, joinSeq: joinSeq)
+                id: connection.id,
+                userID: connection.userID.rawValue,
+                client: connection,
+                since: since,
+                joinSeq: joinSeq
+            )
             await perform(actions, &state)
         case .remove(let id):
             await perform(state.sequencer.memberRemoved(id: id), &state)
@@ -174,7 +180,10 @@ final class RoomWorker: Sendable {
             case .duplicateDropped:
                 context.metrics.duplicatesDropped.increment()
             case .gapUnfilled(let after, let through):
-                context.logger.warning("gap could not be filled", metadata: ["room_id": "\(room)", "after": "\(after)", "through": "\(through)"])
+                context.logger.warning(
+                    "gap could not be filled",
+                    metadata: ["room_id": "\(room)", "after": "\(after)", "through": "\(through)"]
+                )
             case .resyncAbandoned(let after):
                 context.logger.warning("resync after reconnect gave up", metadata: ["room_id": "\(room)", "after": "\(after)"])
             }
@@ -189,9 +198,15 @@ final class RoomWorker: Sendable {
         var failed = 0
         for (user, username) in users {
             do {
-                let _: ServiceAPI.JoinResult = try await context.chat.call(.join, ServiceAPI.Join(
-                    roomID: room.rawValue, userID: user.rawValue, username: username.rawValue, gatewayID: gatewayID
-                ))
+                let _: ServiceAPI.JoinResult = try await context.chat.call(
+                    .join,
+                    ServiceAPI.Join(
+                        roomID: room.rawValue,
+                        userID: user.rawValue,
+                        username: username.rawValue,
+                        gatewayID: gatewayID
+                    )
+                )
             } catch {
                 failed += 1
             }
@@ -204,7 +219,9 @@ final class RoomWorker: Sendable {
     private func history(after: UInt64, limit: Int) async -> [ChatMessage]? {
         do {
             let result: ServiceAPI.HistoryResult = try await context.chat.call(
-                .history, ServiceAPI.History(roomID: room.rawValue, limit: limit, after: after))
+                .history,
+                ServiceAPI.History(roomID: room.rawValue, limit: limit, after: after)
+            )
             return result.messages
         } catch {
             context.logger.warning("history fetch failed", metadata: ["room_id": "\(room)", "after": "\(after)", LogKey.error: "\(error)"])

@@ -30,7 +30,14 @@ struct ChatSession {
 
     func sendError(_ error: ChatError, clientMessageID: String? = nil, retryAfterMilliseconds: Int? = nil, roomID: String? = nil) {
         gateway.metrics.error(error.code).increment()
-        send(ServerFrame.error(error, clientMessageID: clientMessageID, retryAfterMilliseconds: retryAfterMilliseconds, roomID: roomID.map { String($0.prefix(64)) }))
+        send(
+            ServerFrame.error(
+                error,
+                clientMessageID: clientMessageID,
+                retryAfterMilliseconds: retryAfterMilliseconds,
+                roomID: roomID.map { String($0.prefix(64)) }
+            )
+        )
     }
 
     /// A binary message: the protocol is JSON text.
@@ -57,7 +64,10 @@ struct ChatSession {
             var clientMessageID: String?
             if case .message(_, _, let id) = frame { clientMessageID = id }
             if error.code == .internal || error.code == .unavailable {
-                logger.warning("request failed", metadata: ["type": "\(frame.type)", LogKey.errorCode: "\(error.code.rawValue)", LogKey.error: "\(error.error)"])
+                logger.warning(
+                    "request failed",
+                    metadata: ["type": "\(frame.type)", LogKey.errorCode: "\(error.code.rawValue)", LogKey.error: "\(error.error)"]
+                )
             }
             sendError(error, clientMessageID: clientMessageID, roomID: frame.roomID)
         }
@@ -85,7 +95,10 @@ struct ChatSession {
 
         case .leave(let text):
             let room = try joinedRoom(text)
-            let _: ServiceAPI.LeaveResult = try await chat.call(.leave, ServiceAPI.Leave(roomID: room.rawValue, userID: connection.userID.rawValue, reason: "leave"))
+            let _: ServiceAPI.LeaveResult = try await chat.call(
+                .leave,
+                ServiceAPI.Leave(roomID: room.rawValue, userID: connection.userID.rawValue, reason: "leave")
+            )
             detach(room)
             send(ServerFrame.left(roomID: room))
 
@@ -93,21 +106,37 @@ struct ChatSession {
             let room = try joinedRoom(text)
             if case .limited(let retryAfter) = bucket.take(now: .now) {
                 gateway.metrics.error(.rateLimited).increment()
-                send(ServerFrame.error(ChatError(.rateLimited, "too many messages; slow down"), clientMessageID: clientMessageID, retryAfterMilliseconds: retryAfter))
+                send(
+                    ServerFrame.error(
+                        ChatError(.rateLimited, "too many messages; slow down"),
+                        clientMessageID: clientMessageID,
+                        retryAfterMilliseconds: retryAfter
+                    )
+                )
                 return
             }
             let start = ContinuousClock.now
-            let ack: ServiceAPI.SendAck = try await chat.call(.send, ServiceAPI.Send(
-                roomID: room.rawValue, userID: connection.userID.rawValue, username: connection.username.rawValue,
-                content: content, clientMessageID: clientMessageID, ackOnly: true
-            ))
+            let ack: ServiceAPI.SendAck = try await chat.call(
+                .send,
+                ServiceAPI.Send(
+                    roomID: room.rawValue,
+                    userID: connection.userID.rawValue,
+                    username: connection.username.rawValue,
+                    content: content,
+                    clientMessageID: clientMessageID,
+                    ackOnly: true
+                )
+            )
             gateway.metrics.sendLatency.recordInterval(since: start)
             if let clientMessageID { send(ServerFrame.ack(clientMessageID: clientMessageID, ack)) }
 
         case .history(let text, let limit, let before):
             let room = try roomID(text)
             if let limit, limit < 1 { throw ChatError(.invalidRequest, "limit must be at least 1") }
-            let result: ServiceAPI.HistoryResult = try await chat.call(.history, ServiceAPI.History(roomID: room.rawValue, limit: limit, before: before))
+            let result: ServiceAPI.HistoryResult = try await chat.call(
+                .history,
+                ServiceAPI.History(roomID: room.rawValue, limit: limit, before: before)
+            )
             send(ServerFrame.history(result))
 
         case .members(let text):
@@ -135,13 +164,24 @@ struct ChatSession {
         }
     }
 
+    /// The join at the chat-service: idempotent (`joined: false` when already a member), it reports the
+    /// room's current last seq.
+    private func joinAtService(_ room: RoomID) async throws(ChatError) -> ServiceAPI.JoinResult {
+        try await chat.call(
+            .join,
+            ServiceAPI.Join(
+                roomID: room.rawValue,
+                userID: connection.userID.rawValue,
+                username: connection.username.rawValue,
+                gatewayID: gateway.configuration.presenceID
+            )
+        )
+    }
+
     private mutating func join(_ room: RoomID, since: UInt64?) async throws(ChatError) {
         if rooms.contains(room) {
             // Already joined: answer again so a client can re-sync, but change nothing.
-            // The join endpoint is idempotent (`joined: false`) and reports the room's current last seq.
-            let result: ServiceAPI.JoinResult = try await chat.call(.join, ServiceAPI.Join(
-                roomID: room.rawValue, userID: connection.userID.rawValue, username: connection.username.rawValue, gatewayID: gateway.configuration.presenceID
-            ))
+            let result = try await joinAtService(room)
             send(ServerFrame.joined(room: result.room, lastSeq: result.lastSeq))
             return
         }
@@ -156,9 +196,7 @@ struct ChatSession {
         }
         let result: ServiceAPI.JoinResult
         do {
-            result = try await chat.call(.join, ServiceAPI.Join(
-                roomID: room.rawValue, userID: connection.userID.rawValue, username: connection.username.rawValue, gatewayID: gateway.configuration.presenceID
-            ))
+            result = try await joinAtService(room)
         } catch {
             gateway.hub.release(room)
             throw error

@@ -36,7 +36,16 @@ public final class ClientConnection: Sendable {
     }
     private let outbox = Mutex(Outbox())
 
-    init(id: String, userID: UserID, username: Username, queueLimit: Int, channel: any Channel, output: WebSocketFrameOutput, logger: Logger, metrics: GatewayMetrics) {
+    init(
+        id: String,
+        userID: UserID,
+        username: Username,
+        queueLimit: Int,
+        channel: any Channel,
+        output: WebSocketFrameOutput,
+        logger: Logger,
+        metrics: GatewayMetrics
+    ) {
         self.id = id
         self.userID = userID
         self.username = username
@@ -141,7 +150,8 @@ public final class ClientConnection: Sendable {
             self.flush()
             _ = self.outbox.withLock { $0.lifecycle.advance(to: .closing) }
             self.channel.pipeline.fireUserInboundEventTriggered(
-                WebSocketCloseRequest(code: code, reason: reason, graceAfterWrite: timeout, deadline: timeout))
+                WebSocketCloseRequest(code: code, reason: reason, graceAfterWrite: timeout, deadline: timeout)
+            )
         }
     }
 
@@ -173,8 +183,13 @@ public final class ClientConnection: Sendable {
         // The frames not yet handed to the channel were dropped; the close frame goes straight behind
         // the ones in flight. A moment after it reached the kernel the client has it (and its close
         // reply is read by the handler).
-        channel.pipeline.fireUserInboundEventTriggered(WebSocketCloseRequest(
-            code: .policyViolation, reason: "slow consumer: outbound queue full",
-            graceAfterWrite: .seconds(1), deadline: Self.slowClientCloseTimeout))
+        channel.pipeline.fireUserInboundEventTriggered(
+            WebSocketCloseRequest(
+                code: .policyViolation,
+                reason: "slow consumer: outbound queue full",
+                graceAfterWrite: .seconds(1),
+                deadline: Self.slowClientCloseTimeout
+            )
+        )
     }
 }

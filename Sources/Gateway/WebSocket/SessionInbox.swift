@@ -36,8 +36,13 @@ final class SessionInbox: Sendable {
     /// Owns the drain tasks, so none outlives the gateway's shutdown.
     private let background: BackgroundWork
 
-    init(session: ChatSession, channel: any Channel, background: BackgroundWork, pauseAt: Int = 32,
-         onClosed: @escaping @Sendable () -> Void) {
+    init(
+        session: ChatSession,
+        channel: any Channel,
+        background: BackgroundWork,
+        pauseAt: Int = 32,
+        onClosed: @escaping @Sendable () -> Void
+    ) {
         self.state = Mutex(State(session: session))
         self.background = background
         self.channel = channel

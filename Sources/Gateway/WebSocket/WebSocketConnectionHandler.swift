@@ -72,7 +72,15 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
             // frame first this is an abnormal end; nothing more can be read, so the socket closes.
             context.close(promise: nil)
         case is ChannelShouldQuiesceEvent:
-            close(WebSocketCloseRequest(code: .goingAway, reason: "server shutting down", graceAfterWrite: closeTimeout, deadline: closeTimeout), context: context)
+            close(
+                WebSocketCloseRequest(
+                    code: .goingAway,
+                    reason: "server shutting down",
+                    graceAfterWrite: closeTimeout,
+                    deadline: closeTimeout
+                ),
+                context: context
+            )
         default:
             context.fireUserInboundEventTriggered(event)
         }
@@ -119,7 +127,13 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
 
     /// Writes our close frame; the socket closes when the peer's close frame arrives (`closeSocket`),
     /// `graceAfterWrite` after the frame reached the kernel, or at `deadline`.
-    private func writeClose(_ code: WebSocketErrorCode, reason: String?, graceAfterWrite: TimeAmount, deadline: TimeAmount, context: ChannelHandlerContext) {
+    private func writeClose(
+        _ code: WebSocketErrorCode,
+        reason: String?,
+        graceAfterWrite: TimeAmount,
+        deadline: TimeAmount,
+        context: ChannelHandlerContext
+    ) {
         let channel = context.channel
         client.closeFrameQueued()
         closeTimer = context.eventLoop.scheduleTask(in: deadline) { channel.close(promise: nil) }

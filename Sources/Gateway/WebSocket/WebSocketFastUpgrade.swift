@@ -42,8 +42,11 @@ final class WebSocketFastUpgrade: ChannelInboundHandler, RemovableChannelHandler
     private var done = false
 
     init(
-        decide: @escaping GatewayHTTPChannel.Decide, maxFrameSize: Int, logger: Logger,
-        result: EventLoopPromise<GatewayHTTPChannel.UpgradeResult>, fallback: @escaping Fallback
+        decide: @escaping GatewayHTTPChannel.Decide,
+        maxFrameSize: Int,
+        logger: Logger,
+        result: EventLoopPromise<GatewayHTTPChannel.UpgradeResult>,
+        fallback: @escaping Fallback
     ) {
         self.decide = decide
         self.maxFrameSize = maxFrameSize
@@ -122,7 +125,9 @@ final class WebSocketFastUpgrade: ChannelInboundHandler, RemovableChannelHandler
     private func accept(key: String, install: (any Channel) throws -> Void, rest: ByteBuffer, context: ChannelHandlerContext) {
         done = true
         buffered = nil
-        let response = "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nsec-websocket-accept: \(Self.acceptValue(key: key))\r\nconnection: upgrade\r\n\r\n"
+        let response =
+            "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n"
+            + "sec-websocket-accept: \(Self.acceptValue(key: key))\r\nconnection: upgrade\r\n\r\n"
         // Flushed after this event-loop turn: the `connected` frame `install` queues goes in the same write.
         context.write(wrapOutboundOut(ByteBuffer(string: response)), promise: nil)
         let channel = context.channel
@@ -192,7 +197,8 @@ final class WebSocketFastUpgrade: ChannelInboundHandler, RemovableChannelHandler
     private static let tokenCharacters: [Bool] = (0..<256).map { byte in
         let c = UInt8(byte)
         switch c {
-        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"): return true
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"):
+            return true
         default: return Array("!#$%&'*+-.^_`|~".utf8).contains(c)
         }
     }
@@ -226,13 +232,20 @@ final class WebSocketFastUpgrade: ChannelInboundHandler, RemovableChannelHandler
         guard let lineEnd = nextLineEnd(head, from: 0) else { return nil }
         let suffix: StaticString = " HTTP/1.1"
         guard lineEnd > 4 + suffix.utf8CodeUnitCount,
-              memcmp(head.baseAddress! + lineEnd - suffix.utf8CodeUnitCount, suffix.utf8Start, suffix.utf8CodeUnitCount) == 0 else { return nil }
+            memcmp(head.baseAddress! + lineEnd - suffix.utf8CodeUnitCount, suffix.utf8Start, suffix.utf8CodeUnitCount) == 0
+        else { return nil }
         let targetBytes = UnsafeRawBufferPointer(rebasing: head[4..<(lineEnd - suffix.utf8CodeUnitCount)])
         guard targetBytes.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else { return nil }
         var fields = HTTPFields()
         var host: String?
-        var key: String?, versionOK = false, upgradeOK = false, connectionOK = false
-        var keys = 0, versions = 0, upgrades = 0, count = 0
+        var key: String?
+        var versionOK = false
+        var upgradeOK = false
+        var connectionOK = false
+        var keys = 0
+        var versions = 0
+        var upgrades = 0
+        var count = 0
         var position = lineEnd + 2
         while position < head.count {
             guard let end = nextLineEnd(head, from: position) else { return nil }
@@ -256,11 +269,14 @@ final class WebSocketFastUpgrade: ChannelInboundHandler, RemovableChannelHandler
                 continue
             }
             if equalsLowercased(name, "sec-websocket-key") {
-                key = valueText; keys += 1
+                key = valueText
+                keys += 1
             } else if equalsLowercased(name, "sec-websocket-version") {
-                versionOK = valueText == "13"; versions += 1
+                versionOK = valueText == "13"
+                versions += 1
             } else if equalsLowercased(name, "upgrade") {
-                upgradeOK = equalsLowercased(value, "websocket"); upgrades += 1
+                upgradeOK = equalsLowercased(value, "websocket")
+                upgrades += 1
             } else if equalsLowercased(name, "connection") {
                 connectionOK = connectionOK || hasUpgradeToken(value)
             } else if equalsLowercased(name, "transfer-encoding") {

@@ -133,7 +133,10 @@ struct WebSocketStateMachine {
     }
 
     /// The socket closed.
-    mutating func closed() { state = .closed; fragments = nil }
+    mutating func closed() {
+        state = .closed
+        fragments = nil
+    }
 }
 
 extension ByteBuffer {

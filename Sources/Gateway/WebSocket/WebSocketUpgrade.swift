@@ -8,7 +8,8 @@ import ServiceSupport
 /// connection: its `ClientConnection`, `ChatSession` and `WebSocketConnectionHandler`.
 func webSocketUpgrade(core: GatewayCore) -> GatewayHTTPChannel.Decide {
     let limiter = ConnectionLimiter(
-        maxConnections: core.configuration.maxConnections, maxPerIP: core.configuration.maxConnectionsPerIP,
+        maxConnections: core.configuration.maxConnections,
+        maxPerIP: core.configuration.maxConnectionsPerIP,
         trustedProxies: core.configuration.trustedProxies
     )
     let configuration = core.configuration
@@ -23,27 +24,48 @@ func webSocketUpgrade(core: GatewayCore) -> GatewayHTTPChannel.Decide {
             let logger = connectionLogger
             let output = try WebSocketFrameOutput(channel: channel)
             let client = ClientConnection(
-                id: connectionID, userID: identity.userID, username: identity.username,
-                queueLimit: configuration.outboundQueueLimit, channel: channel, output: output, logger: logger, metrics: core.metrics
+                id: connectionID,
+                userID: identity.userID,
+                username: identity.username,
+                queueLimit: configuration.outboundQueueLimit,
+                channel: channel,
+                output: output,
+                logger: logger,
+                metrics: core.metrics
             )
-            let inbox = SessionInbox(session: ChatSession(connection: client, gateway: core), channel: channel, background: core.hub.context.background) {
+            let inbox = SessionInbox(
+                session: ChatSession(connection: client, gateway: core),
+                channel: channel,
+                background: core.hub.context.background
+            ) {
                 client.socketClosed()
                 core.unregister(client)
                 logger.info("client disconnected")
             }
-            try channel.pipeline.syncOperations.addHandler(WebSocketConnectionHandler(
-                client: client, inbox: inbox, output: output, maxMessageBytes: configuration.maxFrameBytes,
-                pingInterval: TimeAmount(configuration.pingInterval)
-            ))
+            try channel.pipeline.syncOperations.addHandler(
+                WebSocketConnectionHandler(
+                    client: client,
+                    inbox: inbox,
+                    output: output,
+                    maxMessageBytes: configuration.maxFrameBytes,
+                    pingInterval: TimeAmount(configuration.pingInterval)
+                )
+            )
             // `connected` is queued before the client is registered: from then on room-wide news
             // (`room_created`) can be queued for it too, and must not come first.
-            client.send(ServerFrame.connected(userID: identity.userID, username: identity.username.rawValue, gatewayID: configuration.gatewayID))
+            client.send(
+                ServerFrame.connected(userID: identity.userID, username: identity.username.rawValue, gatewayID: configuration.gatewayID)
+            )
             core.register(client)
             logger.info("client connected")
         }
     }
     /// The identity, then the connection limits; `accept` or the error to answer.
-    @Sendable func admit(_ request: Request, _ channel: any Channel, _ identify: () throws(GatewayHTTPError) -> Identity) -> GatewayHTTPChannel.Upgrade {
+    @Sendable func admit(
+        _ request: Request,
+        _ channel: any Channel,
+        _ identify: () throws(GatewayHTTPError) -> Identity
+    ) -> GatewayHTTPChannel.Upgrade {
         do throws(GatewayHTTPError) {
             let identity = try identify()
             try limiter.admit(request, channel: channel)  // MAX_CONNECTIONS(_PER_IP): ConnectionLimits.swift

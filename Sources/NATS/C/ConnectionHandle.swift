@@ -1,8 +1,9 @@
 import CNATS
+import Logging
+
 #if canImport(Glibc)
 import Glibc
 #endif
-import Logging
 
 /// Owns a `natsConnection*`.
 ///
@@ -88,25 +89,53 @@ final class ConnectionHandle: @unchecked Sendable {
         // The events object outlives every callback: it is retained once here and deliberately never released,
         // because libnats may still invoke the closed callback from its own thread after the Swift side let go.
         let closure = Unmanaged.passRetained(events).toOpaque()
-        try LibNATS.check(natsOptions_SetDisconnectedCB(options, { _, closure in
-            guard let closure else { return }
-            Unmanaged<ConnectionEvents>.fromOpaque(closure).takeUnretainedValue().emit(.disconnected)
-        }, closure), "set disconnected callback")
-        try LibNATS.check(natsOptions_SetReconnectedCB(options, { _, closure in
-            guard let closure else { return }
-            Unmanaged<ConnectionEvents>.fromOpaque(closure).takeUnretainedValue().emit(.reconnected)
-        }, closure), "set reconnected callback")
-        try LibNATS.check(natsOptions_SetClosedCB(options, { _, closure in
-            guard let closure else { return }
-            Unmanaged<ConnectionEvents>.fromOpaque(closure).takeUnretainedValue().emit(.closed)
-        }, closure), "set closed callback")
-        try LibNATS.check(natsOptions_SetErrorHandler(options, { _, subscription, status, closure in
-            guard let closure else { return }
-            let subject = subscription.flatMap { natsSubscription_GetSubject($0) }.map { String(cString: $0) }
-            let text = String(cString: natsStatus_GetText(status))
-            Unmanaged<ConnectionEvents>.fromOpaque(closure).takeUnretainedValue()
-                .asyncError(status: Int32(status.rawValue), text: text, subject: subject)
-        }, closure), "set error handler")
+        try LibNATS.check(
+            natsOptions_SetDisconnectedCB(
+                options,
+                { _, closure in
+                    guard let closure else { return }
+                    Unmanaged<ConnectionEvents>.fromOpaque(closure).takeUnretainedValue().emit(.disconnected)
+                },
+                closure
+            ),
+            "set disconnected callback"
+        )
+        try LibNATS.check(
+            natsOptions_SetReconnectedCB(
+                options,
+                { _, closure in
+                    guard let closure else { return }
+                    Unmanaged<ConnectionEvents>.fromOpaque(closure).takeUnretainedValue().emit(.reconnected)
+                },
+                closure
+            ),
+            "set reconnected callback"
+        )
+        try LibNATS.check(
+            natsOptions_SetClosedCB(
+                options,
+                { _, closure in
+                    guard let closure else { return }
+                    Unmanaged<ConnectionEvents>.fromOpaque(closure).takeUnretainedValue().emit(.closed)
+                },
+                closure
+            ),
+            "set closed callback"
+        )
+        try LibNATS.check(
+            natsOptions_SetErrorHandler(
+                options,
+                { _, subscription, status, closure in
+                    guard let closure else { return }
+                    let subject = subscription.flatMap { natsSubscription_GetSubject($0) }.map { String(cString: $0) }
+                    let text = String(cString: natsStatus_GetText(status))
+                    Unmanaged<ConnectionEvents>.fromOpaque(closure).takeUnretainedValue()
+                        .asyncError(status: Int32(status.rawValue), text: text, subject: subject)
+                },
+                closure
+            ),
+            "set error handler"
+        )
     }
 
     var status: ConnectionStatus {
@@ -135,7 +164,10 @@ final class ConnectionHandle: @unchecked Sendable {
             defer { LibNATS.destroy(msg) }
             try LibNATS.check(natsConnection_PublishMsg(pointer, msg), "publish to \(subject)")
         } else if let reply {
-            try LibNATS.check(natsConnection_PublishRequest(pointer, subject, reply, payload.baseAddress, Int32(payload.count)), "publish to \(subject)")
+            try LibNATS.check(
+                natsConnection_PublishRequest(pointer, subject, reply, payload.baseAddress, Int32(payload.count)),
+                "publish to \(subject)"
+            )
         } else {
             try LibNATS.check(natsConnection_Publish(pointer, subject, payload.baseAddress, Int32(payload.count)), "publish to \(subject)")
         }

@@ -1,5 +1,6 @@
 // Every call into libnats lives in this folder; the rest of the NATS module is plain Swift.
 import CNATS
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -99,7 +100,12 @@ enum LibNATS {
     }
 
     /// Builds a libnats message with headers; the caller publishes and destroys it.
-    static func makeMessage(subject: String, reply: String?, headers: NATSHeaders, payload: UnsafeRawBufferPointer) throws(NATSError) -> OpaquePointer {
+    static func makeMessage(
+        subject: String,
+        reply: String?,
+        headers: NATSHeaders,
+        payload: UnsafeRawBufferPointer
+    ) throws(NATSError) -> OpaquePointer {
         var msg: OpaquePointer? = nil
         let status = payload.withMemoryRebound(to: CChar.self) { bytes in
             natsMsg_Create(&msg, subject, reply, bytes.baseAddress, Int32(bytes.count))

@@ -1,4 +1,5 @@
 import CNATS
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -31,12 +32,19 @@ final class SubscriptionHandle: @unchecked Sendable {
 
     /// Subscribes with a C callback that runs `context.onMessage` on a libnats delivery thread.
     static func subscribe(
-        connection: ConnectionHandle, subject: String, queue: String?, pendingLimit: Int, context: SubscriptionContext
+        connection: ConnectionHandle,
+        subject: String,
+        queue: String?,
+        pendingLimit: Int,
+        context: SubscriptionContext
     ) throws(NATSError) -> SubscriptionHandle {
         let closure = Unmanaged.passRetained(context).toOpaque()
         let callback: natsMsgHandler = { _, _, msg, closure in
             guard let msg else { return }
-            guard let closure else { LibNATS.destroy(msg); return }
+            guard let closure else {
+                LibNATS.destroy(msg)
+                return
+            }
             let message = LibNATS.copyMessage(msg)
             LibNATS.destroy(msg)
             Unmanaged<SubscriptionContext>.fromOpaque(closure).takeUnretainedValue().onMessage(message)
@@ -52,11 +60,15 @@ final class SubscriptionHandle: @unchecked Sendable {
             Unmanaged<SubscriptionContext>.fromOpaque(closure).release()
             throw LibNATS.error(status, "subscribe to \(subject)")
         }
-        let completeStatus = natsSubscription_SetOnCompleteCB(subscription, { closure in
-            guard let closure else { return }
-            let context = Unmanaged<SubscriptionContext>.fromOpaque(closure).takeRetainedValue()
-            context.onComplete()
-        }, closure)
+        let completeStatus = natsSubscription_SetOnCompleteCB(
+            subscription,
+            { closure in
+                guard let closure else { return }
+                let context = Unmanaged<SubscriptionContext>.fromOpaque(closure).takeRetainedValue()
+                context.onComplete()
+            },
+            closure
+        )
         if completeStatus != NATS_OK {
             // Without an on-complete callback the context would leak; keep the leak rather than risk a use after free.
             natsSubscription_Destroy(subscription)

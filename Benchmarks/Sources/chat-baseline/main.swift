@@ -243,7 +243,15 @@ struct Session {
             let info = room.info
             room.state.withLock { s in
                 // Under the room's lock: every message after last_seq reaches this member, in order.
-                member.send(encode(Joined(room_id: room.id, room: RoomInfo(id: info.id, name: info.name, created_at: info.created_at, member_count: s.members.count + 1), last_seq: s.seq)))
+                member.send(
+                    encode(
+                        Joined(
+                            room_id: room.id,
+                            room: RoomInfo(id: info.id, name: info.name, created_at: info.created_at, member_count: s.members.count + 1),
+                            last_seq: s.seq
+                        )
+                    )
+                )
                 s.members[member.connectionID] = member
                 broadcast(notice, to: s.members.values)
             }
@@ -262,8 +270,18 @@ struct Session {
             let timestamp = Date().formatted(.iso8601)
             let seq: UInt64 = room.state.withLock { s in
                 s.seq += 1
-                let bytes = encode(MessageFrame(message_id: messageID, room_id: room.id, user_id: member.userID, username: member.username,
-                                                content: content, timestamp: timestamp, seq: s.seq, client_msg_id: frame.client_msg_id))
+                let bytes = encode(
+                    MessageFrame(
+                        message_id: messageID,
+                        room_id: room.id,
+                        user_id: member.userID,
+                        username: member.username,
+                        content: content,
+                        timestamp: timestamp,
+                        seq: s.seq,
+                        client_msg_id: frame.client_msg_id
+                    )
+                )
                 broadcast(bytes, to: s.members.values)
                 return s.seq
             }
@@ -352,14 +370,24 @@ struct BaselineContext: RequestContext, WebSocketRequestContext {
 }
 
 let router = Router(context: BaselineContext.self)
-router.get("health") { _, _ in Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: "{\"status\":\"ok\",\"service\":\"chat-baseline\"}"))) }
+router.get("health") { _, _ in
+    Response(
+        status: .ok,
+        headers: [.contentType: "application/json"],
+        body: .init(byteBuffer: ByteBuffer(string: "{\"status\":\"ok\",\"service\":\"chat-baseline\"}"))
+    )
+}
 router.get("api/v1/rooms") { _, _ -> Response in
     struct List: Encodable {
         var rooms: [RoomInfo]
         var total: Int
     }
     let all = rooms.all.map(\.info)
-    return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: encode(List(rooms: all, total: all.count))))
+    return Response(
+        status: .ok,
+        headers: [.contentType: "application/json"],
+        body: .init(byteBuffer: encode(List(rooms: all, total: all.count)))
+    )
 }
 router.post("api/v1/rooms") { request, context -> Response in
     struct Create: Decodable { var name: String }
@@ -371,12 +399,21 @@ router.post("api/v1/rooms") { request, context -> Response in
     var request = request
     let body = try await request.collectBody(upTo: 16 * 1024)
     guard let create = try? JSONDecoder().decode(Create.self, from: Data(buffer: body)),
-          !create.name.trimmingCharacters(in: .whitespaces).isEmpty, create.name.count <= 64 else {
-        return Response(status: .badRequest, headers: [.contentType: "application/json"], body: .init(byteBuffer: errorFrame("name_invalid", "room names are 1-64 characters")))
+        !create.name.trimmingCharacters(in: .whitespaces).isEmpty, create.name.count <= 64
+    else {
+        return Response(
+            status: .badRequest,
+            headers: [.contentType: "application/json"],
+            body: .init(byteBuffer: errorFrame("name_invalid", "room names are 1-64 characters"))
+        )
     }
     let (room, created) = rooms.create(name: create.name)
     if !created {
-        return Response(status: .conflict, headers: [.contentType: "application/json"], body: .init(byteBuffer: encode(Exists(error: "a room with that name exists", code: "room_exists", room: room.info))))
+        return Response(
+            status: .conflict,
+            headers: [.contentType: "application/json"],
+            body: .init(byteBuffer: encode(Exists(error: "a room with that name exists", code: "room_exists", room: room.info)))
+        )
     }
     return Response(status: .created, headers: [.contentType: "application/json"], body: .init(byteBuffer: encode(room.info)))
 }
@@ -385,8 +422,13 @@ router.ws("/ws") { request, _ in
     return .upgrade([:])
 } onUpgrade: { inbound, outbound, context in
     let username = context.request.uri.queryParameters["username"].map(String.init) ?? "anonymous"
-    let member = Member(connectionID: nextConnection.add(1, ordering: .relaxed).newValue, userID: UUID().uuidString.lowercased(),
-                        username: username, outbound: Outbound(), channel: directWrites ? context.requestContext.channel : nil)
+    let member = Member(
+        connectionID: nextConnection.add(1, ordering: .relaxed).newValue,
+        userID: UUID().uuidString.lowercased(),
+        username: username,
+        outbound: Outbound(),
+        channel: directWrites ? context.requestContext.channel : nil
+    )
     member.send(encode(["type": "connected", "user_id": member.userID, "username": username, "gateway_id": "baseline"]))
     try await withThrowingTaskGroup(of: Void.self) { group in
         group.addTask {
@@ -418,7 +460,14 @@ let app = Application(
     router: router,
     server: .http1WebSocketUpgrade(
         webSocketRouter: router,
-        configuration: .init(ws: WebSocketServerConfiguration(maxFrameSize: 16384, autoPing: .enabled(timePeriod: .seconds(15)), closeTimeout: .seconds(2), validateUTF8: true))
+        configuration: .init(
+            ws: WebSocketServerConfiguration(
+                maxFrameSize: 16384,
+                autoPing: .enabled(timePeriod: .seconds(15)),
+                closeTimeout: .seconds(2),
+                validateUTF8: true
+            )
+        )
     ),
     configuration: .init(address: .hostname(listenHost, port: listenPort), serverName: "chat-baseline"),
     onServerRunning: { channel in

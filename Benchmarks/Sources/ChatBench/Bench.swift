@@ -37,47 +37,47 @@ public struct Options: Sendable {
     public var strict: Bool?
 
     public static let usage = """
-    usage: chat-bench SCENARIO [options]
+        usage: chat-bench SCENARIO [options]
 
-    Load generator for any server speaking the seed chat WebSocket protocol (nats-chat's gateway,
-    chat-baseline). Scenarios (defaults in brackets):
-      smoke        2 rooms x 5 members, 2 senders per room, 10 msgs/s per room for 3 s; exits 1 on any
-                   loss, duplicate, reorder, error or unexpected close
-      latency      10 rooms x 50 members, 10 senders per room, 100 msgs/s per room for 20 s
-      fanout       10 rooms x 100 members, every member sends; steps --rates (msgs/s per room)
-                   [10,20,30,40,50,60,80,100,...,400] of --duration [10] s each until p99 >
-                   --p99-limit-ms [50] or any loss/error; reports the highest step that held
-      connections  --connections [20000] idle connections joined round-robin to --rooms [100]:
-                   connect rate, join rate, gateway RSS per connection (--gateway-pid), idle CPU
-      send         --connections [100] senders, one per room of --rooms [100]: saturation with
-                   --window [32] unacked per sender, then --rates (total msgs/s) [1000,2000,5000,10000]
-                   upwards until one is not sustained; reports the highest rate that held: ack p99 ≤
-                   --p99-limit-ms [20], ≥ 90 % of the rate answered, no loss, no errors
-      history      one room filled with --fill [10000] messages, then --requests [200] sequential
-                   history requests for the newest page and for a deep page (limit 50)
+        Load generator for any server speaking the seed chat WebSocket protocol (nats-chat's gateway,
+        chat-baseline). Scenarios (defaults in brackets):
+          smoke        2 rooms x 5 members, 2 senders per room, 10 msgs/s per room for 3 s; exits 1 on any
+                       loss, duplicate, reorder, error or unexpected close
+          latency      10 rooms x 50 members, 10 senders per room, 100 msgs/s per room for 20 s
+          fanout       10 rooms x 100 members, every member sends; steps --rates (msgs/s per room)
+                       [10,20,30,40,50,60,80,100,...,400] of --duration [10] s each until p99 >
+                       --p99-limit-ms [50] or any loss/error; reports the highest step that held
+          connections  --connections [20000] idle connections joined round-robin to --rooms [100]:
+                       connect rate, join rate, gateway RSS per connection (--gateway-pid), idle CPU
+          send         --connections [100] senders, one per room of --rooms [100]: saturation with
+                       --window [32] unacked per sender, then --rates (total msgs/s) [1000,2000,5000,10000]
+                       upwards until one is not sustained; reports the highest rate that held: ack p99 ≤
+                       --p99-limit-ms [20], ≥ 90 % of the rate answered, no loss, no errors
+          history      one room filled with --fill [10000] messages, then --requests [200] sequential
+                       history requests for the newest page and for a deep page (limit 50)
 
-    options:
-      --url ws://HOST:PORT/ws    WebSocket endpoint [ws://127.0.0.1:3000/ws]
-      --api http://HOST:PORT     REST base for POST /api/v1/rooms [same host and port as --url]
-      --label NAME               name of the server in the output (e.g. nats-chat, baseline)
-      --threads N                client event loops [2]
-      --json FILE                also write the results as JSON
-      --pid NAME=PID             report CPU% and RSS of this process per phase (repeatable)
-      --gateway-pid PID          same as --pid gateway=PID; used for RSS per connection
-      --source-addresses N       spread connections over 127.0.0.2 ... 127.0.0.(N+1) [0: no bind]
-      --rooms R --members M --senders S (per room) --rate X (msgs/s per room) --duration SECONDS
-      --rates A,B,C              step rates (fanout: per room; send: total)
-      --connections N --concurrency C [200] (connects in flight) --join-concurrency C [100]
-      --idle-seconds S [10]      connections: how long to measure idle CPU
-      --window W                 send: closed-loop saturation window per sender [32]
-      --padding BYTES            extra content bytes per message [16]
-      --no-client-msg-id         send seed-style messages without client_msg_id (no acks)
-      --drain-seconds S [15]     how long to wait for the last deliveries after a phase
-      --deadline S [1200]        hard limit for the whole run (exit 3)
-      --fill N --requests K      history scenario sizes
-      --deep-before SEQ          history: the deep page is the one before SEQ [half the room's messages]
-      --strict / --no-strict     exit 1 on any correctness violation [on, except fanout]
-    """
+        options:
+          --url ws://HOST:PORT/ws    WebSocket endpoint [ws://127.0.0.1:3000/ws]
+          --api http://HOST:PORT     REST base for POST /api/v1/rooms [same host and port as --url]
+          --label NAME               name of the server in the output (e.g. nats-chat, baseline)
+          --threads N                client event loops [2]
+          --json FILE                also write the results as JSON
+          --pid NAME=PID             report CPU% and RSS of this process per phase (repeatable)
+          --gateway-pid PID          same as --pid gateway=PID; used for RSS per connection
+          --source-addresses N       spread connections over 127.0.0.2 ... 127.0.0.(N+1) [0: no bind]
+          --rooms R --members M --senders S (per room) --rate X (msgs/s per room) --duration SECONDS
+          --rates A,B,C              step rates (fanout: per room; send: total)
+          --connections N --concurrency C [200] (connects in flight) --join-concurrency C [100]
+          --idle-seconds S [10]      connections: how long to measure idle CPU
+          --window W                 send: closed-loop saturation window per sender [32]
+          --padding BYTES            extra content bytes per message [16]
+          --no-client-msg-id         send seed-style messages without client_msg_id (no acks)
+          --drain-seconds S [15]     how long to wait for the last deliveries after a phase
+          --deadline S [1200]        hard limit for the whole run (exit 3)
+          --fill N --requests K      history scenario sizes
+          --deep-before SEQ          history: the deep page is the one before SEQ [half the room's messages]
+          --strict / --no-strict     exit 1 on any correctness violation [on, except fanout]
+        """
 
     public static func parse(_ arguments: [String]) throws -> Options {
         var o = Options()
@@ -103,7 +103,9 @@ public struct Options: Sendable {
             case "--json": o.json = try value(a)
             case "--pid":
                 let v = try value(a)
-                guard let eq = v.firstIndex(of: "="), let pid = Int32(v[v.index(after: eq)...]) else { throw BenchError("--pid wants NAME=PID") }
+                guard let eq = v.firstIndex(of: "="), let pid = Int32(v[v.index(after: eq)...]) else {
+                    throw BenchError("--pid wants NAME=PID")
+                }
                 o.pids.append((String(v[..<eq]), pid))
             case "--gateway-pid":
                 guard let pid = Int32(try value(a)) else { throw BenchError("--gateway-pid wants a PID") }
@@ -115,7 +117,9 @@ public struct Options: Sendable {
             case "--rate": o.rate = try double(a)
             case "--rates":
                 let list = try value(a).split(separator: ",").map { Double($0) }
-                guard !list.isEmpty, list.allSatisfy({ $0 != nil && $0! > 0 }) else { throw BenchError("--rates wants positive numbers, comma-separated") }
+                guard !list.isEmpty, list.allSatisfy({ $0 != nil && $0! > 0 }) else {
+                    throw BenchError("--rates wants positive numbers, comma-separated")
+                }
                 o.rates = list.map { $0! }
             case "--duration": o.duration = try double(a)
             case "--p99-limit-ms":
@@ -188,8 +192,14 @@ public final class Bench: @unchecked Sendable {
         runID = String(UInt64.random(in: 0..<UInt64(1) << 40), radix: 36)
         var load = (try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8)) ?? ""
         load = load.split(separator: " ").prefix(3).joined(separator: " ")
-        report = BenchReport(scenario: options.scenario, label: options.label ?? "\(target.host):\(target.port)", url: options.url,
-                             startedAt: Date().formatted(.iso8601), host: ProcessInfo.processInfo.hostName, loadAverage: load)
+        report = BenchReport(
+            scenario: options.scenario,
+            label: options.label ?? "\(target.host):\(target.port)",
+            url: options.url,
+            startedAt: Date().formatted(.iso8601),
+            host: ProcessInfo.processInfo.hostName,
+            loadAverage: load
+        )
     }
 
     // MARK: helpers
@@ -282,7 +292,10 @@ public final class Bench: @unchecked Sendable {
                 let now = monotonicNanos()
                 if now - lastLog > 2_000_000_000 {
                     lastLog = now
-                    log("  connecting: \(opened.count) open, \(outcome.failed) failed, \(Table.format(Double(opened.count) / (Double(now - start) / 1e9), 0))/s")
+                    log(
+                        "  connecting: \(opened.count) open, \(outcome.failed) failed, "
+                            + "\(Table.format(Double(opened.count) / (Double(now - start) / 1e9), 0))/s"
+                    )
                 }
                 if next < count, now - start < UInt64(options.deadline * 1e9) { add() }
             }
@@ -361,7 +374,10 @@ public final class Bench: @unchecked Sendable {
         let total = rooms * members
         log("connecting \(total) clients to \(options.url)")
         let connected = await connectAll(total, concurrency: options.concurrency)
-        log("connected \(connected.connected) in \(Table.format(connected.seconds, 2)) s (\(Table.format(Double(connected.connected) / max(connected.seconds, 1e-9), 0))/s)")
+        log(
+            "connected \(connected.connected) in \(Table.format(connected.seconds, 2)) s "
+                + "(\(Table.format(Double(connected.connected) / max(connected.seconds, 1e-9), 0))/s)"
+        )
         guard connected.failed == 0 else { throw BenchError("\(connected.failed) connections failed: \(connected.firstError ?? "")") }
         let joined = await joinAll(room: { $0 / members }, concurrency: options.joinConcurrency)
         log("joined \(joined.joined) in \(Table.format(joined.seconds, 2)) s")
@@ -389,7 +405,9 @@ public final class Bench: @unchecked Sendable {
         for c in try await onShards({ shard -> Checks in
             var c = Checks()
             for conn in shard.connections {
-                if conn.roomIndex >= 0, conn.roomIndex < finals.count { c.missing += max(0, conn.missing(finalSeq: finals[conn.roomIndex])) }
+                if conn.roomIndex >= 0, conn.roomIndex < finals.count {
+                    c.missing += max(0, conn.missing(finalSeq: finals[conn.roomIndex]))
+                }
                 c.duplicates += conn.duplicates
                 c.reordered += conn.reordered
                 c.stale += conn.stale
@@ -412,9 +430,19 @@ public final class Bench: @unchecked Sendable {
 
     /// Sends for `duration` seconds (open loop at `ratePerSender`, or closed loop with `window`), then
     /// waits for the last acks and deliveries and checks every receiver.
-    func phase(_ name: String, rooms: Int, members: Int, ratePerSender: Double, window: Int, duration: Double, stopAfterAcks: UInt64? = nil) async throws -> PhaseResult {
+    func phase(
+        _ name: String,
+        rooms: Int,
+        members: Int,
+        ratePerSender: Double,
+        window: Int,
+        duration: Double,
+        stopAfterAcks: UInt64? = nil
+    ) async throws -> PhaseResult {
         _ = try await onShards { $0.resetStats() }
-        let senderIndexes = try await onShards { shard in shard.connections.filter { $0.isSender && $0.isActive }.map(\.index) }.flatMap { $0 }.sorted()
+        let senderIndexes = try await onShards { shard in shard.connections.filter { $0.isSender && $0.isActive }.map(\.index) }.flatMap {
+            $0
+        }.sorted()
         var offsets: [Int: UInt64] = [:]
         if ratePerSender > 0 {
             for (k, index) in senderIndexes.enumerated() {
@@ -442,9 +470,21 @@ public final class Bench: @unchecked Sendable {
             let t = monotonicNanos()
             let dt = Double(t - lastPrint) / 1e9
             let p99 = s.intervalLatency.totalCount > 0 ? Double(s.intervalLatency.valueAtPercentile(99)) / 1000 : 0
-            log(String(format: "  [%@ %5.1fs] sent %llu (%@/s) acks %llu delivered %llu (%@/s) p99 %.2f ms errors %d closed %d",
-                       name, Double(t - start) / 1e9, s.sent, Table.rate(Double(s.sent - lastSent) / dt), s.acks, s.delivered,
-                       Table.rate(Double(s.delivered - lastDelivered) / dt), p99, s.errors.values.reduce(0, +), s.unexpectedCloses))
+            log(
+                String(
+                    format: "  [%@ %5.1fs] sent %llu (%@/s) acks %llu delivered %llu (%@/s) p99 %.2f ms errors %d closed %d",
+                    name,
+                    Double(t - start) / 1e9,
+                    s.sent,
+                    Table.rate(Double(s.sent - lastSent) / dt),
+                    s.acks,
+                    s.delivered,
+                    Table.rate(Double(s.delivered - lastDelivered) / dt),
+                    p99,
+                    s.errors.values.reduce(0, +),
+                    s.unexpectedCloses
+                )
+            )
             lastPrint = t
             lastDelivered = s.delivered
             lastSent = s.sent
@@ -466,13 +506,28 @@ public final class Bench: @unchecked Sendable {
         let final = try await snapshot()
         let seconds = Double(sendEnd - start) / 1e9
         var result = PhaseResult(
-            scenario: options.scenario, label: name, server: label, rooms: rooms, membersPerRoom: members, senders: senderIndexes.count,
-            targetRate: ratePerSender * Double(senderIndexes.count), window: window, seconds: seconds,
-            sent: final.sent, acks: final.acks, sendErrors: final.sendErrors, delivered: final.delivered,
-            sentPerSecond: Double(atEnd.sent) / seconds, acksPerSecond: Double(atEnd.acks) / seconds,
+            scenario: options.scenario,
+            label: name,
+            server: label,
+            rooms: rooms,
+            membersPerRoom: members,
+            senders: senderIndexes.count,
+            targetRate: ratePerSender * Double(senderIndexes.count),
+            window: window,
+            seconds: seconds,
+            sent: final.sent,
+            acks: final.acks,
+            sendErrors: final.sendErrors,
+            delivered: final.delivered,
+            sentPerSecond: Double(atEnd.sent) / seconds,
+            acksPerSecond: Double(atEnd.acks) / seconds,
             deliveredPerSecond: Double(atEnd.delivered) / seconds,
-            latency: Percentiles(final.latency), ackLatency: Percentiles(final.ackLatency), checks: checks,
-            errors: final.errors, processes: ProcessUsage.between(before, after), held: nil
+            latency: Percentiles(final.latency),
+            ackLatency: Percentiles(final.ackLatency),
+            checks: checks,
+            errors: final.errors,
+            processes: ProcessUsage.between(before, after),
+            held: nil
         )
         result.checks.unexpectedCloses = final.unexpectedCloses
         let servers = result.processes.filter { $0.name != "chat-bench" && $0.name != "machine" }
@@ -481,9 +536,19 @@ public final class Bench: @unchecked Sendable {
             result.serverCPUPercent = cpu
             if atEnd.delivered > 0 { result.serverMicrosPerDelivery = cpu / 100 * seconds * 1e6 / Double(atEnd.delivered) }
         }
-        log(String(format: "  %@: %@ deliveries/s, p50 %.2f ms, p99 %.2f ms, missing %d, dup %d, reordered %d, errors %d",
-                   name, Table.rate(result.deliveredPerSecond), result.latency.p50, result.latency.p99,
-                   checks.missing, checks.duplicates, checks.reordered, final.errors.values.reduce(0, +)))
+        log(
+            String(
+                format: "  %@: %@ deliveries/s, p50 %.2f ms, p99 %.2f ms, missing %d, dup %d, reordered %d, errors %d",
+                name,
+                Table.rate(result.deliveredPerSecond),
+                result.latency.p50,
+                result.latency.p99,
+                checks.missing,
+                checks.duplicates,
+                checks.reordered,
+                final.errors.values.reduce(0, +)
+            )
+        )
         return result
     }
 
@@ -496,15 +561,34 @@ public final class Bench: @unchecked Sendable {
 
     public func run() async throws -> Bool {
         switch options.scenario {
-        case "smoke": try await runRooms(rooms: options.rooms ?? 2, members: options.members ?? 5, senders: options.senders ?? 2,
-                                         rates: [options.rate ?? 10], duration: options.duration ?? 3, stepping: false)
-        case "latency": try await runRooms(rooms: options.rooms ?? 10, members: options.members ?? 50, senders: options.senders ?? 10,
-                                           rates: [options.rate ?? 100], duration: options.duration ?? 20, stepping: false)
+        case "smoke":
+            try await runRooms(
+                rooms: options.rooms ?? 2,
+                members: options.members ?? 5,
+                senders: options.senders ?? 2,
+                rates: [options.rate ?? 10],
+                duration: options.duration ?? 3,
+                stepping: false
+            )
+        case "latency":
+            try await runRooms(
+                rooms: options.rooms ?? 10,
+                members: options.members ?? 50,
+                senders: options.senders ?? 10,
+                rates: [options.rate ?? 100],
+                duration: options.duration ?? 20,
+                stepping: false
+            )
         case "fanout":
             let members = options.members ?? 100
-            try await runRooms(rooms: options.rooms ?? 10, members: members, senders: options.senders ?? members,
-                               rates: options.rates ?? options.rate.map { [$0] } ?? [10, 20, 30, 40, 50, 60, 80, 100, 120, 150, 200, 300, 400],
-                               duration: options.duration ?? 10, stepping: true)
+            try await runRooms(
+                rooms: options.rooms ?? 10,
+                members: members,
+                senders: options.senders ?? members,
+                rates: options.rates ?? options.rate.map { [$0] } ?? [10, 20, 30, 40, 50, 60, 80, 100, 120, 150, 200, 300, 400],
+                duration: options.duration ?? 10,
+                stepping: true
+            )
         case "connections": try await runConnections()
         case "send": try await runSend()
         case "history": try await runHistory()
@@ -528,10 +612,22 @@ public final class Bench: @unchecked Sendable {
         let strict = options.strict ?? !stepping
         for rate in rates {
             let name = stepping ? "\(Int(rate))/s/room" : "\(options.scenario) \(Int(rate))/s/room"
-            var result = try await phase(name, rooms: rooms, members: members, ratePerSender: rate / Double(senders), window: 0, duration: duration)
+            var result = try await phase(
+                name,
+                rooms: rooms,
+                members: members,
+                ratePerSender: rate / Double(senders),
+                window: 0,
+                duration: duration
+            )
             let errors = result.errors.values.reduce(0, +)
             if stepping {
-                result.held = result.holds(p99: result.latency.p99, limit: options.p99Limit, achieved: result.deliveredPerSecond, offered: rate * Double(rooms * members))
+                result.held = result.holds(
+                    p99: result.latency.p99,
+                    limit: options.p99Limit,
+                    achieved: result.deliveredPerSecond,
+                    offered: rate * Double(rooms * members)
+                )
             }
             report.phases.append(result)
             if strict, result.checks.violations > 0 || errors > 0 { report.ok = false }
@@ -558,16 +654,36 @@ public final class Bench: @unchecked Sendable {
         // one is not sustained; an overloaded phase would leave a backlog that spoils the next one.
         if options.clientMessageIDs {
             let window = options.window ?? 32
-            let result = try await phase("send saturation (window \(window))", rooms: rooms, members: members, ratePerSender: 0, window: window, duration: duration)
+            let result = try await phase(
+                "send saturation (window \(window))",
+                rooms: rooms,
+                members: members,
+                ratePerSender: 0,
+                window: window,
+                duration: duration
+            )
             report.phases.append(result)
             if strict, result.checks.violations > 0 { report.ok = false }
         }
         for rate in options.rates ?? [1000, 2000, 5000, 10000] {
-            var result = try await phase("send \(Int(rate))/s", rooms: rooms, members: members, ratePerSender: rate / Double(n), window: 0, duration: duration)
+            var result = try await phase(
+                "send \(Int(rate))/s",
+                rooms: rooms,
+                members: members,
+                ratePerSender: rate / Double(n),
+                window: 0,
+                duration: duration
+            )
             // Held: answered (acks; deliveries without client_msg_id) at the rate within the p99 limit.
-            result.held = options.clientMessageIDs
+            result.held =
+                options.clientMessageIDs
                 ? result.holds(p99: result.ackLatency.p99, limit: options.p99Limit, achieved: result.acksPerSecond, offered: rate)
-                : result.holds(p99: result.latency.p99, limit: options.p99Limit, achieved: result.deliveredPerSecond, offered: rate * Double(members))
+                : result.holds(
+                    p99: result.latency.p99,
+                    limit: options.p99Limit,
+                    achieved: result.deliveredPerSecond,
+                    offered: rate * Double(members)
+                )
             if result.held == true, (report.best?.targetRate ?? 0) < result.targetRate { report.best = result }
             report.phases.append(result)
             if strict, result.checks.violations > 0 { report.ok = false }
@@ -587,9 +703,15 @@ public final class Bench: @unchecked Sendable {
         let connectStart = sampleProcesses()
         let connected = await connectAll(n, concurrency: options.concurrency)
         let connectEnd = sampleProcesses()
-        log("connected \(connected.connected) in \(Table.format(connected.seconds, 2)) s, \(connected.failed) failed\(connected.firstError.map { " (first: \($0))" } ?? "")")
+        log(
+            "connected \(connected.connected) in \(Table.format(connected.seconds, 2)) s, \(connected.failed) failed"
+                + (connected.firstError.map { " (first: \($0))" } ?? "")
+        )
         let joined = await joinAll(room: { $0 % rooms }, concurrency: options.joinConcurrency)
-        log("joined \(joined.joined) in \(Table.format(joined.seconds, 2)) s, \(joined.failed) failed\(joined.firstError.map { " (first: \($0))" } ?? "")")
+        log(
+            "joined \(joined.joined) in \(Table.format(joined.seconds, 2)) s, \(joined.failed) failed"
+                + (joined.firstError.map { " (first: \($0))" } ?? "")
+        )
         // Let presence notices drain, then measure idle.
         var previous: UInt64 = 0
         for _ in 0..<60 {
@@ -606,11 +728,22 @@ public final class Bench: @unchecked Sendable {
         var checks = try await self.checks(finals: [UInt64](repeating: 0, count: rooms))
         checks.unexpectedCloses = snapshot.unexpectedCloses
         var result = ConnectionsResult(
-            label: label, server: label, connections: n, connected: connected.connected, connectFailures: connected.failed,
-            connectSeconds: connected.seconds, connectsPerSecond: Double(connected.connected) / max(connected.seconds, 1e-9),
-            rooms: rooms, joined: joined.joined, joinFailures: joined.failed, joinSeconds: joined.seconds,
+            label: label,
+            server: label,
+            connections: n,
+            connected: connected.connected,
+            connectFailures: connected.failed,
+            connectSeconds: connected.seconds,
+            connectsPerSecond: Double(connected.connected) / max(connected.seconds, 1e-9),
+            rooms: rooms,
+            joined: joined.joined,
+            joinFailures: joined.failed,
+            joinSeconds: joined.seconds,
             joinsPerSecond: Double(joined.joined) / max(joined.seconds, 1e-9),
-            idleSeconds: options.idleSeconds, idleProcesses: ProcessUsage.between(idleStart, idleEnd), checks: checks, errors: snapshot.errors
+            idleSeconds: options.idleSeconds,
+            idleProcesses: ProcessUsage.between(idleStart, idleEnd),
+            checks: checks,
+            errors: snapshot.errors
         )
         result.connectProcesses = ProcessUsage.between(connectStart, connectEnd)
         if let gateway, let gatewayAfter {
@@ -619,7 +752,7 @@ public final class Bench: @unchecked Sendable {
             result.gatewayKiBPerConnection = Double(gatewayAfter.rssKiB - gateway.rssKiB) / Double(max(1, connected.connected))
         }
         report.connections = result
-        if (options.strict ?? true), connected.failed > 0 || joined.failed > 0 || checks.unexpectedCloses > 0 { report.ok = false }
+        if options.strict ?? true, connected.failed > 0 || joined.failed > 0 || checks.unexpectedCloses > 0 { report.ok = false }
     }
 
     func runHistory() async throws {
@@ -632,7 +765,15 @@ public final class Bench: @unchecked Sendable {
         _ = try await onShards { shard in shard.connections.forEach { $0.isSender = true } }
         if fill > 0 {
             log("filling the room with \(fill) messages")
-            let result = try await phase("fill", rooms: 1, members: 1, ratePerSender: 0, window: options.window ?? 64, duration: options.deadline, stopAfterAcks: UInt64(fill))
+            let result = try await phase(
+                "fill",
+                rooms: 1,
+                members: 1,
+                ratePerSender: 0,
+                window: options.window ?? 64,
+                duration: options.deadline,
+                stopAfterAcks: UInt64(fill)
+            )
             report.phases.append(result)
         }
         let total = try await finalSeqs()[0]
@@ -650,7 +791,15 @@ public final class Bench: @unchecked Sendable {
         let deepBefore: UInt64 = options.deepBefore ?? max(51, total / 2)
         let newest = try await measure(before: nil)
         let deep = try await measure(before: deepBefore)
-        report.history = HistoryResult(label: label, server: label, roomMessages: total, requests: options.requests, newest: newest, deep: deep, deepBefore: deepBefore)
+        report.history = HistoryResult(
+            label: label,
+            server: label,
+            roomMessages: total,
+            requests: options.requests,
+            newest: newest,
+            deep: deep,
+            deepBefore: deepBefore
+        )
     }
 
     func printReport() {
@@ -663,13 +812,19 @@ public final class Bench: @unchecked Sendable {
         let limit = String(format: "%g", options.p99Limit)
         switch (options.scenario, report.best) {
         case ("fanout", let best?):
-            out += "\nfanout: highest step that held (p99 ≤ \(limit) ms, no loss, no errors): \(best.label) = \(Table.rate(best.deliveredPerSecond)) deliveries/s, p99 \(Table.format(best.latency.p99, 2)) ms\n"
+            out +=
+                "\nfanout: highest step that held (p99 ≤ \(limit) ms, no loss, no errors): \(best.label) = "
+                + "\(Table.rate(best.deliveredPerSecond)) deliveries/s, p99 \(Table.format(best.latency.p99, 2)) ms\n"
         case ("fanout", nil):
             out += "\nfanout: no step held\n"
         case ("send", let best?) where options.clientMessageIDs:
-            out += "\nsend: highest fixed rate that held (ack p99 ≤ \(limit) ms, ≥ 90 % answered, no loss, no errors): \(best.label) = \(Table.rate(best.acksPerSecond)) acks/s, ack p99 \(Table.format(best.ackLatency.p99, 2)) ms\n"
+            out +=
+                "\nsend: highest fixed rate that held (ack p99 ≤ \(limit) ms, ≥ 90 % answered, no loss, no errors): "
+                + "\(best.label) = \(Table.rate(best.acksPerSecond)) acks/s, ack p99 \(Table.format(best.ackLatency.p99, 2)) ms\n"
         case ("send", let best?):
-            out += "\nsend: highest fixed rate that held (p99 ≤ \(limit) ms, ≥ 90 % delivered, no loss, no errors): \(best.label) = \(Table.rate(best.deliveredPerSecond)) deliveries/s, p99 \(Table.format(best.latency.p99, 2)) ms\n"
+            out +=
+                "\nsend: highest fixed rate that held (p99 ≤ \(limit) ms, ≥ 90 % delivered, no loss, no errors): "
+                + "\(best.label) = \(Table.rate(best.deliveredPerSecond)) deliveries/s, p99 \(Table.format(best.latency.p99, 2)) ms\n"
         case ("send", nil):
             out += "\nsend: no fixed rate held (p99 ≤ \(limit) ms)\n"
         default:
@@ -679,26 +834,51 @@ public final class Bench: @unchecked Sendable {
             var rows: [[String]] = [
                 ["connections", "\(c.connected) of \(c.connections) (\(c.connectFailures) failed)"],
                 ["connect rate", "\(Table.format(c.connectsPerSecond, 0))/s (\(Table.format(c.connectSeconds, 2)) s)"],
-                ["join rate", "\(Table.format(c.joinsPerSecond, 0))/s (\(c.joined) joined into \(c.rooms) rooms, \(c.joinFailures) failed, \(Table.format(c.joinSeconds, 2)) s)"],
+                [
+                    "join rate",
+                    "\(Table.format(c.joinsPerSecond, 0))/s (\(c.joined) joined into \(c.rooms) rooms, \(c.joinFailures) failed, "
+                        + "\(Table.format(c.joinSeconds, 2)) s)",
+                ],
             ]
             if let before = c.gatewayRSSBeforeMiB, let after = c.gatewayRSSAfterMiB, let per = c.gatewayKiBPerConnection {
-                rows.append(["gateway RSS", "\(Table.format(before)) MiB → \(Table.format(after)) MiB = \(Table.format(per, 1)) KiB per connection"])
+                rows.append([
+                    "gateway RSS",
+                    "\(Table.format(before)) MiB → \(Table.format(after)) MiB = \(Table.format(per, 1)) KiB per connection",
+                ])
             }
             // CPU time per connection while connecting: comparable across runs even when the rate is not.
             for p in c.connectProcesses ?? [] where p.pid >= 0 && c.connected > 0 {
                 let micros = p.cpuPercent / 100 * c.connectSeconds / Double(c.connected) * 1e6
-                rows.append(["connect CPU \(p.name)", "\(Table.format(micros, 0)) µs per connection (\(Table.format(p.cpuPercent, 0)) % while connecting)"])
+                rows.append([
+                    "connect CPU \(p.name)",
+                    "\(Table.format(micros, 0)) µs per connection (\(Table.format(p.cpuPercent, 0)) % while connecting)",
+                ])
             }
-            for p in c.idleProcesses { rows.append(["idle \(p.name)", "\(Table.format(p.cpuPercent, 1)) % CPU, \(Table.format(p.rssMiB)) MiB RSS (over \(Table.format(c.idleSeconds, 0)) s)"]) }
+            for p in c.idleProcesses {
+                rows.append([
+                    "idle \(p.name)",
+                    "\(Table.format(p.cpuPercent, 1)) % CPU, \(Table.format(p.rssMiB)) MiB RSS (over \(Table.format(c.idleSeconds, 0)) s)",
+                ])
+            }
             rows.append(["unexpected closes", "\(c.checks.unexpectedCloses)"])
             if !c.errors.isEmpty { rows.append(["errors", c.errors.map { "\($0.key)=\($0.value)" }.sorted().joined(separator: " ")]) }
             out += Table.render(["connections", "result"], rows) + "\n"
         }
         if let h = report.history {
-            out += Table.render(["history (limit 50)", "p50 ms", "p90", "p99", "p99.9", "max"], [
-                ["newest page (room of \(h.roomMessages))", Table.format(h.newest.p50, 2), Table.format(h.newest.p90, 2), Table.format(h.newest.p99, 2), Table.format(h.newest.p999, 2), Table.format(h.newest.max, 2)],
-                ["deep page (before=\(h.deepBefore))", Table.format(h.deep.p50, 2), Table.format(h.deep.p90, 2), Table.format(h.deep.p99, 2), Table.format(h.deep.p999, 2), Table.format(h.deep.max, 2)],
-            ]) + "\n"
+            out +=
+                Table.render(
+                    ["history (limit 50)", "p50 ms", "p90", "p99", "p99.9", "max"],
+                    [
+                        [
+                            "newest page (room of \(h.roomMessages))", Table.format(h.newest.p50, 2), Table.format(h.newest.p90, 2),
+                            Table.format(h.newest.p99, 2), Table.format(h.newest.p999, 2), Table.format(h.newest.max, 2),
+                        ],
+                        [
+                            "deep page (before=\(h.deepBefore))", Table.format(h.deep.p50, 2), Table.format(h.deep.p90, 2),
+                            Table.format(h.deep.p99, 2), Table.format(h.deep.p999, 2), Table.format(h.deep.max, 2),
+                        ],
+                    ]
+                ) + "\n"
         }
         let errors = report.phases.flatMap { $0.errors }.reduce(into: [String: Int]()) { $0[$1.key, default: 0] += $1.value }
         if !errors.isEmpty { out += "errors: " + errors.map { "\($0.key)=\($0.value)" }.sorted().joined(separator: " ") + "\n" }

@@ -1,7 +1,7 @@
 """Chaos harness for nats-chat (issue 9): the whole system on loopback under client traffic while processes
 are killed and restarted, then a checker that proves what was acknowledged, stored and delivered.
 
-Run it with ``scripts/chaos`` (``--help`` for the options); ``tests/python/test_chaos.py`` runs a short one.
+Run it with ``scripts/chaos`` (``--help`` for the options); ``e2e/python/test_chaos.py`` runs a short one.
 
 The system: nats-server (JetStream, file store), 2 chat-service replicas, 2 broadcasters (active/standby),
 2 gateways, addressed directly (clients pick a live gateway at random) or through nginx (``--nginx``).

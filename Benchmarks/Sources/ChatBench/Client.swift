@@ -120,7 +120,9 @@ final class Connector: Sendable {
             throw BenchError("POST /api/v1/rooms: HTTP \(status) \(String(decoding: body, as: UTF8.self))")
         }
         let id: String? = body.withUnsafeBytes { bytes in
-            guard let start = Scan.value(bytes, "\"id\":", startingWith: "\""), let range = Scan.stringValue(bytes, at: start) else { return nil }
+            guard let start = Scan.value(bytes, "\"id\":", startingWith: "\""), let range = Scan.stringValue(bytes, at: start) else {
+                return nil
+            }
             return String(decoding: UnsafeRawBufferPointer(rebasing: bytes[range]), as: UTF8.self)
         }
         guard let id else { throw BenchError("POST /api/v1/rooms: no room id in \(String(decoding: body, as: UTF8.self))") }
@@ -173,8 +175,10 @@ final class WebSocketHandshake: ChannelInboundHandler, RemovableChannelHandler {
     static let maxHeadBytes = 16 * 1024
 
     static func request(path: String, host: String) -> ByteBuffer {
-        ByteBuffer(string: "GET \(path) HTTP/1.1\r\nHost: \(host)\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            + "Sec-WebSocket-Key: \(key)\r\nSec-WebSocket-Version: 13\r\nContent-Length: 0\r\n\r\n")
+        ByteBuffer(
+            string: "GET \(path) HTTP/1.1\r\nHost: \(host)\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                + "Sec-WebSocket-Key: \(key)\r\nSec-WebSocket-Version: 13\r\nContent-Length: 0\r\n\r\n"
+        )
     }
 
     private let request: ByteBuffer
@@ -198,7 +202,9 @@ final class WebSocketHandshake: ChannelInboundHandler, RemovableChannelHandler {
             bytes = earlier
         }
         guard let headLength = Self.headLength(bytes) else {
-            guard bytes.readableBytes < Self.maxHeadBytes else { return fail("response head longer than \(Self.maxHeadBytes) bytes", context: context) }
+            guard bytes.readableBytes < Self.maxHeadBytes else {
+                return fail("response head longer than \(Self.maxHeadBytes) bytes", context: context)
+            }
             received = bytes
             return
         }

@@ -1,6 +1,6 @@
 """Fixtures for the browser UI tests: the real system (nats-server, chat-service, broadcaster and two
 gateways serving web/ with WEB_ROOT, all built binaries on free loopback ports, launched by
-tests/python/system.py) and headless Chromium pages driven by Selenium.
+e2e/python/system.py) and headless Chromium pages driven by Selenium.
 
 - gateway 0 (``chat_system.gateway``) is the one the browsers use, with the default rate limit;
 - gateway 1 (``chat_system.gateways[1]``) has no practical rate limit; plain WebSocket users on it
@@ -21,7 +21,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
 
-from system import REPO_ROOT, System, cleanup_binaries  # noqa: E402  (tests/python/system.py)
+from system import REPO_ROOT, System, cleanup_binaries  # noqa: E402  (e2e/python/system.py)
 
 from chatpage import ChatPage, start_chrome  # noqa: E402
 

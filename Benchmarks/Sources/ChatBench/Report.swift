@@ -14,7 +14,8 @@ struct ProcessSample: Sendable {
     static func take(name: String, pid: Int32) -> ProcessSample? {
         let path = pid == 0 ? "/proc/self" : "/proc/\(pid)"
         guard let stat = try? String(contentsOfFile: path + "/stat", encoding: .utf8),
-              let close = stat.lastIndex(of: ")") else { return nil }
+            let close = stat.lastIndex(of: ")")
+        else { return nil }
         let fields = stat[stat.index(after: close)...].split(separator: " ")
         // After "pid (comm)": state is fields[0], utime fields[11], stime fields[12].
         guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { return nil }
@@ -31,7 +32,8 @@ struct ProcessSample: Sendable {
     /// its cpuPercent minus the listed processes' is what other work took during a phase.
     static func machine() -> ProcessSample? {
         guard let stat = try? String(contentsOfFile: "/proc/stat", encoding: .utf8),
-              let line = stat.split(separator: "\n").first(where: { $0.hasPrefix("cpu ") }) else { return nil }
+            let line = stat.split(separator: "\n").first(where: { $0.hasPrefix("cpu ") })
+        else { return nil }
         let values = line.split(separator: " ").dropFirst().compactMap { Double($0) }
         guard values.count >= 5 else { return nil }
         let busy = values.reduce(0, +) - values[3] - values[4]  // minus idle and iowait
@@ -50,7 +52,12 @@ public struct ProcessUsage: Codable, Sendable {
         a.compactMap { start in
             guard let end = b.first(where: { $0.pid == start.pid && $0.name == start.name }) else { return nil }
             let wall = Double(end.time - start.time) / 1e9
-            return ProcessUsage(name: start.name, pid: start.pid, cpuPercent: wall > 0 ? (end.cpuSeconds - start.cpuSeconds) / wall * 100 : 0, rssMiB: Double(end.rssKiB) / 1024)
+            return ProcessUsage(
+                name: start.name,
+                pid: start.pid,
+                cpuPercent: wall > 0 ? (end.cpuSeconds - start.cpuSeconds) / wall * 100 : 0,
+                rssMiB: Double(end.rssKiB) / 1024
+            )
         }
     }
 }
@@ -69,7 +76,12 @@ public struct Percentiles: Codable, Sendable {
         count = h.totalCount
         func ms(_ micros: UInt64) -> Double { Double(micros) / 1000 }
         if count == 0 {
-            p50 = 0; p90 = 0; p99 = 0; p999 = 0; max = 0; mean = 0
+            p50 = 0
+            p90 = 0
+            p99 = 0
+            p999 = 0
+            max = 0
+            mean = 0
         } else {
             p50 = ms(h.valueAtPercentile(50))
             p90 = ms(h.valueAtPercentile(90))
@@ -204,7 +216,8 @@ enum Table {
         for row in rows { for (i, cell) in row.enumerated() where i < widths.count { widths[i] = max(widths[i], cell.count) } }
         func line(_ cells: [String]) -> String {
             cells.enumerated().map { i, cell in
-                i == 0 ? cell.padding(toLength: widths[i], withPad: " ", startingAt: 0)
+                i == 0
+                    ? cell.padding(toLength: widths[i], withPad: " ", startingAt: 0)
                     : String(repeating: " ", count: widths[i] - cell.count) + cell
             }.joined(separator: "  ")
         }
@@ -212,13 +225,19 @@ enum Table {
     }
 
     static func phases(_ phases: [PhaseResult]) -> String {
-        let header = ["phase", "send/s", "ack/s", "deliv/s", "p50 ms", "p90", "p99", "p99.9", "max", "ack p50", "ack p99", "missing", "dup", "order", "closed", "errors", "srv µs/deliv"]
+        let header = [
+            "phase", "send/s", "ack/s", "deliv/s", "p50 ms", "p90", "p99", "p99.9", "max", "ack p50", "ack p99", "missing", "dup", "order",
+            "closed", "errors", "srv µs/deliv",
+        ]
         let rows = phases.map { p -> [String] in
-            [p.label, rate(p.sentPerSecond), rate(p.acksPerSecond), rate(p.deliveredPerSecond),
-             format(p.latency.p50, 2), format(p.latency.p90, 2), format(p.latency.p99, 2), format(p.latency.p999, 2), format(p.latency.max, 1),
-             format(p.ackLatency.p50, 2), format(p.ackLatency.p99, 2),
-             "\(p.checks.missing)", "\(p.checks.duplicates)", "\(p.checks.reordered)", "\(p.checks.unexpectedCloses)",
-             "\(p.errors.values.reduce(0, +))", p.serverMicrosPerDelivery.map { format($0, 1) } ?? "-"]
+            [
+                p.label, rate(p.sentPerSecond), rate(p.acksPerSecond), rate(p.deliveredPerSecond),
+                format(p.latency.p50, 2), format(p.latency.p90, 2), format(p.latency.p99, 2), format(p.latency.p999, 2),
+                format(p.latency.max, 1),
+                format(p.ackLatency.p50, 2), format(p.ackLatency.p99, 2),
+                "\(p.checks.missing)", "\(p.checks.duplicates)", "\(p.checks.reordered)", "\(p.checks.unexpectedCloses)",
+                "\(p.errors.values.reduce(0, +))", p.serverMicrosPerDelivery.map { format($0, 1) } ?? "-",
+            ]
         }
         return render(header, rows)
     }
@@ -229,10 +248,11 @@ enum Table {
         guard !names.isEmpty else { return "" }
         let header = ["phase"] + names.flatMap { ["\($0) cpu%", "rss MiB"] }
         let rows = phases.map { p in
-            [p.label] + names.flatMap { name -> [String] in
-                guard let u = p.processes.first(where: { $0.name == name }) else { return ["-", "-"] }
-                return [format(u.cpuPercent, 0), format(u.rssMiB, 0)]
-            }
+            [p.label]
+                + names.flatMap { name -> [String] in
+                    guard let u = p.processes.first(where: { $0.name == name }) else { return ["-", "-"] }
+                    return [format(u.cpuPercent, 0), format(u.rssMiB, 0)]
+                }
         }
         return render(header, rows)
     }

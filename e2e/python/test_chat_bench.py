@@ -23,11 +23,12 @@ SMOKE_TIMEOUT = 120
 
 
 def binary(name: str) -> Path:
-    path = resolve_binary(os.environ.get(f"{name.upper().replace('-', '_')}_BIN", f".build/debug/{name}"))
+    """chat-bench or chat-baseline: CHAT_BENCH_BIN / CHAT_BASELINE_BIN, else the Benchmarks package's debug build."""
+    path = resolve_binary(os.environ.get(f"{name.upper().replace('-', '_')}_BIN", f"Benchmarks/.build/debug/{name}"))
     deadline = time.monotonic() + 60  # a concurrent `swift build` may be relinking it
     while not (path.is_file() and os.access(path, os.X_OK)):
         if time.monotonic() > deadline:
-            pytest.fail(f"{path} not found: run `swift build` first")
+            pytest.fail(f"{path} not found: run `swift build --package-path Benchmarks` first")
         time.sleep(0.5)
     return path
 

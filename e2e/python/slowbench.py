@@ -1,6 +1,6 @@
 """Benchmark (issue 9): do clients that stop reading slow the others down?
 
-    .venv/bin/python tests/python/slowbench.py [--rooms 3] [--members 18] [--rate 50] [--duration 20]
+    .venv/bin/python e2e/python/slowbench.py [--rooms 3] [--members 18] [--rate 50] [--duration 20]
                                                [--padding 3000] [--queue-limit 64] [--json FILE]
 
 Starts nats-server + chat-service + broadcaster + one gateway (the .build/debug binaries, through

@@ -2,7 +2,7 @@
 endpoint of one gateway. For each refused case: the exact error code (and HTTP status), the socket and
 server still work afterwards, nothing was stored (CHAT_EVENTS message count, read with nats-py, and the
 rooms' histories unchanged) and no other room saw anything. Accepted-but-odd content (HTML, unicode edge
-cases) is stored verbatim. The rules are listed in README "Limits and hostile input".
+cases) is stored verbatim. The rules are listed in docs/limits.md.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
+import NIOCore
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import NIOCore
 
 /// Nanoseconds of the monotonic clock (a vDSO call, no allocation).
 @inline(__always)
@@ -141,11 +142,12 @@ public enum Scan {
             }
             frame.sentAt = value(bytes, "\"client_msg_id\":", startingWith: "\"a").flatMap { number(bytes, at: $0) }
         case .history:
-            frame.hasMessages = value(bytes, "\"messages\":", startingWith: "[").map { i in
-                var j = i
-                while j < bytes.count, bytes[j] == 0x20 || bytes[j] == 0x0A || bytes[j] == 0x0D || bytes[j] == 0x09 { j += 1 }
-                return j < bytes.count && bytes[j] == UInt8(ascii: "{")
-            } ?? false
+            frame.hasMessages =
+                value(bytes, "\"messages\":", startingWith: "[").map { i in
+                    var j = i
+                    while j < bytes.count, bytes[j] == 0x20 || bytes[j] == 0x0A || bytes[j] == 0x0D || bytes[j] == 0x09 { j += 1 }
+                    return j < bytes.count && bytes[j] == UInt8(ascii: "{")
+                } ?? false
         case .connected, .other:
             break
         }

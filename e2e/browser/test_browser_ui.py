@@ -38,7 +38,7 @@ def assert_no_alert(page) -> None:
 
 
 def test_two_browsers_chat_both_ways(open_page):
-    # The README screenshot: UI_SCREENSHOT=docs/screenshot.png .venv/bin/python -m pytest tests/browser -k both_ways
+    # The README screenshot: UI_SCREENSHOT=docs/screenshot.png .venv/bin/python -m pytest e2e/browser -k both_ways
     screenshot = os.environ.get("UI_SCREENSHOT")
     ann = open_page("ann").login("ann" if screenshot else unique("ann"))
     bob = open_page("bob").login("bob" if screenshot else unique("bob"))

@@ -1,6 +1,7 @@
 // Micro-benchmark of the NATS layer against raw libnats on the same server, in the same run.
 //
-//   swift run -c release nats-bench [--url nats://127.0.0.1:4222] [--messages 1000000] [--size 16] [--js-messages 50000]
+//   swift run -c release --package-path Benchmarks nats-bench [--url nats://127.0.0.1:4222] [--messages 1000000]
+//       [--size 16] [--js-messages 50000]
 //
 // Without --url it starts a private nats-server -js (file storage in a temp dir).
 import CNATS
@@ -55,7 +56,8 @@ func rawPubSub(url: String, subject: String, messages: Int, payload: [UInt8]) th
     var subscriberConnection: OpaquePointer?
     var publisherConnection: OpaquePointer?
     guard natsConnection_ConnectTo(&subscriberConnection, url) == NATS_OK, natsConnection_ConnectTo(&publisherConnection, url) == NATS_OK,
-          let subscriberConnection, let publisherConnection else { throw TestServerError("raw connect failed") }
+        let subscriberConnection, let publisherConnection
+    else { throw TestServerError("raw connect failed") }
     defer {
         natsConnection_Destroy(subscriberConnection)
         natsConnection_Destroy(publisherConnection)
@@ -64,10 +66,18 @@ func rawPubSub(url: String, subject: String, messages: Int, payload: [UInt8]) th
     let closure = Unmanaged.passRetained(counter).toOpaque()
     defer { Unmanaged<RawCounter>.fromOpaque(closure).release() }
     var subscription: OpaquePointer?
-    guard natsConnection_Subscribe(&subscription, subscriberConnection, subject, { _, _, msg, closure in
-        natsMsg_Destroy(msg)
-        Unmanaged<RawCounter>.fromOpaque(closure!).takeUnretainedValue().count.add(1, ordering: .relaxed)
-    }, closure) == NATS_OK, let subscription else { throw TestServerError("raw subscribe failed") }
+    guard
+        natsConnection_Subscribe(
+            &subscription,
+            subscriberConnection,
+            subject,
+            { _, _, msg, closure in
+                natsMsg_Destroy(msg)
+                Unmanaged<RawCounter>.fromOpaque(closure!).takeUnretainedValue().count.add(1, ordering: .relaxed)
+            },
+            closure
+        ) == NATS_OK, let subscription
+    else { throw TestServerError("raw subscribe failed") }
     defer {
         natsSubscription_Unsubscribe(subscription)
         natsSubscription_Destroy(subscription)
@@ -80,7 +90,9 @@ func rawPubSub(url: String, subject: String, messages: Int, payload: [UInt8]) th
     }
     natsConnection_Flush(publisherConnection)
     while counter.count.load(ordering: .relaxed) < messages {
-        if ContinuousClock.now - start > .seconds(60) { throw TestServerError("raw: only \(counter.count.load(ordering: .relaxed)) of \(messages) arrived") }
+        if ContinuousClock.now - start > .seconds(60) {
+            throw TestServerError("raw: only \(counter.count.load(ordering: .relaxed)) of \(messages) arrived")
+        }
         usleep(200)
     }
     return ContinuousClock.now - start
@@ -97,7 +109,9 @@ func rawJetStreamSync(url: String, subject: String, messages: Int, payload: [UIn
     try payload.withUnsafeBytes { bytes in
         for _ in 0..<messages {
             var ack: UnsafeMutablePointer<jsPubAck>?
-            guard js_Publish(&ack, js, subject, bytes.baseAddress, Int32(bytes.count), nil, nil) == NATS_OK else { throw TestServerError("js_Publish failed") }
+            guard js_Publish(&ack, js, subject, bytes.baseAddress, Int32(bytes.count), nil, nil) == NATS_OK else {
+                throw TestServerError("js_Publish failed")
+            }
             jsPubAck_Destroy(ack)
         }
     }
@@ -117,7 +131,9 @@ func rawJetStreamAsync(url: String, subject: String, messages: Int, payload: [UI
     let start = ContinuousClock.now
     try payload.withUnsafeBytes { bytes in
         for _ in 0..<messages {
-            guard js_PublishAsync(js, subject, bytes.baseAddress, Int32(bytes.count), nil) == NATS_OK else { throw TestServerError("js_PublishAsync failed") }
+            guard js_PublishAsync(js, subject, bytes.baseAddress, Int32(bytes.count), nil) == NATS_OK else {
+                throw TestServerError("js_PublishAsync failed")
+            }
         }
     }
     guard js_PublishAsyncComplete(js, nil) == NATS_OK else { throw TestServerError("js_PublishAsyncComplete failed") }
@@ -150,7 +166,10 @@ struct Bench {
             results.append((name, top))
             print(String(format: "%-52@ %12@", name as NSString, format(top) as NSString))
         }
-        print("nats-bench: \(options.messages) messages of \(options.size) B (core), \(options.jsMessages) (JetStream), best of \(options.rounds), server \(url)")
+        print(
+            "nats-bench: \(options.messages) messages of \(options.size) B (core), \(options.jsMessages) (JetStream), "
+                + "best of \(options.rounds), server \(url)"
+        )
 
         try await best("core pub→sub, raw libnats C callback (baseline)", count: options.messages) {
             try rawPubSub(url: url, subject: "bench.raw", messages: options.messages, payload: payload)
@@ -186,7 +205,9 @@ struct Bench {
             for _ in 0..<options.messages { try publisher.publish("bench.seq", payload: payload) }
             try await publisher.flush()
             let count = await consumer.value
-            guard count == options.messages, subscription.dropped == 0 else { throw TestServerError("sequence: \(count) received, \(subscription.dropped) dropped") }
+            guard count == options.messages, subscription.dropped == 0 else {
+                throw TestServerError("sequence: \(count) received, \(subscription.dropped) dropped")
+            }
             return ContinuousClock.now - start
         }
         try await best("core publish only, NATS layer (+ flush)", count: options.messages) {
@@ -213,7 +234,10 @@ struct Bench {
             try rawJetStreamAsync(url: url, subject: "bench.js.rawasync", messages: options.jsMessages, payload: payload)
         }
         try await best("JetStream publish, NATS layer pipelined (window 1024)", count: options.jsMessages) {
-            let messages = Array(repeating: JetStream.OutgoingMessage(subject: "bench.js.pipe", payload: payload), count: options.jsMessages)
+            let messages = Array(
+                repeating: JetStream.OutgoingMessage(subject: "bench.js.pipe", payload: payload),
+                count: options.jsMessages
+            )
             let start = ContinuousClock.now
             let results = await js.publishPipelined(messages, window: 1024)
             let elapsed = ContinuousClock.now - start

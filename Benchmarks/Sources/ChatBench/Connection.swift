@@ -126,7 +126,10 @@ final class BenchConnection: ChannelInboundHandler, RemovableChannelHandler, @un
                 closeSent = true
                 var reply = context.channel.allocator.buffer(capacity: 2)
                 reply.writeInteger(closeCode ?? 1000)
-                context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .connectionClose, maskKey: maskKey, data: reply)), promise: nil)
+                context.writeAndFlush(
+                    wrapOutboundOut(WebSocketFrame(fin: true, opcode: .connectionClose, maskKey: maskKey, data: reply)),
+                    promise: nil
+                )
             }
             context.close(promise: nil)
         default:
@@ -322,7 +325,10 @@ final class BenchConnection: ChannelInboundHandler, RemovableChannelHandler, @un
             closeSent = true
             var reply = context.channel.allocator.buffer(capacity: 2)
             reply.writeInteger(UInt16(1000))
-            context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .connectionClose, maskKey: maskKey, data: reply)), promise: nil)
+            context.writeAndFlush(
+                wrapOutboundOut(WebSocketFrame(fin: true, opcode: .connectionClose, maskKey: maskKey, data: reply)),
+                promise: nil
+            )
         }
         let channel = context.channel
         channel.eventLoop.scheduleTask(in: .seconds(2)) { channel.close(promise: nil) }

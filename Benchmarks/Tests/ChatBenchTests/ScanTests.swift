@@ -1,13 +1,16 @@
-@testable import ChatBench
 import NIOCore
 import Testing
+
+@testable import ChatBench
 
 @Suite("chat-bench frame scan (the byte scan that replaces a JSON decoder per frame)")
 struct ScanTests {
     func scan(_ text: String) -> ScannedFrame { Scan.frame(ByteBuffer(string: text)) }
 
     @Test func messageFrameFieldsInAnyKeyOrder() {
-        let gateway = #"{"client_msg_id":"a123n7","content":"t987654321 xxxx","message_id":"m","room_id":"5580ab","seq":42,"timestamp":"2024-01-15T10:30:00.000Z","type":"message","user_id":"u","username":"b1-3"}"#
+        let gateway =
+            #"{"client_msg_id":"a123n7","content":"t987654321 xxxx","message_id":"m","room_id":"5580ab","seq":42,"#
+            + #""timestamp":"2024-01-15T10:30:00.000Z","type":"message","user_id":"u","username":"b1-3"}"#
         let f = scan(gateway)
         #expect(f.kind == .message)
         #expect(f.seq == 42)

@@ -1,0 +1,196 @@
+import ChatCore
+import Foundation
+import Logging
+import NATS
+import Synchronization
+
+/// Which gateways are alive: KV `chat_gateways`, `<gateway>` → its last sign of life (a heartbeat, or
+/// a join through it). Members held by a gateway that stopped beating, or that a live gateway says it
+/// does not hold, are removed through `Membership` (which emits UserLeft).
+public final class PresenceRegistry: Sendable {
+    struct GatewayRecord: Codable {
+        var gatewayID: String
+        var lastSeenMilliseconds: Int64
+        var connections: Int
+        /// Set by the presence sweeper when it removed this gateway's members: its next heartbeat is
+        /// told to re-join them (the bucket's TTL removes records of gateways that never come back).
+        var expired: Bool?
+        enum CodingKeys: String, CodingKey {
+            case connections, expired
+            case gatewayID = "gateway_id"
+            case lastSeenMilliseconds = "last_seen_ms"
+        }
+    }
+
+    let gateways: KeyValue
+    let membership: Membership
+    let configuration: ChatServiceConfiguration
+    let logger: Logger
+    /// When each gateway was last recorded alive from a join (at most once a second per gateway).
+    private let touchedByJoin = Mutex<[GatewayID: ContinuousClock.Instant]>([:])
+
+    init(gateways: KeyValue, membership: Membership, configuration: ChatServiceConfiguration, logger: Logger) {
+        self.gateways = gateways
+        self.membership = membership
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    /// A member joined through `gateway`: also a sign of life, so a gateway that dies before its first
+    /// heartbeat still has a record for presence expiry to find. Once a second is plenty.
+    public func joined(via gateway: GatewayID) async throws(ChatError) {
+        let now = ContinuousClock.now
+        let due = touchedByJoin.withLock { touched in
+            if let last = touched[gateway], now - last < .seconds(1) { return false }
+            touched[gateway] = now
+            return true
+        }
+        guard due else { return }
+        do {
+            try await touch(gateway, connections: nil)
+        } catch {
+            throw ChatStorage.chatError(error)
+        }
+    }
+
+    /// Records the gateway as alive. Returns true when the presence sweeper had declared it dead and
+    /// removed its members (or this is its first sign of life): the gateway must join them again.
+    public func heartbeat(gateway: GatewayID, connections: Int) async throws(ChatError) -> Bool {
+        do {
+            let record = try await record(of: gateway)
+            try await touch(gateway, connections: connections)
+            return record == nil || record?.expired == true
+        } catch {
+            throw ChatStorage.chatError(error)
+        }
+    }
+
+    /// A record that cannot be encoded is an error, never an empty value (which no reader can decode:
+    /// the sweeper skips it, so the gateway would never expire).
+    static func encoded(_ record: some Encodable) throws(NATSError) -> [UInt8] {
+        do {
+            return Array(try JSONEncoder().encode(record))
+        } catch {
+            throw NATSError(.invalidArgument, message: "gateway record not encodable: \(error)")
+        }
+    }
+
+    private func record(of gateway: GatewayID) async throws(NATSError) -> GatewayRecord? {
+        guard let entry = try await gateways.value(ChatNames.gatewayKey(gateway)) else { return nil }
+        return try? JSONDecoder().decode(GatewayRecord.self, from: Data(entry.value))
+    }
+
+    /// Records a sign of life. From a join (`connections` nil) an expired record is left as it is, so
+    /// the gateway's next heartbeat still learns that its other members were removed.
+    private func touch(_ gateway: GatewayID, connections: Int?) async throws(NATSError) {
+        if connections == nil, try await record(of: gateway)?.expired == true { return }
+        let now = ChatTime.now().milliseconds
+        let record = GatewayRecord(gatewayID: gateway.rawValue, lastSeenMilliseconds: now, connections: connections ?? -1)
+        try await gateways.put(ChatNames.gatewayKey(gateway), try Self.encoded(record))
+    }
+
+    /// A live gateway's statement of what it holds (`ServiceAPI.PresenceSync`): removes its member
+    /// records older than `presenceSyncGrace` that the statement does not list — in `room` the users
+    /// not in `users`; without `room`, every room not in `rooms` — of the users (or rooms) whose id
+    /// starts with `partition` ("" for all). Returns how many were removed.
+    public func sync(
+        gateway: GatewayID,
+        room: RoomID?,
+        users: Set<UserID>,
+        rooms: Set<RoomID>,
+        partition: String = "",
+        nowMilliseconds: Int64
+    ) async throws(ChatError) -> Int {
+        let cutoff = nowMilliseconds - configuration.presenceSyncGrace.inMilliseconds
+        func isStale(_ member: Member, in memberRoom: RoomID) -> Bool {
+            guard member.gatewayID == gateway, member.joinedAtMilliseconds < cutoff else { return false }
+            if let room {
+                return room == memberRoom && member.userID.rawValue.hasPrefix(partition) && !users.contains(member.userID)
+            }
+            return memberRoom.rawValue.hasPrefix(partition) && !rooms.contains(memberRoom)
+        }
+        do {
+            var removed = 0
+            for (memberRoom, member) in try await membership.records(in: room) where isStale(member, in: memberRoom) {
+                let stillStale = { (current: Member) in isStale(current, in: memberRoom) }
+                if try await membership.remove(room: memberRoom, user: member.userID, reason: "presence_sync", only: stillStale) {
+                    removed += 1
+                }
+            }
+            if removed > 0 {
+                logger.notice(
+                    "presence sync removed members the gateway does not hold",
+                    metadata: [
+                        "gateway_id": "\(gateway)", "room_id": "\(room.map(\.rawValue) ?? "*")",
+                        "partition": "\(partition.isEmpty ? "*" : partition)", "members": "\(removed)",
+                    ]
+                )
+            }
+            return removed
+        } catch {
+            throw ChatStorage.chatError(error)
+        }
+    }
+
+    /// Removes every member held by a gateway that stopped heartbeating, emitting UserLeft for each.
+    /// Run by the presence leader only. Returns how many members were removed.
+    ///
+    /// `reconcile` also checks every member against the gateway records, not only the members of
+    /// gateways that just expired: a member of a gateway declared dead earlier (tombstone) that joined
+    /// before the tombstone, or of a gateway with no record at all, is stale. Such records come back
+    /// when a delete is lost — nats-server 2.12/2.15 resurrect purged KV entries written before one
+    /// crash when it crashes again (docs/design.md, "Presence") — so the leader reconciles after a NATS
+    /// reconnect and every `presenceReconcileInterval`.
+    @discardableResult
+    public func sweepExpiredGateways(nowMilliseconds: Int64, reconcile: Bool = false) async throws(NATSError) -> Int {
+        let timeout = configuration.presenceTimeout.inMilliseconds
+        var dead: Set<String> = []
+        var alive: Set<String> = []
+        var tombstones: [String: Int64] = [:]
+        // Every sweep (each second): read without creating a consumer (see `valuesOfStoredKeys`).
+        for entry in try await gateways.valuesOfStoredKeys(matching: ">") {
+            guard let record = try? JSONDecoder().decode(GatewayRecord.self, from: Data(entry.value)) else { continue }
+            if record.expired == true {
+                tombstones[entry.key] = record.lastSeenMilliseconds
+            } else if record.lastSeenMilliseconds + timeout < nowMilliseconds {
+                dead.insert(entry.key)
+            } else {
+                alive.insert(entry.key)
+            }
+        }
+        guard !dead.isEmpty || reconcile else { return 0 }
+        /// Stale: held by a gateway that just expired, or (reconciling) by one declared dead before the
+        /// member joined, or by one with no record that would have beaten by now.
+        func isStale(_ member: Member) -> Bool {
+            let gateway = member.gatewayID.rawValue
+            if alive.contains(gateway) { return false }
+            if dead.contains(gateway) { return true }
+            guard reconcile else { return false }
+            if let declaredDead = tombstones[gateway] { return member.joinedAtMilliseconds < declaredDead }
+            return member.joinedAtMilliseconds + timeout < nowMilliseconds
+        }
+        var removed = 0
+        for (room, member) in try await membership.records() where isStale(member) {
+            let joinedAt = member.joinedAtMilliseconds
+            let sameRecord = { (current: Member) in current.gatewayID == member.gatewayID && current.joinedAtMilliseconds == joinedAt }
+            if try await membership.remove(room: room, user: member.userID, reason: "gateway_expired", only: sameRecord) {
+                removed += 1
+            }
+        }
+        for key in dead {
+            // A tombstone, not a delete: the gateway may only be cut off (a partition, a pause), and its
+            // next heartbeat must learn that it has to join its members again.
+            let tombstone = GatewayRecord(gatewayID: key, lastSeenMilliseconds: nowMilliseconds, connections: 0, expired: true)
+            try await gateways.put(key, try Self.encoded(tombstone))
+        }
+        if removed > 0 {
+            logger.notice(
+                "removed members of expired gateways",
+                metadata: [
+                    "gateways": "\(dead.sorted())", "members": "\(removed)", "reconcile": "\(reconcile)",
+                ]
+            )
+        }
+        return removed
+    }
+}
