@@ -57,6 +57,9 @@ public final class NATSConnection: Service, Sendable {
     public func run() async throws {
         let deadlines = self.deadlines
         await cancelWhenGracefulShutdown { await deadlines.run() }
+        // Closed before the group asked (a service drained it at the end of its own shutdown): a service
+        // that returned early would fail the group, so this one waits to be asked.
+        if !Task.isShuttingDownGracefully, !Task.isCancelled { try? await gracefulShutdown() }
         if Task.isShuttingDownGracefully, !Task.isCancelled {
             await drain()
         } else {

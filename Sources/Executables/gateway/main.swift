@@ -4,7 +4,10 @@ import ServiceSupport
 
 await ServiceMain.run("gateway") { logger in
     let (app, core) = try await buildGateway(configuration: try GatewayConfiguration.fromEnvironment(), logger: logger)
-    // The core is last: on SIGTERM it shuts down first and closes every socket with 1001.
-    let group = ServiceGroup(configuration: .init(services: [app, core], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+    // Shut down in reverse: the core first (it closes every socket with 1001), the NATS connection
+    // (its deadline timer, then its drain) last.
+    let group = ServiceGroup(
+        configuration: .init(services: [core.connection, app, core], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+    )
     try await group.run()
 }
