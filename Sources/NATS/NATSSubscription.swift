@@ -15,16 +15,11 @@ public final class MessageBuffer<Element: Sendable>: Sendable {
         var finished = false
         var woken = false
         var dropped = 0
-        var deadline = DeadlineWait.none
+        /// The number of the `takeAll(until:)` waiting now, nil when none does. A deadline that fires
+        /// after its wait ended finds nil (or a later wait's number) and does nothing, instead of
+        /// waking the next wait.
+        var deadlineWait: UInt64?
         var waits: UInt64 = 0
-    }
-
-    /// The deadline of the current `takeAll(until:)`. A deadline that fires after its wait ended
-    /// finds `.cancelled` (or a later wait's number) and does nothing, instead of waking the next wait.
-    private enum DeadlineWait {
-        case none
-        case waiting(UInt64)
-        case cancelled
     }
 
     private let state = Mutex(State())
@@ -133,13 +128,13 @@ public final class MessageBuffer<Element: Sendable>: Sendable {
         guard deadline > .now else { return [] }
         let wait = state.withLock { state in
             state.waits += 1
-            state.deadline = .waiting(state.waits)
+            state.deadlineWait = state.waits
             return state.waits
         }
         let key = deadlines.add(deadline) { [weak self] in self?.expire(wait) }
         defer {
             deadlines.cancel(key)
-            state.withLock { $0.deadline = .cancelled }
+            state.withLock { $0.deadlineWait = nil }
         }
         return await takeAll()
     }
@@ -147,8 +142,8 @@ public final class MessageBuffer<Element: Sendable>: Sendable {
     /// Ends the wait of `takeAll(until:)` whose deadline passed.
     private func expire(_ wait: UInt64) {
         let waiter: CheckedContinuation<Void, Never>? = state.withLock { state in
-            guard case .waiting(let current) = state.deadline, current == wait else { return nil }
-            state.deadline = .cancelled
+            guard state.deadlineWait == wait else { return nil }
+            state.deadlineWait = nil
             state.woken = true
             defer { state.waiter = nil }
             return state.waiter

@@ -37,9 +37,10 @@ final class BackgroundWork: Sendable {
 
     /// Returns when cancelled, once every task it owns has ended.
     func run() async {
-        while !Task.isCancelled {
-            try? await Task.sleep(for: .seconds(3600))
-        }
+        // Waits for cancellation: iterating a stream that never yields ends when the task is cancelled.
+        let (cancelled, continuation) = AsyncStream<Never>.makeStream()
+        for await _ in cancelled {}
+        continuation.finish()
         let tasks = state.withLock { state in
             state.stopped = true
             return Array(state.tasks.values)
