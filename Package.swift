@@ -73,6 +73,7 @@ let package = Package(
             name: "ChatService",
             dependencies: [
                 "NATS", "ChatCore", "ServiceSupport",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

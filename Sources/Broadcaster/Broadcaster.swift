@@ -29,7 +29,7 @@ public struct BroadcasterConfiguration: Sendable {
     public init(nats: NATSConfiguration) { self.nats = nats }
 
     public static func fromEnvironment(_ settings: Settings = Settings()) throws -> BroadcasterConfiguration {
-        var configuration = BroadcasterConfiguration(nats: try settings.nats(name: "broadcaster"))
+        var configuration = BroadcasterConfiguration(nats: try settings.nats(name: "broadcaster", inboxPrefix: "_INBOX_broadcaster"))
         configuration.httpHost = settings.string("HTTP_HOST", default: configuration.httpHost)
         configuration.httpPort = try settings.int("HTTP_PORT", default: configuration.httpPort, range: 0...65535)
         configuration.batchSize = try settings.int("BROADCASTER_BATCH", default: configuration.batchSize, range: 1...10_000)

@@ -69,7 +69,11 @@ public enum ChatNames {
     public static let roomSeqHeader = "Chat-Seq"
     public static let streamSeqHeader = "Chat-Stream-Seq"
     public static let roomHeader = "Chat-Room"
-    public static let userHeader = "Chat-User"
+
+    /// Request headers: who is asking (`GatewayCredential`), and in token mode for whom (the user's JWT).
+    public static let gatewayHeader = "Chat-Gateway"
+    public static let gatewayKeyHeader = "Chat-Gateway-Key"
+    public static let userTokenHeader = "Chat-User-Token"
 
     /// Lowercase hex of the UTF-8 bytes: makes any string a safe KV key token.
     public static func hex(_ text: String) -> String {

@@ -34,9 +34,10 @@ struct ChatHandlers: Sendable {
         add(.getRoom, on: service) { (request: ServiceAPI.RoomRef) throws(ChatError) in
             try await rooms.room(try Self.room(request.roomID), withMembers: true)
         }
-        add(.join, on: service) { (request: ServiceAPI.Join) throws(ChatError) in
+        add(.join, on: service) { (request: ServiceAPI.Join, caller: Caller) throws(ChatError) in
             let (id, user) = (try Self.room(request.roomID), try Self.user(request.userID))
-            let (username, gateway) = (try Self.username(request.username), try Self.gateway(request.gatewayID))
+            let username = try Self.username(request.username)
+            let gateway = try await authenticated(caller, claiming: request.gatewayID)
             var room = try await rooms.room(id)
             let joined = try await membership.join(room: id, user: user, username: username, gateway: gateway)
             // A first join through a gateway is also its sign of life (see `PresenceRegistry.joined(via:)`).
@@ -45,18 +46,22 @@ struct ChatHandlers: Sendable {
             room.memberCount = try await membership.count(of: id)
             return ServiceAPI.JoinResult(room: room, lastSeq: lastSeq, joined: joined)
         }
-        add(.leave, on: service) { (request: ServiceAPI.Leave) throws(ChatError) in
+        add(.leave, on: service) { (request: ServiceAPI.Leave, caller: Caller) throws(ChatError) in
             let (id, user) = (try Self.room(request.roomID), try Self.user(request.userID))
+            let gateway = try await authenticated(caller)
             let reason = request.reason == "disconnect" ? "disconnect" : "leave"
             _ = try await rooms.room(id)
-            return ServiceAPI.LeaveResult(roomID: id, left: try await membership.leave(room: id, user: user, reason: reason))
+            // Only the gateway holding the member's connection removes it.
+            let left = try await membership.leave(room: id, user: user, reason: reason, heldBy: gateway)
+            return ServiceAPI.LeaveResult(roomID: id, left: left)
         }
         add(.members, on: service) { (request: ServiceAPI.RoomRef) throws(ChatError) in
             let id = try Self.room(request.roomID)
             _ = try await rooms.room(id)
             return ServiceAPI.MemberList(roomID: id, members: try await membership.list(of: id))
         }
-        add(.send, on: service) { (request: ServiceAPI.Send) throws(ChatError) in
+        add(.send, on: service) { (request: ServiceAPI.Send, caller: Caller) throws(ChatError) in
+            let gateway = try await authenticated(caller)
             var clientMessageID: ClientMessageID?
             if let raw = request.clientMessageID {
                 guard let valid = ClientMessageID(raw) else {
@@ -67,7 +72,7 @@ struct ChatHandlers: Sendable {
             let (id, user, username) = (try Self.room(request.roomID), try Self.user(request.userID), try Self.username(request.username))
             try messages.validate(request.content)
             _ = try await rooms.room(id)
-            try await membership.requireMember(room: id, user: user)
+            try await membership.requireMember(room: id, user: user, heldBy: gateway)
             let result = try await messages.send(
                 room: id,
                 user: user,
@@ -83,21 +88,42 @@ struct ChatHandlers: Sendable {
             _ = try await rooms.room(id)
             return try await history.page(room: id, limit: request.limit, before: request.before, after: request.after)
         }
-        add(.heartbeat, on: service) { (request: ServiceAPI.Heartbeat) throws(ChatError) in
-            let gateway = try Self.gateway(request.gatewayID)
+        add(.heartbeat, on: service) { (request: ServiceAPI.Heartbeat, caller: Caller) throws(ChatError) in
+            let gateway = try await authenticated(caller, claiming: request.gatewayID)
             let rejoin = try await presence.heartbeat(gateway: gateway, connections: max(0, request.connections))
             return ServiceAPI.HeartbeatResult(rejoin: rejoin)
         }
-        add(.presenceSync, on: service) { (request: ServiceAPI.PresenceSync) throws(ChatError) in
+        add(.presenceSync, on: service) { (request: ServiceAPI.PresenceSync, caller: Caller) throws(ChatError) in
             guard request.partition == nil else {
                 throw ChatError(.invalidRequest, "a partitioned statement goes to \(ChatNames.Endpoint.presenceSyncPartition.subject)")
             }
+            _ = try await authenticated(caller, claiming: request.gatewayID)
             return try await Self.syncPresence(request, presence: presence)
         }
-        add(.presenceSyncPartition, on: service) { (request: ServiceAPI.PresenceSync) throws(ChatError) in
+        add(.presenceSyncPartition, on: service) { (request: ServiceAPI.PresenceSync, caller: Caller) throws(ChatError) in
             guard request.partition != nil else { throw ChatError(.invalidRequest, "partition is required") }
+            _ = try await authenticated(caller, claiming: request.gatewayID)
             return try await Self.syncPresence(request, presence: presence)
         }
+    }
+
+    /// The gateway a request comes from, proven by its `GatewayCredential`; when the request names a
+    /// gateway (`claiming`), it must be that one. Presence calls and everything done for a member
+    /// (join, send, leave) need it: a holder of the gateway NATS credential cannot speak for another
+    /// gateway.
+    private func authenticated(_ caller: Caller, claiming claimed: String? = nil) async throws(ChatError) -> GatewayID {
+        let claimed = try claimed.map(Self.gateway)
+        guard let credential = caller.gateway else {
+            throw ChatError(
+                .unauthorized,
+                "this request needs the \(ChatNames.gatewayHeader) and \(ChatNames.gatewayKeyHeader) headers of a gateway"
+            )
+        }
+        if let claimed, claimed != credential.gatewayID {
+            throw ChatError(.forbidden, "gateway \(credential.gatewayID) cannot speak for gateway \(claimed)")
+        }
+        try await presence.authenticate(credential)
+        return credential.gatewayID
     }
 
     /// A gateway's statement (`ServiceAPI.PresenceSync`), whole or one partition of it: validated
@@ -176,6 +202,14 @@ struct ChatHandlers: Sendable {
         on service: NATSService,
         _ body: @escaping @Sendable (Request) async throws(ChatError) -> Response
     ) {
+        add(endpoint, on: service) { (request: Request, _: Caller) throws(ChatError) in try await body(request) }
+    }
+
+    private func add<Request: Decodable & Sendable, Response: Encodable & Sendable>(
+        _ endpoint: ChatNames.Endpoint,
+        on service: NATSService,
+        _ body: @escaping @Sendable (Request, Caller) async throws(ChatError) -> Response
+    ) {
         let logger = self.logger
         let requests = Counter(label: "chat_service_requests_total", dimensions: [("endpoint", endpoint.name)])
         let timer = Metrics.Timer(label: "chat_service_request_duration_seconds", dimensions: [("endpoint", endpoint.name)])
@@ -185,7 +219,7 @@ struct ChatHandlers: Sendable {
             defer { timer.recordInterval(since: start) }
             do throws(ChatError) {
                 let request = try ChatJSON.decode(Request.self, from: message.payload.isEmpty ? Array("{}".utf8) : message.payload)
-                return ServiceReply(payload: ChatJSON.encode(try await body(request)))
+                return ServiceReply(payload: ChatJSON.encode(try await body(request, Caller(headers: message.headers))))
             } catch {
                 Counter(label: "chat_service_errors_total", dimensions: [("endpoint", endpoint.name), ("code", error.code.rawValue)])
                     .increment()

@@ -43,7 +43,7 @@ public struct ChatServiceConfiguration: Sendable {
     public init(nats: NATSConfiguration) { self.nats = nats }
 
     public static func fromEnvironment(_ settings: Settings = Settings()) throws -> ChatServiceConfiguration {
-        var configuration = ChatServiceConfiguration(nats: try settings.nats(name: "chat-service"))
+        var configuration = ChatServiceConfiguration(nats: try settings.nats(name: "chat-service", inboxPrefix: "_INBOX_chat"))
         configuration.httpHost = settings.string("HTTP_HOST", default: configuration.httpHost)
         configuration.httpPort = try settings.int("HTTP_PORT", default: configuration.httpPort, range: 0...65535)
         configuration.retentionPerRoom = try settings.int(

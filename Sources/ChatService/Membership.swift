@@ -10,7 +10,7 @@ public final class Membership: Sendable {
     /// sends costs one KV read per member per `knownMemberTTL`, not one per message; and each room's
     /// member count for `joined` replies (see `count(of:)`).
     private struct State {
-        var knownMembers: [String: ContinuousClock.Instant] = [:]
+        var knownMembers: [String: (seen: ContinuousClock.Instant, gateway: GatewayID)] = [:]
         var counts: [RoomID: (count: Int, readAt: ContinuousClock.Instant)] = [:]
     }
 
@@ -51,10 +51,10 @@ public final class Membership: Sendable {
         }
     }
 
-    /// Removes the member; false when it was not one.
-    public func leave(room id: RoomID, user: UserID, reason: String) async throws(ChatError) -> Bool {
+    /// Removes the member; false when it was not one (or, with `heldBy`, is held by another gateway).
+    public func leave(room id: RoomID, user: UserID, reason: String, heldBy gateway: GatewayID? = nil) async throws(ChatError) -> Bool {
         do {
-            return try await remove(room: id, user: user, reason: reason)
+            return try await remove(room: id, user: user, reason: reason) { gateway == nil || $0.gatewayID == gateway }
         } catch {
             throw ChatStorage.chatError(error)
         }
@@ -100,22 +100,28 @@ public final class Membership: Sendable {
         }
     }
 
-    /// `not_member` unless the user is a member of the room.
-    public func requireMember(room id: RoomID, user: UserID) async throws(ChatError) {
-        guard try await isMember(room: id, user: user) else { throw ChatError(.notMember, "join room \(id) before sending to it") }
+    /// `not_member` unless the user is a member of the room — with `heldBy`, one whose connection that
+    /// gateway holds (in username mode a gateway may act only for its own clients).
+    public func requireMember(room id: RoomID, user: UserID, heldBy gateway: GatewayID? = nil) async throws(ChatError) {
+        guard let holder = try await holder(room: id, user: user), gateway == nil || holder == gateway else {
+            throw ChatError(.notMember, "join room \(id) before sending to it")
+        }
     }
 
-    public func isMember(room id: RoomID, user: UserID) async throws(ChatError) -> Bool {
+    /// The gateway holding the member's connection; nil when the user is not a member.
+    public func holder(room id: RoomID, user: UserID) async throws(ChatError) -> GatewayID? {
         let key = ChatNames.memberKey(id, user)
         let now = ContinuousClock.now
-        if let seen = state.withLock({ $0.knownMembers[key] }), now - seen < Self.knownMemberTTL { return true }
+        if let known = state.withLock({ $0.knownMembers[key] }), now - known.seen < Self.knownMemberTTL { return known.gateway }
         do {
-            guard let entry = try await members.confirmedValue(key), !entry.value.isEmpty else { return false }
+            guard let entry = try await members.confirmedValue(key), !entry.value.isEmpty,
+                let member = try? ChatJSON.decode(Member.self, from: entry.value)
+            else { return nil }
             state.withLock { state in
                 if state.knownMembers.count >= Self.cacheLimit { state.knownMembers.removeAll(keepingCapacity: true) }
-                state.knownMembers[key] = now
+                state.knownMembers[key] = (now, member.gatewayID)
             }
-            return true
+            return member.gatewayID
         } catch {
             throw ChatStorage.chatError(error)
         }

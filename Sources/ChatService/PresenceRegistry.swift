@@ -1,4 +1,5 @@
 import ChatCore
+import Crypto
 import Foundation
 import Logging
 import NATS
@@ -15,10 +16,13 @@ public final class PresenceRegistry: Sendable {
         /// Set by the presence sweeper when it removed this gateway's members: its next heartbeat is
         /// told to re-join them (the bucket's TTL removes records of gateways that never come back).
         var expired: Bool?
+        /// SHA-256 (hex) of the gateway's `GatewayCredential` key, fixed by its first request.
+        var keySHA256: String?
         enum CodingKeys: String, CodingKey {
             case connections, expired
             case gatewayID = "gateway_id"
             case lastSeenMilliseconds = "last_seen_ms"
+            case keySHA256 = "key_sha256"
         }
     }
 
@@ -28,12 +32,67 @@ public final class PresenceRegistry: Sendable {
     let logger: Logger
     /// When each gateway was last recorded alive from a join (at most once a second per gateway).
     private let touchedByJoin = Mutex<[GatewayID: ContinuousClock.Instant]>([:])
+    /// Each gateway's key digest once read or fixed: it never changes for a presence id.
+    private let keyDigests = Mutex<[GatewayID: String]>([:])
 
     init(gateways: KeyValue, membership: Membership, configuration: ChatServiceConfiguration, logger: Logger) {
         self.gateways = gateways
         self.membership = membership
         self.configuration = configuration
         self.logger = logger
+    }
+
+    /// Proves that a request comes from the gateway it names (`GatewayCredential`): the first request of
+    /// a presence id fixes its key digest in the gateway's record (create-if-absent, so of two racing
+    /// claimants one wins); every later one must present the same key. A record written without a digest
+    /// (by a chat-service older than keys) is adopted by compare-and-set.
+    public func authenticate(_ credential: GatewayCredential) async throws(ChatError) {
+        let gateway = credential.gatewayID
+        let digest = Self.digest(credential.key)
+        if let known = keyDigests.withLock({ $0[gateway] }) {
+            guard known == digest else { throw Self.wrongKey(gateway) }
+            return
+        }
+        do {
+            let key = ChatNames.gatewayKey(gateway)
+            var stored: String?
+            for _ in 0..<5 where stored == nil {
+                if let entry = try await gateways.value(key) {
+                    var record = (try? JSONDecoder().decode(GatewayRecord.self, from: Data(entry.value)))
+                        ?? GatewayRecord(gatewayID: gateway.rawValue, lastSeenMilliseconds: ChatTime.now().milliseconds, connections: -1)
+                    if let fixed = record.keySHA256 {
+                        stored = fixed
+                    } else {
+                        record.keySHA256 = digest
+                        if try await gateways.updateIfRevision(key, try Self.encoded(record), revision: entry.revision) != nil { stored = digest }
+                    }
+                } else {
+                    let record = GatewayRecord(
+                        gatewayID: gateway.rawValue,
+                        lastSeenMilliseconds: ChatTime.now().milliseconds,
+                        connections: -1,
+                        keySHA256: digest
+                    )
+                    if try await gateways.createIfAbsent(key, try Self.encoded(record)) != nil { stored = digest }
+                }
+            }
+            guard let stored else { throw ChatError(.unavailable, "the record of gateway \(gateway) kept changing; try again") }
+            keyDigests.withLock { digests in
+                if digests.count >= 100_000 { digests.removeAll(keepingCapacity: true) }
+                digests[gateway] = stored
+            }
+            guard stored == digest else { throw Self.wrongKey(gateway) }
+        } catch {
+            throw ChatStorage.chatError(error)
+        }
+    }
+
+    static func digest(_ key: String) -> String {
+        SHA256.hash(data: Array(key.utf8)).map { String(format: "%02x", $0) }.joined()
+    }
+
+    private static func wrongKey(_ gateway: GatewayID) -> ChatError {
+        ChatError(.forbidden, "the gateway key does not match the one gateway \(gateway) registered")
     }
 
     /// A member joined through `gateway`: also a sign of life, so a gateway that dies before its first
@@ -85,7 +144,12 @@ public final class PresenceRegistry: Sendable {
     private func touch(_ gateway: GatewayID, connections: Int?) async throws(NATSError) {
         if connections == nil, try await record(of: gateway)?.expired == true { return }
         let now = ChatTime.now().milliseconds
-        let record = GatewayRecord(gatewayID: gateway.rawValue, lastSeenMilliseconds: now, connections: connections ?? -1)
+        let record = GatewayRecord(
+            gatewayID: gateway.rawValue,
+            lastSeenMilliseconds: now,
+            connections: connections ?? -1,
+            keySHA256: keyDigests.withLock { $0[gateway] }
+        )
         try await gateways.put(ChatNames.gatewayKey(gateway), try Self.encoded(record))
     }
 
@@ -144,7 +208,7 @@ public final class PresenceRegistry: Sendable {
     @discardableResult
     public func sweepExpiredGateways(nowMilliseconds: Int64, reconcile: Bool = false) async throws(NATSError) -> Int {
         let timeout = configuration.presenceTimeout.inMilliseconds
-        var dead: Set<String> = []
+        var dead: [String: String?] = [:]  // key → its key digest, kept in the tombstone
         var alive: Set<String> = []
         var tombstones: [String: Int64] = [:]
         // Every sweep (each second): read without creating a consumer (see `valuesOfStoredKeys`).
@@ -153,7 +217,7 @@ public final class PresenceRegistry: Sendable {
             if record.expired == true {
                 tombstones[entry.key] = record.lastSeenMilliseconds
             } else if record.lastSeenMilliseconds + timeout < nowMilliseconds {
-                dead.insert(entry.key)
+                dead.updateValue(record.keySHA256, forKey: entry.key)
             } else {
                 alive.insert(entry.key)
             }
@@ -164,7 +228,7 @@ public final class PresenceRegistry: Sendable {
         func isStale(_ member: Member) -> Bool {
             let gateway = member.gatewayID.rawValue
             if alive.contains(gateway) { return false }
-            if dead.contains(gateway) { return true }
+            if dead.keys.contains(gateway) { return true }
             guard reconcile else { return false }
             if let declaredDead = tombstones[gateway] { return member.joinedAtMilliseconds < declaredDead }
             return member.joinedAtMilliseconds + timeout < nowMilliseconds
@@ -177,17 +241,23 @@ public final class PresenceRegistry: Sendable {
                 removed += 1
             }
         }
-        for key in dead {
+        for (key, digest) in dead {
             // A tombstone, not a delete: the gateway may only be cut off (a partition, a pause), and its
-            // next heartbeat must learn that it has to join its members again.
-            let tombstone = GatewayRecord(gatewayID: key, lastSeenMilliseconds: nowMilliseconds, connections: 0, expired: true)
+            // next heartbeat must learn that it has to join its members again — with the same key.
+            let tombstone = GatewayRecord(
+                gatewayID: key,
+                lastSeenMilliseconds: nowMilliseconds,
+                connections: 0,
+                expired: true,
+                keySHA256: digest
+            )
             try await gateways.put(key, try Self.encoded(tombstone))
         }
         if removed > 0 {
             logger.notice(
                 "removed members of expired gateways",
                 metadata: [
-                    "gateways": "\(dead.sorted())", "members": "\(removed)", "reconcile": "\(reconcile)",
+                    "gateways": "\(dead.keys.sorted())", "members": "\(removed)", "reconcile": "\(reconcile)",
                 ]
             )
         }

@@ -18,6 +18,9 @@ public struct GatewayConfiguration: Sendable {
     /// container restart) must not adopt the members of its previous life: they are held by the old
     /// presence id, whose heartbeats stopped, so presence expiry removes them.
     public var presenceID: String { String(gatewayID.prefix(55)) + "-" + incarnation }
+    /// The key that proves this process is `presenceID` to the chat-service (`GatewayCredential`).
+    public let credentialKey = GatewayCredential.randomKey()
+    public var credential: GatewayCredential { GatewayCredential(gatewayID: GatewayID(presenceID)!, key: credentialKey) }
     /// `MAX_FRAME_BYTES`: larger client frames close the socket with 1009.
     public var maxFrameBytes = 16 * 1024
     /// `RATE_LIMIT_PER_SEC` / `RATE_LIMIT_BURST`: messages a connection may send (token bucket).
@@ -77,7 +80,7 @@ public struct GatewayConfiguration: Sendable {
     public static func fromEnvironment(_ settings: Settings = Settings()) throws -> GatewayConfiguration {
         // A gateway subscribes two subjects per room: without a pool that is two libnats threads per room.
         var c = GatewayConfiguration(
-            nats: try settings.nats(name: "gateway", defaultDeliveryThreads: GatewayConfiguration.defaultDeliveryThreads)
+            nats: try settings.nats(name: "gateway", inboxPrefix: "_INBOX_gateway", defaultDeliveryThreads: GatewayConfiguration.defaultDeliveryThreads)
         )
         c.host = settings.string("HOST", default: c.host)
         c.port = try settings.int("PORT", default: c.port, range: 0...65535)

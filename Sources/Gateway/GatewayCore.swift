@@ -25,7 +25,7 @@ public final class GatewayCore: Service, Sendable {
         self.configuration = configuration
         self.connection = connection
         self.logger = logger
-        self.chat = ChatServiceClient(connection: connection, timeout: configuration.requestTimeout)
+        self.chat = ChatServiceClient(connection: connection, timeout: configuration.requestTimeout, credential: configuration.credential)
         self.hub = RoomHub(
             connection: connection,
             chat: chat,
@@ -143,7 +143,11 @@ public final class GatewayCore: Service, Sendable {
         // A heartbeat lost with a dying chat-service replica or a NATS restart must not cost
         // REQUEST_TIMEOUT_MS (5 s) + the interval: that exceeded CHAT_PRESENCE_TIMEOUT_MS (6 s), and the
         // sweeper removed the members of a live gateway (seen in the 30-minute chaos run).
-        let chat = ChatServiceClient(connection: connection, timeout: min(configuration.requestTimeout, configuration.heartbeatInterval))
+        let chat = ChatServiceClient(
+            connection: connection,
+            timeout: min(configuration.requestTimeout, configuration.heartbeatInterval),
+            credential: configuration.credential
+        )
         while !Task.isCancelled {
             do {
                 let result: ServiceAPI.HeartbeatResult = try await chat.call(

@@ -11,6 +11,8 @@ struct GatewayMetrics: Sendable {
     let gapFills = Counter(label: "gateway_gap_fill_messages_total")
     let duplicatesDropped = Counter(label: "gateway_duplicate_deliveries_dropped_total")
     let deliveriesDropped = Counter(label: "gateway_room_inbox_overflow_total")
+    /// Typing notices from NATS that were not a valid `typing` frame for their room (dropped).
+    let typingRefused = Counter(label: "gateway_typing_notices_refused_total")
     /// Leaves after a disconnect that failed and will be tried again (the chat-service unreachable).
     let leaveRetries = Counter(label: "gateway_leave_retries_total")
 

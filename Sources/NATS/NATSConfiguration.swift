@@ -39,6 +39,11 @@ public struct NATSConfiguration: Sendable {
     public var sendAsap = true
     /// Default timeout for requests (core and JetStream API).
     public var requestTimeout: Duration = .seconds(5)
+    /// Reply subjects of this connection's requests (and its consumers' deliveries) are
+    /// `<inboxPrefix>.<unique>`. A prefix of its own per service lets the NATS server confine each
+    /// service's subscriptions to its own replies (deploy/auth.conf): the gateway cannot read the
+    /// chat-service's JetStream and KV replies. `NATS_INBOX_PREFIX`; default `_INBOX_<service>`.
+    public var inboxPrefix = "_INBOX"
 
     public init(servers: [String] = ["nats://localhost:4222"], name: String? = nil) {
         self.servers = servers
@@ -47,6 +52,13 @@ public struct NATSConfiguration: Sendable {
 
     public init(url: String, name: String? = nil) {
         self.init(servers: Self.splitServers(url), name: name)
+    }
+
+    /// Subject tokens of A-Z a-z 0-9 _ - joined by dots, 64 characters at most: no wildcard, no space.
+    public static func isValidInboxPrefix(_ prefix: String) -> Bool {
+        let tokens = prefix.split(separator: ".", omittingEmptySubsequences: false)
+        return (1...64).contains(prefix.utf8.count)
+            && tokens.allSatisfy { !$0.isEmpty && $0.utf8.allSatisfy { $0 == 0x5F || $0 == 0x2D || (0x30...0x39).contains($0) || (0x41...0x5A).contains($0) || (0x61...0x7A).contains($0) } }
     }
 
     static func splitServers(_ list: String) -> [String] {
@@ -64,6 +76,7 @@ public struct NATSConfiguration: Sendable {
         configuration.password = value("NATS_PASSWORD")
         configuration.token = value("NATS_TOKEN")
         configuration.credentialsFile = value("NATS_CREDS")
+        configuration.inboxPrefix = value("NATS_INBOX_PREFIX") ?? configuration.inboxPrefix
         if value("NATS_CA") != nil || value("NATS_CERT") != nil || configuration.servers.contains(where: { $0.hasPrefix("tls://") }) {
             configuration.tls = TLS(caFile: value("NATS_CA"), certificateFile: value("NATS_CERT"), keyFile: value("NATS_KEY"))
         }

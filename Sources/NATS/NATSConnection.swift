@@ -34,7 +34,7 @@ public final class NATSConnection: Service, Sendable {
         self.executor = executor
         let deadlines = DeadlineRegistry()
         self.deadlines = deadlines
-        let mux = RequestMux(inbox: LibNATS.newInbox(), deadlines: deadlines)
+        let mux = RequestMux(inbox: LibNATS.newInbox(prefix: configuration.inboxPrefix), deadlines: deadlines)
         self.mux = mux
         let handleForSub = try SubscriptionHandle.subscribe(
             connection: handle,
@@ -192,7 +192,7 @@ public final class NATSConnection: Service, Sendable {
         }
     }
 
-    public func newInbox() -> String { LibNATS.newInbox() }
+    public func newInbox() -> String { LibNATS.newInbox(prefix: configuration.inboxPrefix) }
 
     // MARK: Shutdown
 

@@ -6,20 +6,43 @@ import NATS
 public struct ChatServiceClient: Sendable {
     public let connection: NATSConnection
     public let timeout: Duration
+    /// Sent with every request (a gateway's); the chat-service refuses presence calls and sends, joins
+    /// and leaves without one.
+    public let credential: GatewayCredential?
 
-    public init(connection: NATSConnection, timeout: Duration = .seconds(5)) {
+    public init(connection: NATSConnection, timeout: Duration = .seconds(5), credential: GatewayCredential? = nil) {
         self.connection = connection
         self.timeout = timeout
+        self.credential = credential
     }
 
+    /// The headers of a request: the gateway's credential, and the user's token when there is one.
+    public func headers(userToken: String? = nil) -> NATSHeaders? {
+        var headers = NATSHeaders()
+        if let credential {
+            headers[ChatNames.gatewayHeader] = credential.gatewayID.rawValue
+            headers[ChatNames.gatewayKeyHeader] = credential.key
+        }
+        if let userToken { headers[ChatNames.userTokenHeader] = userToken }
+        return headers.isEmpty ? nil : headers
+    }
+
+    /// `userToken`: the JWT of the user the request acts for (token mode), which the chat-service
+    /// verifies itself.
     public func call<Response: Decodable>(
         _ endpoint: ChatNames.Endpoint,
         _ request: some Encodable,
-        as type: Response.Type = Response.self
+        as type: Response.Type = Response.self,
+        userToken: String? = nil
     ) async throws(ChatError) -> Response {
         let reply: NATSMessage
         do {
-            reply = try await connection.request(endpoint.subject, payload: ChatJSON.encode(request), timeout: timeout)
+            reply = try await connection.request(
+                endpoint.subject,
+                payload: ChatJSON.encode(request),
+                headers: headers(userToken: userToken),
+                timeout: timeout
+            )
         } catch {
             switch error.kind {
             case .noResponders: throw ChatError(.unavailable, "chat service unavailable (no instance is running)")

@@ -32,8 +32,14 @@ public struct Settings: Sendable {
 
     /// The NATS connection settings (`NATSConfiguration.fromEnvironment`), with the numeric ones checked:
     /// a mistyped `NATS_DELIVERY_THREADS` or `NATS_REQUEST_TIMEOUT_MS` fails start-up instead of being ignored.
-    public func nats(name: String, defaultDeliveryThreads: Int = 0) throws -> NATSConfiguration {
+    /// `inboxPrefix` is the service's default `NATS_INBOX_PREFIX` (`_INBOX_chat`, `_INBOX_broadcaster`,
+    /// `_INBOX_gateway`: the prefixes deploy/auth.conf lets each user subscribe to).
+    public func nats(name: String, inboxPrefix: String = "_INBOX", defaultDeliveryThreads: Int = 0) throws -> NATSConfiguration {
         var configuration = NATSConfiguration.fromEnvironment(values, name: name)
+        configuration.inboxPrefix = optional("NATS_INBOX_PREFIX") ?? inboxPrefix
+        guard NATSConfiguration.isValidInboxPrefix(configuration.inboxPrefix) else {
+            throw ConfigurationError("NATS_INBOX_PREFIX must be 1–64 characters of A-Z a-z 0-9 _ - (dots between tokens allowed)")
+        }
         configuration.deliveryThreads = try int("NATS_DELIVERY_THREADS", default: defaultDeliveryThreads, range: 0...64)
         configuration.requestTimeout = try milliseconds("NATS_REQUEST_TIMEOUT_MS", default: configuration.requestTimeout)
         configuration.sendAsap = try bool("NATS_SEND_ASAP", default: configuration.sendAsap)

@@ -15,6 +15,7 @@ struct ConfigurationTests {
     @Test(arguments: [
         ["NATS_DELIVERY_THREADS": "many"], ["NATS_DELIVERY_THREADS": "65"], ["NATS_DELIVERY_THREADS": "-1"],
         ["NATS_REQUEST_TIMEOUT_MS": "0"], ["NATS_REQUEST_TIMEOUT_MS": "5s"], ["NATS_SEND_ASAP": "maybe"],
+        ["NATS_INBOX_PREFIX": "_INBOX.>"], ["NATS_INBOX_PREFIX": "a b"], ["NATS_INBOX_PREFIX": "a..b"],
     ])
     func mistypedValuesFailStartUp(_ environment: [String: String]) {
         #expect(throws: ConfigurationError.self) { try Settings(environment).nats(name: "gateway") }
@@ -28,6 +29,11 @@ struct ConfigurationTests {
         #expect(nats.requestTimeout == .milliseconds(250))
         #expect(nats.sendAsap == false)
         #expect(nats.servers == ["nats://a:1", "nats://b:2"])
+    }
+
+    @Test func inboxPrefixIsTheServicesOwn() throws {
+        #expect(try GatewayConfiguration.fromEnvironment(Settings([:])).nats.inboxPrefix == "_INBOX_gateway")
+        #expect(try GatewayConfiguration.fromEnvironment(Settings(["NATS_INBOX_PREFIX": "_INBOX_gw.eu"])).nats.inboxPrefix == "_INBOX_gw.eu")
     }
 
     @Test func requestBodyTimeout() throws {

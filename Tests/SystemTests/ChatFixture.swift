@@ -20,7 +20,7 @@ final class ChatFixture: @unchecked Sendable {
         server = try NATSServerProcess()
         client = try await server.connect(name: "test-client")
         // Generous: CI machines are loaded; the tests check outcomes, not latency.
-        chat = ChatServiceClient(connection: client, timeout: .seconds(15))
+        chat = Self.gateway("gw-test", connection: client)
         var configuration = ChatServiceConfiguration(nats: NATSConfiguration(url: server.url, name: "chat-service"))
         configuration.presenceSweepInterval = .milliseconds(200)
         // Only the presence test wants gateways to expire; elsewhere a slow CI machine must not remove members.
@@ -38,8 +38,19 @@ final class ChatFixture: @unchecked Sendable {
     /// The default test gateway beats like a live one, so presence expiry never removes its members.
     private var heartbeat: Task<Void, Never>?
 
+    /// A client that speaks as gateway `id`: its key is made from the id, so every client of one id
+    /// proves the same key (an id that is not a valid gateway id gets gw-test's).
+    func gateway(_ id: String) -> ChatServiceClient { Self.gateway(id, connection: client) }
+
+    private static func gateway(_ id: String, connection: NATSConnection) -> ChatServiceClient {
+        let gateway = GatewayID(id) ?? GatewayID("gw-test")!
+        let key = "test-key-of-" + String(repeating: "0", count: 32) + "-" + gateway.rawValue
+        // Generous: CI machines are loaded; the tests check outcomes, not latency.
+        return ChatServiceClient(connection: connection, timeout: .seconds(15), credential: GatewayCredential(gatewayID: gateway, key: key))
+    }
+
     func startHeartbeat(gateway: String = "gw-test") {
-        let chat = self.chat
+        let chat = self.gateway(gateway)
         heartbeat = Task {
             while !Task.isCancelled {
                 let _: ServiceAPI.Ok? = try? await chat.call(.heartbeat, ServiceAPI.Heartbeat(gatewayID: gateway, connections: 1))
@@ -82,7 +93,10 @@ final class ChatFixture: @unchecked Sendable {
 
     func join(_ room: RoomID, _ user: UserID, _ name: String, gateway: String = "gw-test") async throws(ChatError) -> ServiceAPI.JoinResult
     {
-        try await chat.call(.join, ServiceAPI.Join(roomID: room.rawValue, userID: user.rawValue, username: name, gatewayID: gateway))
+        try await self.gateway(gateway).call(
+            .join,
+            ServiceAPI.Join(roomID: room.rawValue, userID: user.rawValue, username: name, gatewayID: gateway)
+        )
     }
 
     func send(

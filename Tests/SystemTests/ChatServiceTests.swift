@@ -185,6 +185,7 @@ struct ChatServiceTests {
                     ackOnly: true
                 )
             ),
+            headers: fixture.chat.headers(),
             timeout: .seconds(5)
         )
         let fresh = try ChatJSON.decode(ServiceAPI.SendAck.self, from: ackedReply.payload)
@@ -370,7 +371,7 @@ struct ChatServiceTests {
         // gw-alive keeps beating; gw-dead never does again.
         let beating = Task {
             while !Task.isCancelled {
-                let _: ServiceAPI.Ok? = try? await fixture.chat.call(
+                let _: ServiceAPI.Ok? = try? await fixture.gateway("gw-alive").call(
                     .heartbeat,
                     ServiceAPI.Heartbeat(gatewayID: "gw-alive", connections: 1)
                 )

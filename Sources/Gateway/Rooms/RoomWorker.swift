@@ -121,8 +121,12 @@ final class RoomWorker: Sendable {
             )
             await perform(state.sequencer.delivered(delivery), &state)
         case .typing(let message):
-            let sender = message.headers[ChatNames.userHeader] ?? ""
-            await perform(state.sequencer.typing(from: sender, payload: message.payload), &state)
+            // Rebuilt from validated fields: what reaches the sockets is a frame this gateway wrote.
+            guard let notice = TypingNotice.decode(message.payload, room: room) else {
+                context.metrics.typingRefused.increment()
+                return
+            }
+            await perform(state.sequencer.typing(from: notice.userID.rawValue, payload: notice.encoded(room: room)), &state)
         case .add(let connection, let since, let joinSeq, let done):
             state.joins[connection.id] = done
             let actions = state.sequencer.memberAdded(

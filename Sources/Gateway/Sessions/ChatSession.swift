@@ -153,11 +153,9 @@ struct ChatSession {
             let now = ContinuousClock.now
             if let last = lastTyping[room], now - last < gateway.configuration.typingInterval { return }
             lastTyping[room] = now
-            var headers = NATSHeaders()
-            headers[ChatNames.userHeader] = connection.userID.rawValue
-            let frame = ServerFrame.typing(roomID: room, userID: connection.userID, username: connection.username.rawValue)
+            let notice = TypingNotice(userID: connection.userID, username: connection.username)
             do {
-                try gateway.connection.publish(ChatNames.typingSubject(room), payload: frame, headers: headers)
+                try gateway.connection.publish(ChatNames.typingSubject(room), payload: notice.encoded(room: room))
             } catch {
                 throw ChatError(.unavailable, "could not send typing notice")
             }

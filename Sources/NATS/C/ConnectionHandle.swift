@@ -53,6 +53,8 @@ final class ConnectionHandle: @unchecked Sendable {
         try LibNATS.check(status, "set servers")
         if configuration.servers.count == 1 { _ = natsOptions_SetNoRandomize(options, true) }
         if let name = configuration.name { try LibNATS.check(natsOptions_SetName(options, name), "set name") }
+        // For libnats' own inboxes (none are used today: requests go through RequestMux) — the same prefix.
+        try LibNATS.check(natsOptions_SetCustomInboxPrefix(options, configuration.inboxPrefix), "set inbox prefix")
         if let user = configuration.user {
             try LibNATS.check(natsOptions_SetUserInfo(options, user, configuration.password ?? ""), "set user")
         }

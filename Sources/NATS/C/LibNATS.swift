@@ -122,12 +122,14 @@ enum LibNATS {
         return msg
     }
 
-    static func newInbox() -> String {
+    /// `<prefix>.<unique>`: the unique part is libnats' NUID (what follows `_INBOX.` in its own inboxes).
+    static func newInbox(prefix: String) -> String {
         var inbox: UnsafeMutablePointer<natsInbox>? = nil
         guard natsInbox_Create(&inbox) == NATS_OK, let inbox else {
-            return "_INBOX.\(UInt64.random(in: 0...UInt64.max))"
+            return "\(prefix).\(UInt64.random(in: 0...UInt64.max))"
         }
         defer { natsInbox_Destroy(inbox) }
-        return String(cString: UnsafeRawPointer(inbox).assumingMemoryBound(to: CChar.self))
+        let made = String(cString: UnsafeRawPointer(inbox).assumingMemoryBound(to: CChar.self))
+        return prefix + "." + (made.split(separator: ".").last.map(String.init) ?? made)
     }
 }
