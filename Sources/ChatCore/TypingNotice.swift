@@ -16,19 +16,13 @@ public struct TypingNotice: Sendable, Equatable {
         ServerFrame.typing(roomID: room, userID: userID, username: username.rawValue)
     }
 
-    /// The notice in `payload` if it is exactly a valid `typing` frame for `room`.
+    /// The notice in `payload` if it is exactly a valid `typing` frame for `room`: the four string
+    /// fields and nothing else.
     public static func decode(_ payload: [UInt8], room: RoomID) -> TypingNotice? {
-        struct Wire: Decodable {
-            var type: String
-            var room_id: String
-            var user_id: String
-            var username: String
-        }
-        guard payload.count <= 1024, let wire = try? ChatJSON.decode(Wire.self, from: payload), wire.type == "typing",
-            wire.room_id == room.rawValue, let user = UserID(wire.user_id), let name = Username(wire.username)
+        guard payload.count <= 1024, let fields = try? ChatJSON.decode([String: String].self, from: payload), fields.count == 4,
+            fields["type"] == "typing", fields["room_id"] == room.rawValue,
+            let user = fields["user_id"].flatMap(UserID.init), let name = fields["username"].flatMap(Username.init)
         else { return nil }
-        // Only the four known fields: a frame with more is not one a gateway wrote.
-        guard ServerFrame.typing(roomID: room, userID: user, username: name.rawValue).count == payload.count else { return nil }
         return TypingNotice(userID: user, username: name)
     }
 }

@@ -58,13 +58,16 @@ public final class PresenceRegistry: Sendable {
             var stored: String?
             for _ in 0..<5 where stored == nil {
                 if let entry = try await gateways.value(key) {
-                    var record = (try? JSONDecoder().decode(GatewayRecord.self, from: Data(entry.value)))
+                    var record =
+                        (try? JSONDecoder().decode(GatewayRecord.self, from: Data(entry.value)))
                         ?? GatewayRecord(gatewayID: gateway.rawValue, lastSeenMilliseconds: ChatTime.now().milliseconds, connections: -1)
                     if let fixed = record.keySHA256 {
                         stored = fixed
                     } else {
                         record.keySHA256 = digest
-                        if try await gateways.updateIfRevision(key, try Self.encoded(record), revision: entry.revision) != nil { stored = digest }
+                        if try await gateways.updateIfRevision(key, try Self.encoded(record), revision: entry.revision) != nil {
+                            stored = digest
+                        }
                     }
                 } else {
                     let record = GatewayRecord(

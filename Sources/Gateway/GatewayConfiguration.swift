@@ -80,7 +80,11 @@ public struct GatewayConfiguration: Sendable {
     public static func fromEnvironment(_ settings: Settings = Settings()) throws -> GatewayConfiguration {
         // A gateway subscribes two subjects per room: without a pool that is two libnats threads per room.
         var c = GatewayConfiguration(
-            nats: try settings.nats(name: "gateway", inboxPrefix: "_INBOX_gateway", defaultDeliveryThreads: GatewayConfiguration.defaultDeliveryThreads)
+            nats: try settings.nats(
+                name: "gateway",
+                inboxPrefix: "_INBOX_gateway",
+                defaultDeliveryThreads: GatewayConfiguration.defaultDeliveryThreads
+            )
         )
         c.host = settings.string("HOST", default: c.host)
         c.port = try settings.int("PORT", default: c.port, range: 0...65535)

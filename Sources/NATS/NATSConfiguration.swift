@@ -58,7 +58,12 @@ public struct NATSConfiguration: Sendable {
     public static func isValidInboxPrefix(_ prefix: String) -> Bool {
         let tokens = prefix.split(separator: ".", omittingEmptySubsequences: false)
         return (1...64).contains(prefix.utf8.count)
-            && tokens.allSatisfy { !$0.isEmpty && $0.utf8.allSatisfy { $0 == 0x5F || $0 == 0x2D || (0x30...0x39).contains($0) || (0x41...0x5A).contains($0) || (0x61...0x7A).contains($0) } }
+            && tokens.allSatisfy {
+                !$0.isEmpty
+                    && $0.utf8.allSatisfy {
+                        $0 == 0x5F || $0 == 0x2D || (0x30...0x39).contains($0) || (0x41...0x5A).contains($0) || (0x61...0x7A).contains($0)
+                    }
+            }
     }
 
     static func splitServers(_ list: String) -> [String] {

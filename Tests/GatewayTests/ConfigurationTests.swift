@@ -33,7 +33,9 @@ struct ConfigurationTests {
 
     @Test func inboxPrefixIsTheServicesOwn() throws {
         #expect(try GatewayConfiguration.fromEnvironment(Settings([:])).nats.inboxPrefix == "_INBOX_gateway")
-        #expect(try GatewayConfiguration.fromEnvironment(Settings(["NATS_INBOX_PREFIX": "_INBOX_gw.eu"])).nats.inboxPrefix == "_INBOX_gw.eu")
+        #expect(
+            try GatewayConfiguration.fromEnvironment(Settings(["NATS_INBOX_PREFIX": "_INBOX_gw.eu"])).nats.inboxPrefix == "_INBOX_gw.eu"
+        )
     }
 
     @Test func requestBodyTimeout() throws {

@@ -40,7 +40,10 @@ struct GatewayCredentialTests {
         }
         #expect(sync == .forbidden)
         let beat = await Self.code {
-            let _: ServiceAPI.HeartbeatResult = try await impostor.call(.heartbeat, ServiceAPI.Heartbeat(gatewayID: "gw-test", connections: 0))
+            let _: ServiceAPI.HeartbeatResult = try await impostor.call(
+                .heartbeat,
+                ServiceAPI.Heartbeat(gatewayID: "gw-test", connections: 0)
+            )
         }
         #expect(beat == .forbidden)
         // Its own credential, naming another gateway in the body.
@@ -70,7 +73,10 @@ struct GatewayCredentialTests {
             )
         }
         #expect(send == .notMember)
-        let left: ServiceAPI.LeaveResult = try await attacker.call(.leave, ServiceAPI.Leave(roomID: room.id.rawValue, userID: victim.rawValue))
+        let left: ServiceAPI.LeaveResult = try await attacker.call(
+            .leave,
+            ServiceAPI.Leave(roomID: room.id.rawValue, userID: victim.rawValue)
+        )
         #expect(left.left == false)
         // Joining the victim's id again through another gateway changes nothing either.
         let joined: ServiceAPI.JoinResult = try await attacker.call(
@@ -104,7 +110,10 @@ struct GatewayCredentialTests {
         }
         #expect(join == .unauthorized)
         let beat = await Self.code {
-            let _: ServiceAPI.HeartbeatResult = try await anonymous.call(.heartbeat, ServiceAPI.Heartbeat(gatewayID: "gw-x", connections: 0))
+            let _: ServiceAPI.HeartbeatResult = try await anonymous.call(
+                .heartbeat,
+                ServiceAPI.Heartbeat(gatewayID: "gw-x", connections: 0)
+            )
         }
         #expect(beat == .unauthorized)
         // Reads stay open to any caller.
