@@ -9,7 +9,8 @@ free loopback ports, and prints the ratios.
 The system is nats-server -js + chat-service + broadcaster + gateway, started by the shared test
 launcher (e2e/python/system.py) from the release binaries in --system-bin-dir (default: --bin-dir),
 with LOG_LEVEL=warning and the per-connection rate limit raised (RATE_LIMIT_PER_SEC/BURST=100000, so
-senders are limited by the scenario, not the gateway); chat-bench and chat-baseline come from
+senders are limited by the scenario, not the gateway; the per-user and per-address rates follow it) and
+the per-address connection and room-creation limits off (every bench client is local); chat-bench and chat-baseline come from
 --bin-dir. chat-bench gets every process's PID (--pid) so it reports their CPU and RSS per phase.
 JSON results go to --out/<scenario>-<target>.json. Build first (the Benchmarks package, which also
 builds the three executables of the root package it depends on, into one directory):
@@ -38,7 +39,8 @@ sys.path.insert(0, str(ROOT / "e2e" / "python"))
 
 from system import Process, System, free_port, http_get  # noqa: E402
 
-BENCH_GATEWAY_ENV = {"RATE_LIMIT_PER_SEC": "100000", "RATE_LIMIT_BURST": "100000"}
+BENCH_GATEWAY_ENV = {"RATE_LIMIT_PER_SEC": "100000", "RATE_LIMIT_BURST": "100000",
+                     "MAX_CONNECTIONS_PER_IP": "0", "ROOM_CREATE_PER_MIN": "1000000"}
 
 
 class Baseline(Process):

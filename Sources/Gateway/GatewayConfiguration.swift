@@ -26,6 +26,18 @@ public struct GatewayConfiguration: Sendable {
     /// `RATE_LIMIT_PER_SEC` / `RATE_LIMIT_BURST`: messages a connection may send (token bucket).
     public var ratePerSecond = 10.0
     public var rateBurst = 20.0
+    /// `RATE_LIMIT_PER_USER_PER_SEC` / `RATE_LIMIT_PER_USER_BURST`: messages one user may send over all
+    /// its connections to this gateway (default twice a connection's). The user is the verified `sub`
+    /// in token mode, the username in username mode.
+    public var userRatePerSecond = 20.0
+    public var userRateBurst = 40.0
+    /// `RATE_LIMIT_PER_IP_PER_SEC` / `RATE_LIMIT_PER_IP_BURST`: messages from one client address over
+    /// all its connections (default ten times a connection's).
+    public var addressRatePerSecond = 100.0
+    public var addressRateBurst = 200.0
+    /// `ROOM_CREATE_PER_MIN`: rooms one client address — and, in token mode, one user — may create per
+    /// minute (also the burst).
+    public var roomCreatesPerMinute = 20
     /// `MAX_ROOMS_PER_CONNECTION`.
     public var maxRoomsPerConnection = 20
     /// `OUTBOUND_QUEUE_LIMIT`: frames queued for one socket; beyond it the client is too slow and is
@@ -58,7 +70,8 @@ public struct GatewayConfiguration: Sendable {
     /// Default: the open-file limit less 512.
     public var maxConnections = ConnectionLimiter.defaultMaxConnections()
     /// `MAX_CONNECTIONS_PER_IP`: WebSockets per client address; more get 429 `too_many_connections` (0: no limit).
-    public var maxConnectionsPerIP = 0
+    /// Behind a proxy, list it in `TRUSTED_PROXIES`, or every client counts as the proxy's address.
+    public var maxConnectionsPerIP = 256
     /// `REQUEST_HEAD_TIMEOUT_MS`: a connection whose first request head (and, for `/ws`, the upgrade
     /// decision) is not complete this long after it opened is closed — slow or silent clients cannot
     /// hold sockets that no limit counts.
@@ -94,6 +107,14 @@ public struct GatewayConfiguration: Sendable {
         c.maxFrameBytes = try settings.int("MAX_FRAME_BYTES", default: c.maxFrameBytes, range: 256...(16 * 1024 * 1024))
         c.ratePerSecond = Double(try settings.int("RATE_LIMIT_PER_SEC", default: Int(c.ratePerSecond), range: 1...100_000))
         c.rateBurst = Double(try settings.int("RATE_LIMIT_BURST", default: Int(c.rateBurst), range: 1...100_000))
+        // Derived defaults follow a raised per-connection rate (benchmarks raise only that one).
+        let perSecond = Int(c.ratePerSecond)
+        let burst = Int(c.rateBurst)
+        c.userRatePerSecond = Double(try settings.int("RATE_LIMIT_PER_USER_PER_SEC", default: 2 * perSecond, range: 1...1_000_000))
+        c.userRateBurst = Double(try settings.int("RATE_LIMIT_PER_USER_BURST", default: 2 * burst, range: 1...1_000_000))
+        c.addressRatePerSecond = Double(try settings.int("RATE_LIMIT_PER_IP_PER_SEC", default: 10 * perSecond, range: 1...10_000_000))
+        c.addressRateBurst = Double(try settings.int("RATE_LIMIT_PER_IP_BURST", default: 10 * burst, range: 1...10_000_000))
+        c.roomCreatesPerMinute = try settings.int("ROOM_CREATE_PER_MIN", default: c.roomCreatesPerMinute, range: 1...1_000_000)
         c.maxRoomsPerConnection = try settings.int("MAX_ROOMS_PER_CONNECTION", default: c.maxRoomsPerConnection, range: 1...10_000)
         c.outboundQueueLimit = try settings.int("OUTBOUND_QUEUE_LIMIT", default: c.outboundQueueLimit, range: 8...1_000_000)
         c.allowedOrigins =

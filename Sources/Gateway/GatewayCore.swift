@@ -19,6 +19,10 @@ public final class GatewayCore: Service, Sendable {
     let metrics = GatewayMetrics()
     let logger: Logger
     let auth: Authenticator
+    /// Send and room-creation limits shared by all connections of a user or an address.
+    let limits: GatewayRateLimits
+    /// `MAX_CONNECTIONS(_PER_IP)`, and the client address of a request (`TRUSTED_PROXIES`).
+    let connectionLimiter: ConnectionLimiter
     private let clients = Mutex<[String: ClientConnection]>([:])
 
     init(configuration: GatewayConfiguration, connection: NATSConnection, auth: Authenticator, logger: Logger) {
@@ -34,6 +38,12 @@ public final class GatewayCore: Service, Sendable {
             presenceSyncMaxEntries: configuration.presenceSyncMaxEntries
         )
         self.auth = auth
+        self.limits = GatewayRateLimits(configuration: configuration)
+        self.connectionLimiter = ConnectionLimiter(
+            maxConnections: configuration.maxConnections,
+            maxPerIP: configuration.maxConnectionsPerIP,
+            trustedProxies: configuration.trustedProxies
+        )
     }
 
     public var connectionCount: Int { clients.withLock { $0.count } }

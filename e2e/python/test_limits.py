@@ -213,3 +213,75 @@ def test_slow_silent_and_idle_http_clients_are_closed(make_system):
         await client.close()
     run(body())
     assert "gateway_request_head_timeouts_total 3" in gw.metrics()
+
+
+def test_per_address_limits_are_on_by_default(make_system):
+    # "" restores the built-in defaults the test launcher raises: 256 sockets and 20 room creations a
+    # minute per client address.
+    system = make_system(gateway_env={"MAX_CONNECTIONS_PER_IP": "", "ROOM_CREATE_PER_MIN": ""})
+    gw = system.gateway
+
+    async def body():
+        clients = await asyncio.gather(*(Client.connect(gw, f"u{i}") for i in range(256)))
+        rejection = await refused(gw.ws_url("one-too-many"))
+        assert rejection.status == 429 and rejection.json()["code"] == "too_many_connections", rejection
+        await asyncio.gather(*(client.close() for client in clients))
+
+    run(body(), timeout=180)
+    created = [requests.post(gw.base_url + "/api/v1/rooms", json={"name": unique("burst")}, timeout=5) for _ in range(21)]
+    assert [r.status_code for r in created[:20]] == [201] * 20, [r.text for r in created[:20]]
+    assert created[20].status_code == 429 and created[20].json()["code"] == "rate_limited", created[20].text
+    assert 1 <= int(created[20].headers["Retry-After"]) <= 60, created[20].headers
+    # Another address (through a trusted proxy: loopback by default) still creates rooms.
+    other = requests.post(gw.base_url + "/api/v1/rooms", json={"name": unique("other")},
+                          headers={"X-Forwarded-For": "203.0.113.9"}, timeout=5)
+    assert other.status_code == 201, other.text
+
+
+async def send_all(clients: list[Client], room: str, per_client: int) -> tuple[int, int, float]:
+    """Every client sends `per_client` messages at once; returns (acknowledged, rate_limited, seconds)."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    replies = await asyncio.gather(*(client.send_message(f"{client.label}-{i}", room)
+                                     for client in clients for i in range(per_client)))
+    elapsed = loop.time() - start
+    acked = sum(1 for reply in replies if reply["type"] == "ack")
+    limited = sum(1 for reply in replies if reply.get("code") == "rate_limited")
+    assert acked + limited == len(replies), [r for r in replies if r["type"] != "ack" and r.get("code") != "rate_limited"]
+    assert all(is_retry(reply) for reply in replies if reply.get("code") == "rate_limited")
+    return acked, limited, elapsed
+
+
+def is_retry(reply: dict) -> bool:
+    return isinstance(reply.get("retry_after_ms"), int) and reply["retry_after_ms"] >= 1
+
+
+def test_send_limits_hold_across_a_users_and_an_addresss_connections(make_system):
+    # Per connection generous; per user 2/s (burst 4) and per address 5/s (burst 10).
+    system = make_system(gateway_env={"RATE_LIMIT_PER_SEC": "1000", "RATE_LIMIT_BURST": "1000",
+                                      "RATE_LIMIT_PER_USER_PER_SEC": "2", "RATE_LIMIT_PER_USER_BURST": "4",
+                                      "RATE_LIMIT_PER_IP_PER_SEC": "5", "RATE_LIMIT_PER_IP_BURST": "10"})
+    gw = system.gateway
+    room = requests.post(gw.base_url + "/api/v1/rooms", json={"name": unique("quota")}, timeout=5).json()["id"]
+
+    async def body():
+        # One user on five sockets: the user's budget, not five times it.
+        same = [await Client.joined(gw, "same-user", room) for _ in range(5)]
+        acked, limited, elapsed = await send_all(same, room, 4)
+        assert acked <= 4 + 2 * elapsed + 1 and limited >= 20 - (4 + 2 * elapsed + 1), (acked, limited, elapsed)
+        for client in same:
+            await client.close()
+        # Thirty users from one address (behind one trusted proxy address): the address's budget.
+        many = [await Client.open(gw.ws_url(f"user{i}"), headers={"X-Forwarded-For": "198.51.100.20"}) for i in range(30)]
+        for client in many:
+            await client.join(room)
+        acked, limited, elapsed = await send_all(many, room, 2)
+        assert acked <= 10 + 5 * elapsed + 1 and limited >= 60 - (10 + 5 * elapsed + 1), (acked, limited, elapsed)
+        # Another address is not held back by that one.
+        other = await Client.open(gw.ws_url("elsewhere"), headers={"X-Forwarded-For": "203.0.113.30"})
+        await other.join(room)
+        assert (await other.send_message("from elsewhere", room))["type"] == "ack"
+        for client in [*many, other]:
+            await client.close()
+
+    run(body())

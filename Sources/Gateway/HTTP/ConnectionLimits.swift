@@ -49,7 +49,9 @@ final class ConnectionLimiter: Sendable {
     }
 
     /// Takes a slot for the connection on `channel`, or throws the error to answer (503 / 429).
-    func admit(_ request: Request, channel: any Channel) throws(GatewayHTTPError) {
+    /// Returns the client address.
+    @discardableResult
+    func admit(_ request: Request, channel: any Channel) throws(GatewayHTTPError) -> String {
         let address = clientAddress(request, channel: channel)
         let refusal: GatewayHTTPError? = state.withLock { state in
             if state.total >= maxConnections {
@@ -78,6 +80,7 @@ final class ConnectionLimiter: Sendable {
                 state.perIP[address] = left > 0 ? left : nil
             }
         }
+        return address
     }
 
     /// The default `MAX_CONNECTIONS`: the open-file limit less 512 descriptors for NATS, files and the

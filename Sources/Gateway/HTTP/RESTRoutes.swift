@@ -71,6 +71,24 @@ enum REST {
         }
     }
 
+    /// `ROOM_CREATE_PER_MIN` per client address (and per user once REST writes carry a verified one):
+    /// 429 `rate_limited` with `Retry-After`.
+    static func limitRoomCreation(
+        _ request: Request,
+        _ context: GatewayRequestContext,
+        _ core: GatewayCore,
+        user: String? = nil
+    ) throws(GatewayHTTPError) {
+        let address = core.connectionLimiter.clientAddress(request, channel: context.channel)
+        guard case .limited(let retryAfter) = core.limits.createRoom(address: address, user: user) else { return }
+        core.metrics.error(.rateLimited).increment()
+        throw GatewayHTTPError(
+            .tooManyRequests,
+            ChatError(.rateLimited, "too many rooms created; try again in \((retryAfter + 999) / 1000) s"),
+            headers: [.retryAfter: String((retryAfter + 999) / 1000)]
+        )
+    }
+
     static func roomID(_ context: GatewayRequestContext) throws(GatewayHTTPError) -> RoomID {
         guard let text = context.parameters.get("id"), let id = RoomID(text) else {
             throw GatewayHTTPError(.notFound, ChatError(.roomNotFound, "room not found (room ids are UUIDs)"))
@@ -86,6 +104,7 @@ func addRESTRoutes(to router: Router<GatewayRequestContext>, core: GatewayCore) 
         return REST.reply(ChatJSON.encode(list))
     }
     api.post("rooms") { request, context -> Response in
+        try REST.limitRoomCreation(request, context, core)
         let body = try await REST.body(of: request, upTo: context.maxUploadSize, within: core.configuration.requestBodyTimeout)
         let create: ServiceAPI.CreateRoom
         do throws(ChatError) {

@@ -26,6 +26,12 @@ struct ChatSession {
 
     var chat: ChatServiceClient { gateway.chat }
 
+    /// Whose sends share a budget: the verified user in token mode; in username mode the name (what
+    /// is all there is of a user there — a client using several names is held by its address's limit).
+    var rateKey: String {
+        gateway.auth.requiresToken ? "u:" + connection.userID.rawValue : "n:" + connection.username.rawValue
+    }
+
     func send(_ bytes: [UInt8]) { connection.send(bytes) }
 
     func sendError(_ error: ChatError, clientMessageID: String? = nil, retryAfterMilliseconds: Int? = nil, roomID: String? = nil) {
@@ -104,7 +110,10 @@ struct ChatSession {
 
         case .message(let content, let text, let clientMessageID):
             let room = try joinedRoom(text)
-            if case .limited(let retryAfter) = bucket.take(now: .now) {
+            let now = ContinuousClock.now
+            var decision = bucket.take(now: now)
+            if case .allowed = decision { decision = gateway.limits.send(user: rateKey, address: connection.address, now: now) }
+            if case .limited(let retryAfter) = decision {
                 gateway.metrics.error(.rateLimited).increment()
                 send(
                     ServerFrame.error(

@@ -18,6 +18,8 @@ public final class ClientConnection: Sendable {
     public let id: String
     public let userID: UserID
     public let username: Username
+    /// The client's address (`ConnectionLimiter.clientAddress`), the key of its per-address limits.
+    let address: String
     let limit: Int
     let channel: any Channel
     /// Encoded frames go out here (see `WebSocketFrameBytes`).
@@ -40,6 +42,7 @@ public final class ClientConnection: Sendable {
         id: String,
         userID: UserID,
         username: Username,
+        address: String,
         queueLimit: Int,
         channel: any Channel,
         output: WebSocketFrameOutput,
@@ -49,6 +52,7 @@ public final class ClientConnection: Sendable {
         self.id = id
         self.userID = userID
         self.username = username
+        self.address = address
         self.limit = queueLimit
         self.channel = channel
         self.output = output

@@ -17,6 +17,14 @@ public struct TokenBucket: Sendable {
         case limited(retryAfterMilliseconds: Int)
     }
 
+    /// Whether the bucket would be full at `now` (it has been idle long enough to refill).
+    public func isFull(at now: ContinuousClock.Instant) -> Bool {
+        guard let last else { return true }
+        let elapsed = now - last
+        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        return tokens + seconds * rate >= burst
+    }
+
     public mutating func take(now: ContinuousClock.Instant) -> Decision {
         if let last {
             let elapsed = now - last

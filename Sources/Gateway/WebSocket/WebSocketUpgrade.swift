@@ -7,14 +7,10 @@ import ServiceSupport
 /// Decides `/ws` upgrades (identity, then the connection limits) and installs each accepted
 /// connection: its `ClientConnection`, `ChatSession` and `WebSocketConnectionHandler`.
 func webSocketUpgrade(core: GatewayCore) -> GatewayHTTPChannel.Decide {
-    let limiter = ConnectionLimiter(
-        maxConnections: core.configuration.maxConnections,
-        maxPerIP: core.configuration.maxConnectionsPerIP,
-        trustedProxies: core.configuration.trustedProxies
-    )
+    let limiter = core.connectionLimiter
     let configuration = core.configuration
     /// Installs an accepted connection (on its event loop, once upgraded).
-    @Sendable func accept(_ identity: Identity) -> GatewayHTTPChannel.Upgrade {
+    @Sendable func accept(_ identity: Identity, address: String) -> GatewayHTTPChannel.Upgrade {
         .accept { channel in
             let connectionID = String(makeUUID().prefix(13))
             var connectionLogger = core.logger
@@ -27,6 +23,7 @@ func webSocketUpgrade(core: GatewayCore) -> GatewayHTTPChannel.Decide {
                 id: connectionID,
                 userID: identity.userID,
                 username: identity.username,
+                address: address,
                 queueLimit: configuration.outboundQueueLimit,
                 channel: channel,
                 output: output,
@@ -68,8 +65,8 @@ func webSocketUpgrade(core: GatewayCore) -> GatewayHTTPChannel.Decide {
     ) -> GatewayHTTPChannel.Upgrade {
         do throws(GatewayHTTPError) {
             let identity = try identify()
-            try limiter.admit(request, channel: channel)  // MAX_CONNECTIONS(_PER_IP): ConnectionLimits.swift
-            return accept(identity)
+            let address = try limiter.admit(request, channel: channel)  // MAX_CONNECTIONS(_PER_IP): ConnectionLimits.swift
+            return accept(identity, address: address)
         } catch {
             return .refuse(error)
         }
