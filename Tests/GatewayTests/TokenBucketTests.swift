@@ -22,3 +22,34 @@ struct TokenBucketTests {
         #expect(bucket.take(now: later) != .allowed)
     }
 }
+
+@Suite("Shared rate limits (per user, per address)")
+struct SharedRateLimitTests {
+    @Test func oneKeyOneBudgetOtherKeysTheirOwn() {
+        let limit = SharedRateLimit(rate: 1, burst: 2)
+        let now = ContinuousClock.now
+        #expect(limit.take("a", now: now) == .allowed)
+        #expect(limit.take("a", now: now) == .allowed)
+        #expect(limit.take("a", now: now) == .limited(retryAfterMilliseconds: 1000))
+        #expect(limit.take("b", now: now) == .allowed)
+    }
+
+    @Test func theTableStaysBoundedAndForgetsOnlyRefilledBuckets() {
+        let limit = SharedRateLimit(rate: 1, burst: 1, maxKeys: 3)
+        let start = ContinuousClock.now
+        #expect(limit.take("spent", now: start) == .allowed)
+        let later = start.advanced(by: .milliseconds(500))
+        #expect(limit.take("x", now: later) == .allowed)
+        #expect(limit.take("y", now: later) == .allowed)
+        // Full: nothing has refilled yet at `later`, so the table starts over rather than grow.
+        #expect(limit.take("z", now: later) == .allowed)
+        #expect(limit.keyCount == 1)
+        // Refilled buckets are the ones dropped; a spent one keeps its debt.
+        let limit2 = SharedRateLimit(rate: 1, burst: 1, maxKeys: 2)
+        #expect(limit2.take("old", now: start) == .allowed)
+        #expect(limit2.take("fresh", now: start.advanced(by: .seconds(5))) == .allowed)
+        #expect(limit2.take("new", now: start.advanced(by: .milliseconds(5500))) == .allowed)
+        #expect(limit2.keyCount == 2)
+        #expect(limit2.take("fresh", now: start.advanced(by: .milliseconds(5500))) == .limited(retryAfterMilliseconds: 500))
+    }
+}

@@ -4,19 +4,19 @@ import Synchronization
 /// opening more sockets, or sending over REST besides `/ws`, buys no more than the key's rate. The
 /// table is bounded: when it is full, buckets that have refilled (forgetting them changes nothing)
 /// are dropped, and if that frees nothing — a flood of distinct keys — it starts over empty.
-final class SharedRateLimit: Sendable {
-    let rate: Double
-    let burst: Double
-    let maxKeys: Int
+public final class SharedRateLimit: Sendable {
+    public let rate: Double
+    public let burst: Double
+    public let maxKeys: Int
     private let buckets = Mutex<[String: TokenBucket]>([:])
 
-    init(rate: Double, burst: Double, maxKeys: Int = 100_000) {
+    public init(rate: Double, burst: Double, maxKeys: Int = 100_000) {
         self.rate = rate
         self.burst = burst
         self.maxKeys = maxKeys
     }
 
-    func take(_ key: String, now: ContinuousClock.Instant = .now) -> TokenBucket.Decision {
+    public func take(_ key: String, now: ContinuousClock.Instant = .now) -> TokenBucket.Decision {
         buckets.withLock { buckets in
             if buckets[key] == nil, buckets.count >= maxKeys {
                 buckets = buckets.filter { !$0.value.isFull(at: now) }
@@ -26,7 +26,7 @@ final class SharedRateLimit: Sendable {
         }
     }
 
-    var keyCount: Int { buckets.withLock { $0.count } }
+    public var keyCount: Int { buckets.withLock { $0.count } }
 }
 
 /// The gateway's shared limits (`RATE_LIMIT_PER_USER_*`, `RATE_LIMIT_PER_IP_*`, `ROOM_CREATE_PER_MIN`).
