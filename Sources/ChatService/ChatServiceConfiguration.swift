@@ -8,6 +8,11 @@ public struct ChatServiceConfiguration: Sendable {
     /// Host and port of the /health + /metrics HTTP server (`HTTP_HOST`, `HTTP_PORT`; 0 picks a free port).
     public var httpHost = "0.0.0.0"
     public var httpPort = 3001
+    /// `CHAT_EVENTS_MAX_BYTES`: the size limit of the CHAT_EVENTS stream; beyond it the oldest events
+    /// (of any room) are discarded.
+    public var eventsMaxBytes: Int64 = 4 << 30
+    /// `CHAT_KV_MAX_BYTES`: the size limit of each chat_* KV bucket; at it, writes fail (`unavailable`).
+    public var bucketMaxBytes: Int64 = 1 << 30
     /// Messages kept per room (`CHAT_RETENTION_PER_ROOM`).
     public var retentionPerRoom = 10_000
     /// Max message size in UTF-8 bytes (`CHAT_MAX_CONTENT_BYTES`).
@@ -50,6 +55,12 @@ public struct ChatServiceConfiguration: Sendable {
             "CHAT_RETENTION_PER_ROOM",
             default: configuration.retentionPerRoom,
             range: 1...100_000_000
+        )
+        configuration.eventsMaxBytes = Int64(
+            try settings.int("CHAT_EVENTS_MAX_BYTES", default: Int(configuration.eventsMaxBytes), range: (1 << 20)...(1 << 50))
+        )
+        configuration.bucketMaxBytes = Int64(
+            try settings.int("CHAT_KV_MAX_BYTES", default: Int(configuration.bucketMaxBytes), range: (1 << 20)...(1 << 50))
         )
         configuration.maxContentBytes = try settings.int(
             "CHAT_MAX_CONTENT_BYTES",

@@ -33,6 +33,8 @@ public struct ChatStorage: Sendable {
         stream.replicas = configuration.replicas
         stream.allowDirect = true
         stream.maxMessageSize = Int32(configuration.maxContentBytes * 2 + 4096)
+        // At the limit the oldest events of all rooms go first (discard old): sends keep working.
+        stream.maxBytes = configuration.eventsMaxBytes
         return stream
     }
 
@@ -47,6 +49,7 @@ public struct ChatStorage: Sendable {
         func bucket(_ name: String, history: Int = 1, ttl: Duration? = nil) async throws(NATSError) -> KeyValue {
             var config = KeyValueConfiguration(bucket: name, history: history, ttl: ttl)
             config.replicas = configuration.replicas
+            config.maxBytes = configuration.bucketMaxBytes
             return try await connection.keyValue(config)
         }
         let idempotencyBucket = try await bucket(ChatNames.idempotencyBucket, ttl: configuration.idempotencyTTL)

@@ -29,6 +29,7 @@ extension KeyValueConfiguration {
         stream.maxMessagesPerSubject = Int64(history)
         stream.maxAge = (ttl?.inMilliseconds ?? 0) * 1_000_000
         stream.maxMessageSize = Int32(clamping: maxValueSize ?? -1)
+        stream.maxBytes = maxBytes ?? -1
         stream.storage = memoryStorage ? "memory" : "file"
         stream.replicas = replicas
         stream.allowRollup = true
@@ -51,6 +52,7 @@ extension KeyValueConfiguration {
         compare("history", existing.maxMessagesPerSubject, wanted.maxMessagesPerSubject)
         compare("ttl_ns", existing.maxAge, wanted.maxAge)
         compare("max_value_size", existing.maxMessageSize, wanted.maxMessageSize)
+        compare("max_bytes", existing.maxBytes, wanted.maxBytes)
         compare("storage", existing.storage, wanted.storage)
         compare("replicas", existing.replicas, wanted.replicas)
         return differences

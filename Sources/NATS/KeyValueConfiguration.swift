@@ -5,6 +5,9 @@ public struct KeyValueConfiguration: Sendable {
     public var history = 1
     public var ttl: Duration?
     public var maxValueSize: Int?
+    /// The bucket's size limit in bytes (nil: none). KV buckets discard new writes at the limit: a put
+    /// beyond it fails (JetStream error 10047, "maximum bytes exceeded").
+    public var maxBytes: Int64?
     public var memoryStorage = false
     public var replicas = 1
 
