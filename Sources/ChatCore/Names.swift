@@ -59,8 +59,19 @@ public enum ChatNames {
     public static func roomNameKey(_ name: RoomName) -> String { "name.\(hex(name.normalized))" }
     public static func memberKey(_ room: RoomID, _ user: UserID) -> String { "\(room.rawValue).\(user.rawValue)" }
     public static func memberPattern(_ room: RoomID) -> String { "\(room.rawValue).*" }
-    public static func idempotencyKey(_ room: RoomID, _ username: Username, _ clientMessageID: ClientMessageID) -> String {
-        "\(room.rawValue).\(hex(username.rawValue)).\(clientMessageID.rawValue)"
+    /// Whose `client_msg_id`s share one namespace: in token mode the verified user; in username mode
+    /// the name (a reconnect there is a new user id, and its retries must still match).
+    public enum IdempotencyScope: Sendable, Equatable {
+        case user(UserID)
+        case username(Username)
+    }
+
+    /// `u-<uuid>` cannot collide with a hex-encoded name (no `-` in hex).
+    public static func idempotencyKey(_ room: RoomID, _ scope: IdempotencyScope, _ clientMessageID: ClientMessageID) -> String {
+        switch scope {
+        case .user(let user): "\(room.rawValue).u-\(user.rawValue).\(clientMessageID.rawValue)"
+        case .username(let username): "\(room.rawValue).\(hex(username.rawValue)).\(clientMessageID.rawValue)"
+        }
     }
     public static func gatewayKey(_ gateway: GatewayID) -> String { gateway.rawValue }
 

@@ -48,16 +48,17 @@ public final class MessageLog: Sendable {
     }
 
     /// Stores the message as the room's next (membership is the caller's check). A retry with the same
-    /// `client_msg_id` returns the original, marked duplicate.
+    /// `client_msg_id` in the same `scope` (default: the username) returns the original, marked duplicate.
     public func send(
         room id: RoomID,
         user: UserID,
         username: Username,
         content: String,
-        clientMessageID: ClientMessageID?
+        clientMessageID: ClientMessageID?,
+        scope: ChatNames.IdempotencyScope? = nil
     ) async throws(ChatError) -> ServiceAPI.SendResult {
         do {
-            let idempotencyKey = clientMessageID.map { ChatNames.idempotencyKey(id, username, $0) }
+            let idempotencyKey = clientMessageID.map { ChatNames.idempotencyKey(id, scope ?? .username(username), $0) }
             var skippedAt: ContinuousClock.Instant?
             if let idempotencyKey {
                 if idempotency.mayHaveRecord(idempotencyKey) {

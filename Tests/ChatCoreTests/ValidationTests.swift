@@ -75,8 +75,11 @@ struct ValidationTests {
 
     @Test func keysHexEncodeUntrustedText() throws {
         let room = try #require(RoomID("6f9619ff-8b86-d011-b42d-00c04fc964ff"))
-        let key = ChatNames.idempotencyKey(room, try #require(Username("a.b *>")), try #require(ClientMessageID("c-1")))
+        let key = ChatNames.idempotencyKey(room, .username(try #require(Username("a.b *>"))), try #require(ClientMessageID("c-1")))
         #expect(key == "6f9619ff-8b86-d011-b42d-00c04fc964ff.612e62202a3e.c-1")
+        let user = try #require(UserID("0f6af3d1-c5e5-49c1-9482-ab9312c5ecb1"))
+        let byUser = ChatNames.idempotencyKey(room, .user(user), try #require(ClientMessageID("c-1")))
+        #expect(byUser == "6f9619ff-8b86-d011-b42d-00c04fc964ff.u-0f6af3d1-c5e5-49c1-9482-ab9312c5ecb1.c-1")
         #expect(ChatNames.roomNameKey(try #require(RoomName("Ab"))) == ChatNames.roomNameKey(try #require(RoomName("aB"))))
     }
 }
