@@ -30,13 +30,14 @@ def emoji_text(n: int, length: int) -> str:
     return "".join(digits) + EMOJI[7] * (length - 3)
 
 
-async def requests_at_once(nc, subject: str, bodies: list[dict[str, Any]], concurrency: int) -> list[dict[str, Any]]:
+async def requests_at_once(nc, subject: str, bodies: list[dict[str, Any]], concurrency: int,
+                           headers: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """Every body sent as a request, `concurrency` in flight; the JSON replies in order."""
     gate = asyncio.Semaphore(concurrency)
 
     async def one(body: dict[str, Any]) -> dict[str, Any]:
         async with gate:
-            reply = await nc.request(subject, json.dumps(body).encode(), timeout=15)
+            reply = await nc.request(subject, json.dumps(body).encode(), timeout=15, headers=headers)
             return json.loads(reply.data)
 
     return await asyncio.gather(*(one(body) for body in bodies))
@@ -97,7 +98,9 @@ def test_lists_past_max_payload_stay_available(make_system):
             users = [str(uuid.uuid4()) for _ in range(members_wanted)]
             joins = [{"room_id": big, "user_id": user, "username": emoji_text(n, 32), "gateway_id": "fill-gw"}
                      for n, user in enumerate(users)]
-            joined = await requests_at_once(nc, "chat.svc.room.join", joins, 32)
+            # Joins need a gateway credential: an invented gateway's, fixed by its first request.
+            credential = {"Chat-Gateway": "fill-gw", "Chat-Gateway-Key": "k" * 64}
+            joined = await requests_at_once(nc, "chat.svc.room.join", joins, 32, headers=credential)
             assert all(reply.get("joined") is True for reply in joined), [r for r in joined if r.get("joined") is not True][:3]
             return {room["id"] for room in created}, big, set(users)
         finally:
