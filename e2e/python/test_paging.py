@@ -17,7 +17,7 @@ from typing import Any
 import requests
 
 from chatclient import Client, run, unique
-from system import nats_request_all
+from system import System, nats_request_all
 
 MAX_PAYLOAD = 1024 * 1024
 # Four UTF-8 bytes each; no case, so names made of them differ exactly when their code points do.
@@ -204,3 +204,37 @@ def test_max_rooms_exact_across_replicas_and_small_lists_unchanged(make_system):
             await client.close()
 
     run(websocket())
+
+
+def test_pages_are_cut_to_a_small_max_payload(tmp_path):
+    # nats-server with max_payload 128 KiB: a default page of 500 long-named rooms (~180 KiB) could not be
+    # sent, so pages stop at half of max_payload and every room is still listed exactly once.
+    max_payload = 128 * 1024
+    config = tmp_path / "nats.conf"
+    config.write_text(f"max_payload: {max_payload}\n")
+    system = System(tmp_path / "system")
+    try:
+        system.start_nats(extra_args=["-c", str(config)])
+        system.start()
+
+        async def fill():
+            nc = await system.nats.connect()
+            try:
+                assert nc.max_payload == max_payload, nc.max_payload
+                bodies = [{"name": emoji_text(n, 64)} for n in range(600)]
+                created = await requests_at_once(nc, "chat.svc.room.create", bodies, 16)
+                assert all("id" in room for room in created), [r for r in created if "id" not in r][:3]
+                return {room["id"] for room in created}
+            finally:
+                await nc.close()
+
+        room_ids = run(fill())
+        pages = rest_pages(system.gateway)
+        assert 1 < len(pages[0]) < 500 and len(pages) >= 3, [len(p) for p in pages]
+        exactly_once(pages, "id", room_ids)
+        for limit in (1000, 7):
+            exactly_once(rest_pages(system.gateway, limit=limit), "id", room_ids)
+        response = requests.get(system.gateway.base_url + "/api/v1/rooms", params={"limit": 1000}, timeout=5)
+        assert len(response.content) < max_payload and response.json()["has_more"] is True, len(response.content)
+    finally:
+        system.stop()
