@@ -51,10 +51,15 @@ func encode(_ frame: ClientFrame) -> [UInt8] {
         object["room_id"] = room
         if let limit { object["limit"] = NSNumber(value: limit) }
         if let before { object["before"] = NSNumber(value: before) }
-    case .members(let room), .typing(let room):
+    case .members(let room, let limit, let after):
         object["room_id"] = room
-    case .roomList:
-        break
+        if let limit { object["limit"] = NSNumber(value: limit) }
+        if let after { object["after"] = after }
+    case .typing(let room):
+        object["room_id"] = room
+    case .roomList(let limit, let after):
+        if let limit { object["limit"] = NSNumber(value: limit) }
+        if let after { object["after"] = after }
     }
     return Array(try! JSONSerialization.data(withJSONObject: object))
 }

@@ -525,11 +525,16 @@
       case "message": if (view) onMessage(view, frame); break;
       case "ack": if (view) onAck(view, frame); break;
       case "history": if (view) onHistory(view, frame); break;
-      case "members": if (view) { view.members = new Map((frame.members || []).map((m) => [m.user_id, m.username])); renderMembers(); } break;
+      case "members": if (view) { onMembers(view, frame); renderMembers(); } break;
       case "user_joined": if (view) { view.members.set(frame.user_id, frame.username); renderMembers(); } break;
       case "user_left": if (view) { view.members.delete(frame.user_id); view.typing.delete(frame.username); renderMembers(); renderTyping(); } break;
       case "typing": if (view && frame.username !== state.username) { view.typing.set(frame.username, Date.now() + TYPING_SHOW_MS); renderTyping(); } break;
-      case "room_list": for (const room of frame.rooms || []) rememberRoom(room); renderRooms(); break;
+      case "room_list":
+        for (const room of frame.rooms || []) rememberRoom(room);
+        renderRooms();
+        // A long list comes in pages: ask for the next one until the last.
+        if (frame.has_more && frame.next) sendFrame({ type: "room_list", after: frame.next });
+        break;
       case "room_created": rememberRoom(frame.room); renderRooms(); break;
       case "error": onError(frame); break;
       default: console.info("unhandled frame", frame.type);
@@ -697,6 +702,15 @@
     else if (!view.seqs.length && view.status === "joined") text = "No messages yet — say hello.";
     else if (view.hasMore && view.seqs.length) text = "Scroll up for older messages";
     ui.historyState.textContent = text;
+  }
+
+  /** A members page: the first replaces the list, the ones it asks for next (has_more) add to it. */
+  function onMembers(view, frame) {
+    const page = (frame.members || []).map((m) => [m.user_id, m.username]);
+    if (view.membersContinuing) for (const [id, name] of page) view.members.set(id, name);
+    else view.members = new Map(page);
+    view.membersContinuing = Boolean(frame.has_more && frame.next);
+    if (view.membersContinuing) sendFrame({ type: "members", room_id: frame.room_id, after: frame.next });
   }
 
   function renderMembers() {

@@ -8,14 +8,15 @@ public enum ClientFrame: Sendable, Equatable {
     case leave(roomID: String?)
     case message(content: String, roomID: String?, clientMessageID: String?)
     case history(roomID: String, limit: Int?, before: UInt64?)
-    case members(roomID: String)
-    case roomList
+    /// `limit` and `after`: a page of the list (`ServiceAPI.ListMembers`, `ServiceAPI.ListRooms`).
+    case members(roomID: String, limit: Int? = nil, after: String? = nil)
+    case roomList(limit: Int? = nil, after: String? = nil)
     case typing(roomID: String)
 
     /// The room the frame names, echoed in error replies so a client can tell which request failed.
     public var roomID: String? {
         switch self {
-        case .join(let room, _), .history(let room, _, _), .members(let room), .typing(let room): room
+        case .join(let room, _), .history(let room, _, _), .members(let room, _, _), .typing(let room): room
         case .leave(let room), .message(_, let room, _): room
         case .roomList: nil
         }
@@ -52,6 +53,10 @@ public enum ClientFrame: Sendable, Equatable {
         }
     }
 
+    private static func limit(_ fields: JSONFields) throws(ChatError) -> Int? {
+        try count(fields, "limit").map { Int(min($0, UInt64(Int.max))) }
+    }
+
     /// Parses one text frame; every failure is an `invalid_request` naming the problem. One pass of
     /// the strict reader (two Codable decodes with Foundation's JSONDecoder cost ~14 % of the gateway's
     /// CPU per send); unknown fields are ignored, as before.
@@ -71,12 +76,11 @@ public enum ClientFrame: Sendable, Equatable {
             )
         case "history":
             let roomID = try fields.string("room_id")
-            let limit = try count(fields, "limit").map { Int(min($0, UInt64(Int.max))) }
-            return .history(roomID: roomID, limit: limit, before: try count(fields, "before"))
+            return .history(roomID: roomID, limit: try limit(fields), before: try count(fields, "before"))
         case "members":
-            return .members(roomID: try fields.string("room_id"))
+            return .members(roomID: try fields.string("room_id"), limit: try limit(fields), after: try fields.optionalString("after"))
         case "room_list":
-            return .roomList
+            return .roomList(limit: try limit(fields), after: try fields.optionalString("after"))
         case "typing":
             return .typing(roomID: try fields.string("room_id"))
         default:
@@ -213,9 +217,14 @@ public enum ServerFrame {
 
     public static func members(_ list: ServiceAPI.MemberList) -> [UInt8] { encode(type: "members", list) }
 
-    public static func roomList(_ rooms: [Room]) -> [UInt8] {
-        struct Body: Encodable { var rooms: [Room] }
-        return encode(type: "room_list", Body(rooms: rooms))
+    /// The service's page without its `total` (the frame never had one).
+    public static func roomList(_ list: ServiceAPI.RoomList) -> [UInt8] {
+        struct Body: Encodable {
+            var rooms: [Room]
+            var has_more: Bool?
+            var next: String?
+        }
+        return encode(type: "room_list", Body(rooms: list.rooms, has_more: list.hasMore, next: list.next))
     }
 
     public static func typing(roomID: RoomID, userID: UserID, username: String) -> [UInt8] {

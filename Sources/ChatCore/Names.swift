@@ -57,6 +57,10 @@ public enum ChatNames {
 
     public static func roomKey(_ room: RoomID) -> String { "id.\(room.rawValue)" }
     public static func roomNameKey(_ name: RoomName) -> String { "name.\(hex(name.normalized))" }
+    public static let roomKeyPattern = "id.*"
+    public static let roomNamePattern = "name.*"
+    /// The number of rooms, taken by compare-and-set before a room is written (`CHAT_MAX_ROOMS`).
+    public static let roomCountKey = "count"
     public static func memberKey(_ room: RoomID, _ user: UserID) -> String { "\(room.rawValue).\(user.rawValue)" }
     public static func memberPattern(_ room: RoomID) -> String { "\(room.rawValue).*" }
     /// Whose `client_msg_id`s share one namespace: in token mode the verified user; in username mode

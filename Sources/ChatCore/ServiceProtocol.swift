@@ -17,16 +17,50 @@ public enum ServiceAPI {
         enum CodingKeys: String, CodingKey { case roomID = "room_id" }
     }
 
-    public struct ListRooms: Codable, Sendable {
-        public init() {}
+    /// Paging of the room and member lists (see `PageRequest`).
+    public enum Page {
+        /// Large enough that a small deployment's list is one page, as before paging existed.
+        public static let defaultLimit = 500
+        public static let maxLimit = 1000
+        /// The most bytes of items a page holds, whatever `limit` says: far below NATS's default
+        /// 1 MB `max_payload` (a reply above the connection's `max_payload` can never be sent).
+        public static let maxBytes = 512 * 1024
     }
 
+    /// `limit` items after the cursor `after` (the `next` of the previous page).
+    public struct ListRooms: Codable, Sendable {
+        public var limit: Int?
+        public var after: String?
+        public init(limit: Int? = nil, after: String? = nil) { (self.limit, self.after) = (limit, after) }
+    }
+
+    /// `total` counts the rooms of this page. `has_more` and `next` are present only when the request
+    /// was paged (`limit` or `after`) or more rooms follow, so an unpaged reply for a small list is
+    /// what it was before paging.
     public struct RoomList: Codable, Sendable {
         public var rooms: [Room]
         public var total: Int
-        public init(rooms: [Room]) {
-            self.rooms = rooms
-            self.total = rooms.count
+        public var hasMore: Bool?
+        public var next: String?
+        public init(rooms: [Room], hasMore: Bool? = nil, next: String? = nil) {
+            (self.rooms, self.total, self.hasMore, self.next) = (rooms, rooms.count, hasMore, next)
+        }
+        enum CodingKeys: String, CodingKey {
+            case rooms, total, next
+            case hasMore = "has_more"
+        }
+    }
+
+    public struct ListMembers: Codable, Sendable {
+        public var roomID: String
+        public var limit: Int?
+        public var after: String?
+        public init(roomID: String, limit: Int? = nil, after: String? = nil) {
+            (self.roomID, self.limit, self.after) = (roomID, limit, after)
+        }
+        enum CodingKeys: String, CodingKey {
+            case limit, after
+            case roomID = "room_id"
         }
     }
 
@@ -109,16 +143,19 @@ public enum ServiceAPI {
         }
     }
 
+    /// `has_more` and `next` as in `RoomList`.
     public struct MemberList: Codable, Sendable {
         public var roomID: RoomID
         public var members: [MemberInfo]
-        public init(roomID: RoomID, members: [MemberInfo]) {
-            self.roomID = roomID
-            self.members = members
+        public var hasMore: Bool?
+        public var next: String?
+        public init(roomID: RoomID, members: [MemberInfo], hasMore: Bool? = nil, next: String? = nil) {
+            (self.roomID, self.members, self.hasMore, self.next) = (roomID, members, hasMore, next)
         }
         enum CodingKeys: String, CodingKey {
-            case members
+            case members, next
             case roomID = "room_id"
+            case hasMore = "has_more"
         }
     }
 

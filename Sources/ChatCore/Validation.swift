@@ -126,3 +126,19 @@ public enum HistoryQuery {
         !text.utf8.isEmpty && text.utf8.allSatisfy { $0 >= 0x30 && $0 <= 0x39 }
     }
 }
+
+/// The REST list query (`?limit=100&after=<next>`): `limit` decimal digits; `after` is checked by the
+/// chat-service, which knows what kind of id it must be.
+public enum PageQuery {
+    public static func parse(limit: String?, after: String?) throws(ChatError) -> (limit: Int?, after: String?) {
+        var parsedLimit: Int?
+        if let limit {
+            guard HistoryQuery.isDigits(limit), let value = Int(limit), value >= 1 else {
+                throw ChatError(.invalidRequest, "limit must be a positive integer")
+            }
+            parsedLimit = value
+        }
+        if let after, after.isEmpty { throw ChatError(.invalidRequest, "after must be the next of the previous page") }
+        return (parsedLimit, after)
+    }
+}

@@ -13,11 +13,12 @@ struct ChatHandlers: Sendable {
     let messages: MessageLog
     let history: MessageHistory
     let presence: PresenceRegistry
+    let pageBytes: Int
     let logger: Logger
 
     init(storage: ChatStorage, logger: Logger) {
         (rooms, membership, messages) = (storage.rooms, storage.membership, storage.messages)
-        (history, presence) = (storage.history, storage.presence)
+        (history, presence, pageBytes) = (storage.history, storage.presence, storage.pageBytes)
         self.logger = logger
     }
 
@@ -28,8 +29,14 @@ struct ChatHandlers: Sendable {
             }
             return try await rooms.create(name: name)
         }
-        add(.listRooms, on: service) { (_: ServiceAPI.ListRooms) throws(ChatError) in
-            ServiceAPI.RoomList(rooms: try await rooms.list())
+        add(.listRooms, on: service) { (request: ServiceAPI.ListRooms) throws(ChatError) in
+            let after = try request.after.map { text throws(ChatError) in
+                guard let id = RoomID(text) else { throw ChatError(.invalidRequest, "after must be a room id (a UUID)") }
+                return id
+            }
+            let page = try await rooms.page(after: after, limit: try PageCut.limit(request.limit), maxBytes: pageBytes)
+            let paged = request.limit != nil || request.after != nil
+            return ServiceAPI.RoomList(rooms: page.rooms, hasMore: PageCut.hasMore(page.more, paged: paged), next: page.next?.rawValue)
         }
         add(.getRoom, on: service) { (request: ServiceAPI.RoomRef) throws(ChatError) in
             try await rooms.room(try Self.room(request.roomID), withMembers: true)
@@ -55,10 +62,17 @@ struct ChatHandlers: Sendable {
             let left = try await membership.leave(room: id, user: user, reason: reason, heldBy: gateway)
             return ServiceAPI.LeaveResult(roomID: id, left: left)
         }
-        add(.members, on: service) { (request: ServiceAPI.RoomRef) throws(ChatError) in
+        add(.members, on: service) { (request: ServiceAPI.ListMembers) throws(ChatError) in
             let id = try Self.room(request.roomID)
+            let after = try request.after.map { text throws(ChatError) in
+                guard let user = UserID(text) else { throw ChatError(.invalidRequest, "after must be a user id (a UUID)") }
+                return user
+            }
+            let limit = try PageCut.limit(request.limit)
             _ = try await rooms.room(id)
-            return ServiceAPI.MemberList(roomID: id, members: try await membership.list(of: id))
+            let page = try await membership.page(of: id, after: after, limit: limit, maxBytes: pageBytes)
+            let hasMore = PageCut.hasMore(page.more, paged: request.limit != nil || request.after != nil)
+            return ServiceAPI.MemberList(roomID: id, members: page.members, hasMore: hasMore, next: page.next?.rawValue)
         }
         add(.send, on: service) { (request: ServiceAPI.Send, caller: Caller) throws(ChatError) in
             let gateway = try await authenticated(caller)

@@ -23,6 +23,8 @@ public struct ChatStorage: Sendable {
     public let idempotency: IdempotencyRecords
     public let presence: PresenceRegistry
     public let leases: KeyValue
+    /// The byte budget of a list page on this connection (`PageCut.budget`).
+    let pageBytes: Int
 
     /// The event stream's configuration; also used by the broadcaster's tests.
     public static func eventStreamConfiguration(_ configuration: ChatServiceConfiguration) -> StreamConfiguration {
@@ -86,7 +88,8 @@ public struct ChatStorage: Sendable {
                 configuration: configuration,
                 logger: logger
             ),
-            leases: try await bucket(ChatNames.leasesBucket)
+            leases: try await bucket(ChatNames.leasesBucket),
+            pageBytes: PageCut.budget(maxPayload: connection.maxPayload)
         )
     }
 

@@ -79,14 +79,60 @@ public final class Membership: Sendable {
         return true
     }
 
-    /// The room's members, by name.
-    public func list(of id: RoomID) async throws(ChatError) -> [ServiceAPI.MemberInfo] {
+    /// A page of the room's members: up to `limit` with user ids after `after`, cut at `maxBytes`.
+    /// Pages follow user id order; within a page members are listed by name, as the whole list was
+    /// before paging. `next` is the page's last user id, the cursor for the next page.
+    ///
+    /// Cost: the room's keys from the bucket's subject index (no values), then one direct get per
+    /// member of the page, so a page never reads the records of the whole room.
+    public func page(
+        of id: RoomID,
+        after: UserID?,
+        limit: Int,
+        maxBytes: Int
+    ) async throws(ChatError) -> (members: [ServiceAPI.MemberInfo], more: Bool, next: UserID?) {
         do {
-            return try await records(in: id).map { ServiceAPI.MemberInfo(userID: $0.member.userID, username: $0.member.username) }
-                .sorted { ($0.username, $0.userID.rawValue) < ($1.username, $1.userID.rawValue) }
+            let prefix = id.rawValue + "."
+            let users = try await members.storedKeys(matching: ChatNames.memberPattern(id)).compactMap { key -> String? in
+                guard key.hasPrefix(prefix) else { return nil }
+                let user = String(key.dropFirst(prefix.count))
+                return after.map { user > $0.rawValue } ?? true ? user : nil
+            }.sorted()
+            let chosen = Array(users.prefix(limit))
+            let found = try await memberRecords(chosen.map { prefix + $0 })
+            let kept = PageCut.fitting(found, maxBytes: maxBytes)
+            let more = users.count > chosen.count || kept < found.count
+            let next = kept < found.count ? found[kept - 1].userID : chosen.last.flatMap(UserID.init)
+            let page = found.prefix(kept).sorted { ($0.username, $0.userID.rawValue) < ($1.username, $1.userID.rawValue) }
+            return (page, more, more ? next : nil)
         } catch {
             throw ChatStorage.chatError(error)
         }
+    }
+
+    /// The members under these keys, in their order; keys whose record is gone or emptied (a removal
+    /// under way) are left out. All read at once, one direct get each.
+    private func memberRecords(_ keys: [String]) async throws(NATSError) -> [ServiceAPI.MemberInfo] {
+        let members = self.members
+        let results = await withTaskGroup(of: (Int, Result<KeyValueEntry?, NATSError>).self) { group in
+            for (index, key) in keys.enumerated() {
+                group.addTask {
+                    do throws(NATSError) { return (index, .success(try await members.value(key))) } catch {
+                        return (index, .failure(error))
+                    }
+                }
+            }
+            var results = [Result<KeyValueEntry?, NATSError>](repeating: .success(nil), count: keys.count)
+            for await (index, result) in group { results[index] = result }
+            return results
+        }
+        var found: [ServiceAPI.MemberInfo] = []
+        for result in results {
+            guard let entry = try result.get(), !entry.value.isEmpty, let member = try? ChatJSON.decode(Member.self, from: entry.value)
+            else { continue }
+            found.append(ServiceAPI.MemberInfo(userID: member.userID, username: member.username))
+        }
+        return found
     }
 
     /// Every member record of the room (every room with nil), skipping emptied ones (a removal under way).

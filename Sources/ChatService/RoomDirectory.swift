@@ -7,13 +7,14 @@ import Synchronization
 /// The rooms: KV `chat_rooms` holds `id.<room>` → room and `name.<hex(lowercased name)>` → room id (the
 /// name entry is created first and only once, so two replicas cannot both create one name). Rooms
 /// never change once created and are never deleted, so a room read once is remembered for good.
+/// `count` is the number of rooms (`RoomSlots`).
 public final class RoomDirectory: Sendable {
     let rooms: KeyValue
     /// Read only, to count members: its subject index answers a room's count in one request.
     let members: KeyValue
     let js: JetStream
-    /// `CHAT_MAX_ROOMS`, 0 for no limit.
-    let maxRooms: Int
+    /// `CHAT_MAX_ROOMS` (0 for no limit) and the room count behind it.
+    let slots: RoomSlots
     let logger: Logger
     private let known = Mutex<[RoomID: Room]>([:])
 
@@ -21,7 +22,7 @@ public final class RoomDirectory: Sendable {
         self.rooms = rooms
         self.members = members
         self.js = js
-        self.maxRooms = maxRooms
+        self.slots = RoomSlots(rooms: rooms, maxRooms: maxRooms, logger: logger)
         self.logger = logger
     }
 
@@ -31,22 +32,17 @@ public final class RoomDirectory: Sendable {
             if let existing = try await rooms.value(nameKey) {
                 throw Self.exists(name, try await self.room(for: existing, name: name))
             }
-            // CHAT_MAX_ROOMS: counted from the bucket's keys, so replicas creating rooms at the same
-            // moment can overshoot by the number of concurrent creates (documented in docs/limits.md).
-            if maxRooms > 0 {
-                // Rooms are never deleted, so the bucket's subject index counts them in one request.
-                let count = try await rooms.storedKeys(matching: "id.*").count
-                if count >= maxRooms {
-                    throw ChatError(
-                        .roomLimitReached,
-                        "this server already has \(count) rooms, the limit (\(maxRooms)); no new rooms can be created"
-                    )
-                }
-            }
+            // CHAT_MAX_ROOMS: a slot is taken before the room is written (exact across replicas).
+            try await slots.take()
             let room = Room(id: RoomID.random(), name: name.rawValue, createdAt: ChatTime.now().text)
             // nil: another replica created the same name a moment ago.
-            let nameTaken = try await rooms.createIfAbsent(nameKey, Array(room.id.rawValue.utf8)) == nil
-            if nameTaken, let existing = try await rooms.value(nameKey) {
+            // A failed write keeps its slot: it may have been stored, and a count one high is
+            // corrected at the limit (`RoomSlots`), while one low would let a room past the limit.
+            if try await rooms.createIfAbsent(nameKey, Array(room.id.rawValue.utf8)) == nil {
+                await slots.giveBack()
+                guard let existing = try await rooms.confirmedValue(nameKey) else {
+                    throw ChatError(.unavailable, "the room name is being created; try again")
+                }
                 throw Self.exists(name, try await self.room(for: existing, name: name))
             }
             try await rooms.put(ChatNames.roomKey(room.id), ChatJSON.encode(room))
@@ -72,19 +68,43 @@ public final class RoomDirectory: Sendable {
         }
     }
 
-    /// Every room with its member count, oldest first.
-    public func list() async throws(ChatError) -> [Room] {
+    /// A page of rooms with their member counts: up to `limit` rooms created after the room `after`,
+    /// cut at `maxBytes`. Pages follow the order the room records were written (creation order);
+    /// within a page rooms are listed oldest first, as the whole list was before paging. `next` is
+    /// the page's last room in creation order, the cursor for the next page.
+    ///
+    /// Cost: the page's own room records (a consumer starting after the cursor's record), plus one
+    /// read of the members bucket's subject index for the counts — that one follows the number of
+    /// memberships of all rooms (docs/limits.md).
+    public func page(after: RoomID?, limit: Int, maxBytes: Int) async throws(ChatError) -> (rooms: [Room], more: Bool, next: RoomID?) {
         do {
-            let entries = try await rooms.values(matching: "id.*")
-            var counts: [String: Int] = [:]
-            for key in try await members.storedKeys(matching: ">") {
-                if let dot = key.firstIndex(of: ".") { counts[String(key[..<dot]), default: 0] += 1 }
+            var start: UInt64 = 0
+            if let after {
+                guard let cursor = try await rooms.confirmedValue(ChatNames.roomKey(after)) else {
+                    throw ChatError(.invalidRequest, "after: no room \(after) (give the next of the previous page)")
+                }
+                start = cursor.revision
             }
-            return entries.compactMap { entry -> Room? in
+            let (entries, more) = try await rooms.page(matching: ChatNames.roomKeyPattern, after: start, limit: limit)
+            var counts: [String: Int] = [:]
+            if !entries.isEmpty {
+                for key in try await members.storedKeys(matching: ">") {
+                    if let dot = key.firstIndex(of: ".") { counts[String(key[..<dot]), default: 0] += 1 }
+                }
+            }
+            let found = entries.compactMap { entry -> Room? in
                 guard var room = try? ChatJSON.decode(Room.self, from: entry.value) else { return nil }
                 room.memberCount = counts[room.id.rawValue] ?? 0
                 return room
-            }.sorted { ($0.createdAt, $0.name) < ($1.createdAt, $1.name) }
+            }
+            let kept = PageCut.fitting(found, maxBytes: maxBytes)
+            let page = Array(found.prefix(kept))
+            let hasMore = more || kept < found.count
+            // The cursor is the last record read (even one that did not decode), so pages always advance.
+            let lastRead = entries.last.flatMap { RoomID(String($0.key.dropFirst(ChatNames.roomKeyPattern.count - 1))) }
+            let next = kept < found.count ? found[kept - 1].id : lastRead
+            let sorted = page.sorted { ($0.createdAt, $0.name) < ($1.createdAt, $1.name) }
+            return (sorted, hasMore, hasMore ? next : nil)
         } catch {
             throw ChatStorage.chatError(error)
         }

@@ -95,7 +95,9 @@ struct FrameTests {
         #expect(try parse(#"{"type":"message","content":"Hello!"}"#) == .message(content: "Hello!", roomID: nil, clientMessageID: nil))
         #expect(try parse(#"{"type":"history","room_id":"r","limit":5,"before":9}"#) == .history(roomID: "r", limit: 5, before: 9))
         #expect(try parse(#"{"type":"members","room_id":"r"}"#) == .members(roomID: "r"))
-        #expect(try parse(#"{"type":"room_list"}"#) == .roomList)
+        #expect(try parse(#"{"type":"room_list"}"#) == .roomList())
+        #expect(try parse(#"{"type":"room_list","limit":2,"after":"r"}"#) == .roomList(limit: 2, after: "r"))
+        #expect(try parse(#"{"type":"members","room_id":"r","limit":3,"after":"u"}"#) == .members(roomID: "r", limit: 3, after: "u"))
         #expect(try parse(#"{"type":"typing","room_id":"r","extra":true}"#) == .typing(roomID: "r"))
     }
 

@@ -99,8 +99,15 @@ enum REST {
 
 func addRESTRoutes(to router: Router<GatewayRequestContext>, core: GatewayCore) {
     let api = router.group("api/v1")
-    api.get("rooms") { _, _ -> Response in
-        let list: ServiceAPI.RoomList = try await REST.call(core, .listRooms, ServiceAPI.ListRooms())
+    api.get("rooms") { request, _ -> Response in
+        let query = FormQuery.parse(request.uri.query ?? "")
+        let page: (limit: Int?, after: String?)
+        do throws(ChatError) {
+            page = try PageQuery.parse(limit: query["limit"].map { $0 ?? "" }, after: query["after"].map { $0 ?? "" })
+        } catch {
+            throw GatewayHTTPError(error)
+        }
+        let list: ServiceAPI.RoomList = try await REST.call(core, .listRooms, ServiceAPI.ListRooms(limit: page.limit, after: page.after))
         return REST.reply(ChatJSON.encode(list))
     }
     api.post("rooms") { request, context -> Response in

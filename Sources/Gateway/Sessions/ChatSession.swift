@@ -148,14 +148,15 @@ struct ChatSession {
             )
             send(ServerFrame.history(result))
 
-        case .members(let text):
+        case .members(let text, let limit, let after):
             let room = try roomID(text)
-            let list: ServiceAPI.MemberList = try await chat.call(.members, ServiceAPI.RoomRef(roomID: room.rawValue))
+            let request = ServiceAPI.ListMembers(roomID: room.rawValue, limit: limit, after: after)
+            let list: ServiceAPI.MemberList = try await chat.call(.members, request)
             send(ServerFrame.members(list))
 
-        case .roomList:
-            let list: ServiceAPI.RoomList = try await chat.call(.listRooms, ServiceAPI.ListRooms())
-            send(ServerFrame.roomList(list.rooms))
+        case .roomList(let limit, let after):
+            let list: ServiceAPI.RoomList = try await chat.call(.listRooms, ServiceAPI.ListRooms(limit: limit, after: after))
+            send(ServerFrame.roomList(list))
 
         case .typing(let text):
             let room = try joinedRoom(text)
