@@ -197,19 +197,20 @@ final class RoomWorker: Sendable {
     /// Joins every local member again (the join is idempotent; a removed member is added back and the
     /// room sees `user_joined`). Members stay subscribed here throughout, so nothing is missed.
     private func rejoin(_ clients: [ClientConnection], gatewayID: String) async {
-        var users: [UserID: Username] = [:]
-        for client in clients { users[client.userID] = client.username }
+        var users: [UserID: ClientConnection] = [:]
+        for client in clients { users[client.userID] = client }
         var failed = 0
-        for (user, username) in users {
+        for (user, client) in users {
             do {
                 let _: ServiceAPI.JoinResult = try await context.chat.call(
                     .join,
                     ServiceAPI.Join(
                         roomID: room.rawValue,
                         userID: user.rawValue,
-                        username: username.rawValue,
+                        username: client.username.rawValue,
                         gatewayID: gatewayID
-                    )
+                    ),
+                    userToken: client.token
                 )
             } catch {
                 failed += 1

@@ -134,7 +134,8 @@ struct ChatSession {
                     content: content,
                     clientMessageID: clientMessageID,
                     ackOnly: true
-                )
+                ),
+                userToken: connection.token
             )
             gateway.metrics.sendLatency.recordInterval(since: start)
             if let clientMessageID { send(ServerFrame.ack(clientMessageID: clientMessageID, ack)) }
@@ -182,7 +183,8 @@ struct ChatSession {
                 userID: connection.userID.rawValue,
                 username: connection.username.rawValue,
                 gatewayID: gateway.configuration.presenceID
-            )
+            ),
+            userToken: connection.token
         )
     }
 

@@ -20,6 +20,9 @@ public final class ClientConnection: Sendable {
     public let username: Username
     /// The client's address (`ConnectionLimiter.clientAddress`), the key of its per-address limits.
     let address: String
+    /// The JWT the client connected with (token mode): sent with its joins and sends, because the
+    /// chat-service verifies who a request acts for itself.
+    let token: String?
     let limit: Int
     let channel: any Channel
     /// Encoded frames go out here (see `WebSocketFrameBytes`).
@@ -43,6 +46,7 @@ public final class ClientConnection: Sendable {
         userID: UserID,
         username: Username,
         address: String,
+        token: String? = nil,
         queueLimit: Int,
         channel: any Channel,
         output: WebSocketFrameOutput,
@@ -53,6 +57,7 @@ public final class ClientConnection: Sendable {
         self.userID = userID
         self.username = username
         self.address = address
+        self.token = token
         self.limit = queueLimit
         self.channel = channel
         self.output = output
