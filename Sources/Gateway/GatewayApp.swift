@@ -39,9 +39,10 @@ public func buildGateway(
     let core = GatewayCore(
         configuration: configuration,
         connection: connection,
-        auth: await Authenticator.make(configuration: configuration),
+        auth: Authenticator(configuration: configuration),
         logger: logger
     )
+    logger.info("\(core.auth.modeDescription)")
 
     let router = Router(context: GatewayRequestContext.self)
     router.middlewares.add(LogRequestsMiddleware(.debug))
@@ -50,6 +51,7 @@ public func buildGateway(
     StatusRoutes.add(to: router) { core.health() }
     addRESTRoutes(to: router, core: core)
     if let webRoot = configuration.webRoot {
+        router.middlewares.add(StaticFileGuard(root: webRoot, routes: knownRoutes))
         router.middlewares.add(FileMiddleware(webRoot, searchForIndexHtml: true))
     }
     router.get("ws") { _, _ -> Response in

@@ -98,7 +98,7 @@ enum REST {
 }
 
 func addRESTRoutes(to router: Router<GatewayRequestContext>, core: GatewayCore) {
-    let api = router.group("api/v1")
+    let api = router.group("api/v1").add(middleware: WriteGuard(auth: core.auth))
     api.get("rooms") { request, _ -> Response in
         let query = FormQuery.parse(request.uri.query ?? "")
         let page: (limit: Int?, after: String?)
@@ -115,7 +115,7 @@ func addRESTRoutes(to router: Router<GatewayRequestContext>, core: GatewayCore) 
         let body = try await REST.body(of: request, upTo: context.maxUploadSize, within: core.configuration.requestBodyTimeout)
         let create: ServiceAPI.CreateRoom
         do throws(ChatError) {
-            create = try ChatJSON.decode(ServiceAPI.CreateRoom.self, from: Array(buffer: body))
+            create = try JSONBody.decode(ServiceAPI.CreateRoom.self, from: body)
         } catch {
             throw GatewayHTTPError(error)
         }
