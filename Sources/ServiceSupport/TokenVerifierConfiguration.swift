@@ -25,7 +25,7 @@ public struct TokenVerifierConfiguration: Sendable {
     public static func fromEnvironment(_ settings: Settings) throws -> TokenVerifierConfiguration? {
         let related = ["AUTH_JWT_LEEWAY_SECONDS", "AUTH_JWT_ISSUER", "AUTH_JWT_AUDIENCE", "AUTH_JWT_MAX_LIFETIME_SECONDS"]
         guard let secret = settings.values["AUTH_JWT_SECRET"] else {
-            if let stray = related.first(where: { settings.values[$0] != nil }) {
+            if let stray = related.first(where: { settings.optional($0) != nil }) {
                 throw ConfigurationError("\(stray) is set but AUTH_JWT_SECRET is not: set the secret, or unset \(stray)")
             }
             return nil
