@@ -11,9 +11,11 @@ import ServiceLifecycle
 import ServiceSupport
 
 /// Request context that keeps the channel, so a stuck socket can be closed hard.
-public struct GatewayRequestContext: RequestContext {
+public struct GatewayRequestContext: RequestContext, WriteGuardContext {
     public var coreContext: CoreRequestContextStorage
     let channel: any Channel
+    /// The user of a REST write's token (token mode), set by `WriteGuard`.
+    var verifiedUserID: UserID?
 
     public init(source: ApplicationRequestContextSource) {
         self.coreContext = .init(source: source)

@@ -12,11 +12,11 @@ struct RequestGuardTests {
         ("multipart/form-data; boundary=application/json", false),
     ])
     func contentTypes(_ value: String, _ isJSON: Bool) {
-        #expect(WriteGuard<BasicRequestContext>.isJSON(value) == isJSON)
+        #expect(WriteGuard<GatewayRequestContext>.isJSON(value) == isJSON)
     }
 
     @Test func noContentTypeIsNotJSON() {
-        #expect(!WriteGuard<BasicRequestContext>.isJSON(nil))
+        #expect(!WriteGuard<GatewayRequestContext>.isJSON(nil))
     }
 
     @Test func symlinksOutsideTheRootEscapeAndOnesInsideDoNot() throws {

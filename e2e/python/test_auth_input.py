@@ -410,3 +410,19 @@ def test_static_files(gateway_with, web_root, path, status):
     assert b"outside WEB_ROOT" not in response.content
     if status != 200:
         assert response.headers["Content-Type"].startswith("application/json"), response.headers
+
+
+def test_room_creation_is_limited_per_verified_user_in_token_mode(gateway_with):
+    """ROOM_CREATE_PER_MIN counts per address and, with the token WriteGuard verified, per user: the same
+    user from a second address (X-Forwarded-For through the trusted loopback proxy) is limited too."""
+    gw = gateway_with(AUTH_JWT_SECRET=SECRET, ROOM_CREATE_PER_MIN="2")
+    alice = "Bearer " + sign(HS256, claims(sub="limit-alice", iss=None, aud=None))
+    bob = "Bearer " + sign(HS256, claims(sub="limit-bob", iss=None, aud=None))
+
+    def create(token: str, address: str) -> requests.Response:
+        return post_room(gw, **{"Content-Type": "application/json", "Authorization": token, "X-Forwarded-For": address})
+
+    assert [create(alice, "10.9.0.1").status_code for _ in range(2)] == [201, 201]
+    limited = create(alice, "10.9.0.2")
+    assert limited.status_code == 429 and limited.json()["code"] == "rate_limited", limited.text
+    assert create(bob, "10.9.0.2").status_code == 201

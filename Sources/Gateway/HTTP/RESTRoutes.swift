@@ -71,7 +71,7 @@ enum REST {
         }
     }
 
-    /// `ROOM_CREATE_PER_MIN` per client address (and per user once REST writes carry a verified one):
+    /// `ROOM_CREATE_PER_MIN` per client address and, in token mode, per verified user (`WriteGuard`):
     /// 429 `rate_limited` with `Retry-After`.
     static func limitRoomCreation(
         _ request: Request,
@@ -111,7 +111,7 @@ func addRESTRoutes(to router: Router<GatewayRequestContext>, core: GatewayCore) 
         return REST.reply(ChatJSON.encode(list))
     }
     api.post("rooms") { request, context -> Response in
-        try REST.limitRoomCreation(request, context, core)
+        try REST.limitRoomCreation(request, context, core, user: context.verifiedUserID?.rawValue)
         let body = try await REST.body(of: request, upTo: context.maxUploadSize, within: core.configuration.requestBodyTimeout)
         let create: ServiceAPI.CreateRoom
         do throws(ChatError) {

@@ -6,13 +6,19 @@ import Hummingbird
 /// `/ws` (403), in token mode a valid `Authorization: Bearer` token (401), and a JSON body (415). The
 /// content type matters even without a token: a page on another site can POST `text/plain` cross-origin
 /// without a CORS preflight, but not `application/json`.
-struct WriteGuard<Context: RequestContext>: RouterMiddleware {
+/// A context that carries the user `WriteGuard` verified, for per-user limits in the route.
+protocol WriteGuardContext: RequestContext {
+    var verifiedUserID: UserID? { get set }
+}
+
+struct WriteGuard<Context: WriteGuardContext>: RouterMiddleware {
     let auth: Authenticator
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         guard request.method != .get, request.method != .head else { return try await next(request, context) }
         try auth.origins.check(request)
-        if auth.requiresToken { _ = try await auth.verifyBearer(request) }
+        var context = context
+        if auth.requiresToken { context.verifiedUserID = try await auth.verifyBearer(request).userID }
         guard Self.isJSON(request.headers[.contentType]) else {
             throw GatewayHTTPError(
                 .unsupportedMediaType,
