@@ -146,8 +146,8 @@ struct GatewayHTTPChannel: ServerChildChannel, HTTPChannelHandler {
             var pipeline = NIOUpgradableHTTPServerPipelineConfiguration<UpgradeResult>(upgradeConfiguration: serverUpgrade)
             pipeline.enablePipelining = false  // HTTP is pipelined by NIOAsyncChannel
             // NIO's error handler answers a request the HTTP parser refused (CL with TE, two Content-Lengths,
-            // bare LF line ends, too many headers) with 400 and closes the connection; without it nothing
-            // answered and the socket stayed open until the head timeout. Hummingbird answers all other errors.
+            // bare LF line ends, too many headers) with 400, and `ParserErrorClose` then closes the connection;
+            // without them nothing answered until the head timeout. Hummingbird answers all other errors.
             pipeline.enableErrorHandling = true
             pipeline.enableResponseHeaderValidation = false  // HTTPTypes validated them
             pipeline.decoderConfiguration.maxHeaderFieldSize = configuration.httpDecoder.maxHeaderFieldSize
