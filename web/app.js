@@ -859,7 +859,9 @@
     let response, body = null;
     try {
       response = await fetch("api/v1/rooms", {
-        method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ name }),
+        method: "POST", body: JSON.stringify({ name }),
+        // In token mode REST writes need the token too.
+        headers: { "content-type": "application/json", ...(state.token ? { authorization: `Bearer ${state.token}` } : {}) },
       });
       body = await response.json().catch(() => null);
     } catch (error) {

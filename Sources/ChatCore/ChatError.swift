@@ -20,6 +20,8 @@ public enum ChatErrorCode: String, Codable, Sendable, CaseIterable {
     case frameTooLarge = "frame_too_large"
     case unauthorized
     case forbidden
+    /// A REST write whose body is not `application/json`.
+    case unsupportedMediaType = "unsupported_media_type"
     case notFound = "not_found"
     case unavailable
     case `internal`
@@ -32,6 +34,7 @@ public enum ChatErrorCode: String, Codable, Sendable, CaseIterable {
         case .forbidden, .notMember: 403
         case .roomNotFound, .notFound: 404
         case .roomExists: 409
+        case .unsupportedMediaType: 415
         case .tooManyRooms, .roomLimitReached: 409
         case .rateLimited, .tooManyConnections: 429
         case .unavailable, .serverFull: 503

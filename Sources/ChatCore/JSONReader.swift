@@ -13,8 +13,8 @@ public enum JSONValue: Equatable, Sendable {
 
 /// An object's fields in document order. Lookups scan them (a message has about ten): building a
 /// `Dictionary` per object hashed every key (parsing fell from 8.3 to 6.1 % of the gateway's samples
-/// under send load when it went). A repeated key
-/// reads as its last value, as `JSONSerialization` and `JSONDecoder` read it.
+/// under send load when it went). `JSONReader` refuses a repeated key: parsers disagree on which
+/// value wins, so a document could mean one thing to a check and another to its user.
 public struct JSONObject: Equatable, Sendable {
     public private(set) var fields: [(key: String, value: JSONValue)] = []
 
@@ -48,8 +48,11 @@ public struct JSONReader {
     private init(_ bytes: [UInt8]) { self.bytes = bytes }
 
     /// The document's value; `ChatError(.invalidRequest)` for anything that is not exactly one JSON value.
+    /// A leading UTF-8 byte order mark is skipped (RFC 8259 §8.1 lets a parser ignore it; some editors
+    /// and Windows tools write one).
     public static func parse(_ bytes: [UInt8]) throws(ChatError) -> JSONValue {
         var reader = JSONReader(bytes)
+        if bytes.count >= 3, bytes[0] == 0xEF, bytes[1] == 0xBB, bytes[2] == 0xBF { reader.index = 3 }
         reader.skipWhitespace()
         let value = try reader.value(depth: 0)
         reader.skipWhitespace()
@@ -106,10 +109,20 @@ public struct JSONReader {
             index += 1
             return .object(fields)
         }
+        // Small objects (every message) scan their fields for a repeat; big ones switch to a set, so a
+        // hostile object with thousands of keys stays linear.
+        var keys: Set<String>?
         while true {
             skipWhitespace()
             guard index < bytes.count, bytes[index] == UInt8(ascii: "\"") else { throw failure("expected a field name") }
+            let start = index
             let key = try string()
+            if keys == nil, fields.fields.count >= 16 { keys = Set(fields.fields.map(\.key)) }
+            let repeated = keys != nil ? !keys!.insert(key).inserted : fields.fields.contains { $0.key == key }
+            if repeated {
+                index = start
+                throw failure("duplicate field '\(key.prefix(40))'")
+            }
             skipWhitespace()
             guard index < bytes.count, bytes[index] == UInt8(ascii: ":") else { throw failure("expected ':'") }
             index += 1

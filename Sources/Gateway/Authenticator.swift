@@ -2,76 +2,80 @@ import ChatCore
 import Foundation
 import HTTPTypes
 import Hummingbird
-import JWTKit
 import NIOCore
+import ServiceSupport
 
 /// Who a WebSocket client is, decided before the upgrade.
 struct Identity: Sendable {
     var userID: UserID
     var username: Username
+    /// The token's `exp` in token mode: the socket is closed (4001) when it passes.
+    var expiresAt: Date?
 }
 
-/// Claims accepted in a gateway JWT (HS256): `sub` (a UUID becomes the user id), `username` or
-/// `name`, and `exp`, which is required.
-struct ChatClaims: JWTPayload {
-    var sub: SubjectClaim?
-    var exp: ExpirationClaim
-    var username: String?
-    var name: String?
-
-    func verify(using algorithm: some JWTAlgorithm) async throws {
-        try exp.verifyNotExpired()
-    }
-}
-
-/// Origin check and optional JWT authentication for `/ws`.
+/// Origin check and, in token mode, token verification (`TokenVerifier`, shared with the chat-service)
+/// for `/ws` and REST writes.
 struct Authenticator: Sendable {
-    let allowedOrigins: Set<String>
-    let keys: JWTKeyCollection?
+    let origins: OriginPolicy
+    let verifier: TokenVerifier?
 
-    static func make(configuration: GatewayConfiguration) async -> Authenticator {
-        var keys: JWTKeyCollection?
-        if let secret = configuration.jwtSecret {
-            let collection = JWTKeyCollection()
-            await collection.add(hmac: HMACKey(from: secret), digestAlgorithm: .sha256)
-            keys = collection
-        }
-        return Authenticator(allowedOrigins: Set(configuration.allowedOrigins), keys: keys)
+    init(configuration: GatewayConfiguration) {
+        origins = OriginPolicy(allowed: Set(configuration.allowedOrigins))
+        verifier = configuration.auth.map(TokenVerifier.init)
+    }
+
+    /// For the start-up log: operators see at once whether clients are authenticated.
+    var modeDescription: String {
+        verifier.map { "auth mode: \($0.configuration.summary)" } ?? "auth mode: username (no AUTH_JWT_SECRET)"
     }
 
     /// Whether identifying a client needs a token check (which suspends); without one the decision
     /// is `identifyByUsername`, taken on the event loop during a connect storm.
-    var requiresToken: Bool { keys != nil }
+    var requiresToken: Bool { verifier != nil }
 
     /// Throws the HTTP error to answer instead of upgrading.
     func identify(_ request: Request) async throws(GatewayHTTPError) -> Identity {
-        guard let keys else { return try identifyByUsername(request) }
-        try checkOrigin(request)
+        guard verifier != nil else { return try identifyByUsername(request) }
+        try origins.check(request)
         // Form decoding: `+` is a space (`?username=a+b` is "a b"); broken percent-encoding is refused.
         let query = FormQuery.parse(request.uri.query ?? "")
-        var token = query["token"].map { $0 ?? "" }
-        if token == nil, let header = request.headers[.authorization], header.lowercased().hasPrefix("bearer ") {
-            token = String(header.dropFirst(7)).trimmingCharacters(in: .whitespaces)
-        }
+        let token = try await verify(
+            query["token"].map { $0 ?? "" } ?? Self.bearerToken(request),
+            accepted: "?token= or Authorization: Bearer"
+        )
+        return Identity(userID: token.userID, username: token.username, expiresAt: token.expiresAt)
+    }
+
+    /// A REST write's token (`Authorization: Bearer` only: a query string ends up in access logs).
+    func verifyBearer(_ request: Request) async throws(GatewayHTTPError) -> VerifiedToken {
+        try await verify(Self.bearerToken(request), accepted: "Authorization: Bearer")
+    }
+
+    private func verify(_ token: String?, accepted: String) async throws(GatewayHTTPError) -> VerifiedToken {
+        guard let verifier else { preconditionFailure("verify is for token mode") }
         guard let token, !token.isEmpty else {
-            throw GatewayHTTPError(.unauthorized, ChatError(.unauthorized, "a token is required (?token= or Authorization: Bearer)"))
+            throw GatewayHTTPError(
+                .unauthorized,
+                ChatError(.unauthorized, "a token is required (\(accepted))"),
+                headers: [.wwwAuthenticate: "Bearer"]
+            )
         }
-        let claims: ChatClaims
         do {
-            claims = try await keys.verify(token, as: ChatClaims.self)
+            return try await verifier.verify(token)
         } catch {
-            throw GatewayHTTPError(.unauthorized, ChatError(.unauthorized, "invalid or expired token"))
+            throw GatewayHTTPError(.unauthorized, error, headers: [.wwwAuthenticate: "Bearer"])
         }
-        guard let username = Username(claims.username ?? claims.name ?? claims.sub?.value ?? "") else {
-            throw GatewayHTTPError(.unauthorized, ChatError(.unauthorized, "the token has no valid username claim"))
-        }
-        return Identity(userID: claims.sub.flatMap { UserID($0.value) } ?? UserID.random(), username: username)
+    }
+
+    private static func bearerToken(_ request: Request) -> String? {
+        guard let header = request.headers[.authorization], header.lowercased().hasPrefix("bearer ") else { return nil }
+        return String(header.dropFirst(7)).trimmingCharacters(in: .whitespaces)
     }
 
     /// The identity of a client without JWT authentication (`?username=`): no suspension.
     func identifyByUsername(_ request: Request) throws(GatewayHTTPError) -> Identity {
-        precondition(keys == nil, "with JWT_SECRET set, clients identify with a token")
-        try checkOrigin(request)
+        precondition(verifier == nil, "with AUTH_JWT_SECRET set, clients identify with a token")
+        try origins.check(request)
         // Form decoding: `+` is a space (`?username=a+b` is "a b"); broken percent-encoding is refused.
         let query = FormQuery.parse(request.uri.query ?? "")
         guard let raw = query["username"] else {
@@ -84,11 +88,5 @@ struct Authenticator: Sendable {
             )
         }
         return Identity(userID: UserID.random(), username: username)
-    }
-
-    private func checkOrigin(_ request: Request) throws(GatewayHTTPError) {
-        if !allowedOrigins.isEmpty, let origin = request.headers[.origin], !allowedOrigins.contains(origin) {
-            throw GatewayHTTPError(.forbidden, ChatError(.forbidden, "origin \(origin.prefix(100)) is not allowed"))
-        }
     }
 }

@@ -11,9 +11,11 @@ import ServiceLifecycle
 import ServiceSupport
 
 /// Request context that keeps the channel, so a stuck socket can be closed hard.
-public struct GatewayRequestContext: RequestContext {
+public struct GatewayRequestContext: RequestContext, WriteGuardContext {
     public var coreContext: CoreRequestContextStorage
     let channel: any Channel
+    /// The user of a REST write's token (token mode), set by `WriteGuard`.
+    var verifiedUserID: UserID?
 
     public init(source: ApplicationRequestContextSource) {
         self.coreContext = .init(source: source)
@@ -39,9 +41,10 @@ public func buildGateway(
     let core = GatewayCore(
         configuration: configuration,
         connection: connection,
-        auth: await Authenticator.make(configuration: configuration),
+        auth: Authenticator(configuration: configuration),
         logger: logger
     )
+    logger.info("\(core.auth.modeDescription)")
 
     let router = Router(context: GatewayRequestContext.self)
     router.middlewares.add(LogRequestsMiddleware(.debug))
@@ -50,6 +53,7 @@ public func buildGateway(
     StatusRoutes.add(to: router) { core.health() }
     addRESTRoutes(to: router, core: core)
     if let webRoot = configuration.webRoot {
+        router.middlewares.add(StaticFileGuard(root: webRoot, routes: knownRoutes))
         router.middlewares.add(FileMiddleware(webRoot, searchForIndexHtml: true))
     }
     router.get("ws") { _, _ -> Response in

@@ -45,8 +45,9 @@ public struct GatewayConfiguration: Sendable {
     public var outboundQueueLimit = 1024
     /// `ALLOWED_ORIGINS`: comma-separated browser origins allowed to open `/ws` (empty: any).
     public var allowedOrigins: [String] = []
-    /// `AUTH_JWT_SECRET`: when set, `/ws` needs an HS256 JWT (`?token=` or `Authorization: Bearer`).
-    public var jwtSecret: String?
+    /// `AUTH_JWT_*`: when set (token mode), `/ws` needs an HS256 JWT (`?token=` or `Authorization: Bearer`)
+    /// and REST writes one in `Authorization: Bearer`; nil: username mode.
+    public var auth: TokenVerifierConfiguration?
     /// `PING_INTERVAL_MS`: WebSocket ping period; a peer that misses a pong is disconnected.
     public var pingInterval: Duration = .seconds(15)
     /// `REQUEST_TIMEOUT_MS`: how long to wait for the chat-service.
@@ -121,7 +122,7 @@ public struct GatewayConfiguration: Sendable {
             settings.optional("ALLOWED_ORIGINS").map {
                 $0.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
             } ?? []
-        c.jwtSecret = settings.optional("AUTH_JWT_SECRET")
+        c.auth = try TokenVerifierConfiguration.fromEnvironment(settings)
         c.pingInterval = try settings.milliseconds("PING_INTERVAL_MS", default: c.pingInterval)
         c.requestTimeout = try settings.milliseconds("REQUEST_TIMEOUT_MS", default: c.requestTimeout)
         c.heartbeatInterval = try settings.milliseconds("HEARTBEAT_INTERVAL_MS", default: c.heartbeatInterval)

@@ -8,7 +8,7 @@ struct JSONReaderTests {
     @Test(arguments: [
         #"{}"#, #"[]"#, #" { "a" : [1, -2, 3.5, 1e3, -0.0e-2, true, false, null, "x"] } "#, #""plain""#, "0", "-1",
         #"{"s":"q\"b\\s\/n\nr\rt\tb\bf\f"}"#, #"{"u":"\u00e9\u20AC\ud83c\udf89"}"#, #"{"nested":{"a":{"b":[[[]]]}}}"#,
-        #"{"emoji":"🎉","rtl":"\u202e","zw":"a\u200bb"}"#, #"{"a":1,"a":2}"#, "18446744073709551615",
+        #"{"emoji":"🎉","rtl":"\u202e","zw":"a\u200bb"}"#, #"{"a":{"a":1},"b":[{"a":2}]}"#, "18446744073709551615",
     ])
     func validDocuments(_ text: String) throws {
         let bytes = Array(text.utf8)
@@ -25,6 +25,36 @@ struct JSONReaderTests {
     ])
     func invalidDocuments(_ text: String) {
         #expect(throws: ChatError.self) { try JSONReader.parse(Array(text.utf8)) }
+    }
+
+    /// Parsers disagree on which of two equal keys wins, so none is chosen: the document is refused.
+    @Test func repeatedKeysAreRefusedInSmallAndLargeObjects() throws {
+        let small = #"{"type":"message","content":"a","content":"b"}"#
+        #expect(throws: ChatError(.invalidRequest, "invalid JSON: duplicate field 'content' at byte 32")) {
+            try JSONReader.parse(Array(small.utf8))
+        }
+        // Past 16 fields the check uses a set; a repeat early or late is found either way.
+        let keys = (0..<40).map { #""k\#($0)":\#($0)"# }
+        for repeated in ["k0", "k20", "k39"] {
+            let text = "{" + (keys + [#""\#(repeated)":0"#]).joined(separator: ",") + "}"
+            #expect(throws: ChatError.self) { try JSONReader.parse(Array(text.utf8)) }
+        }
+        let distinct = "{" + keys.joined(separator: ",") + "}"
+        guard case .object(let object) = try JSONReader.parse(Array(distinct.utf8)) else {
+            Issue.record("not an object")
+            return
+        }
+        #expect(object.fields.count == 40)
+    }
+
+    @Test func aLeadingByteOrderMarkIsSkippedAndOnlyThere() throws {
+        #expect(
+            try JSONReader.parse([0xEF, 0xBB, 0xBF] + Array(#"{"a":1}"#.utf8))
+                == .object(try JSONFields(parsing: Array(#"{"a":1}"#.utf8)).fields)
+        )
+        #expect(throws: ChatError.self) { try JSONReader.parse(Array(" ".utf8) + [0xEF, 0xBB, 0xBF] + Array("{}".utf8)) }
+        #expect(throws: ChatError.self) { try JSONReader.parse([0xEF, 0xBB, 0xBF, 0xEF, 0xBB, 0xBF] + Array("{}".utf8)) }
+        #expect(throws: ChatError.self) { try JSONReader.parse([0xEF, 0xBB, 0xBF]) }
     }
 
     @Test func invalidUTF8IsRefused() {

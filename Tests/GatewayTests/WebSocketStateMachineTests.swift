@@ -125,4 +125,14 @@ struct WebSocketStateMachineTests {
         _ = answered.received(WebSocketFrame(fin: true, opcode: .pong, maskKey: key, data: pong))
         #expect(answered.pingTick { payload } == .sendPing(payload), "answered: the next tick pings again")
     }
+
+    @Test func anExpiredTokenClosesWith4001OnceAndOnlyWhileOpen() {
+        var machine = WebSocketStateMachine(maxMessageBytes: 100)
+        #expect(machine.tokenExpired() == .sendClose(WebSocketErrorCode(codeNumber: 4001), reason: "token expired", thenClose: false))
+        #expect(machine.state == .closing)
+        #expect(machine.tokenExpired() == .none)
+        var closed = WebSocketStateMachine(maxMessageBytes: 100)
+        closed.closed()
+        #expect(closed.tokenExpired() == .none)
+    }
 }

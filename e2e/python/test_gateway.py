@@ -707,7 +707,9 @@ def test_jwt_authentication(gateway_with):
         # ?token=, and ?username is ignored
         client = await Client.open(gateway.ws_url("someone-else", token=good))
         assert client.connected["user_id"] == subject and client.connected["username"] == "jwt-user", client.connected
-        room = create_room(gateway)
+        # REST writes need the token too in token mode (test_auth_input.py)
+        room = requests.post(gateway.base_url + "/api/v1/rooms", json={"name": unique()},
+                             headers={"Authorization": f"Bearer {good}"}, timeout=10).json()
         await client.join(room["id"])
         await client.send({"type": "message", "content": "signed"})
         message = await client.wait_for("message")
@@ -750,7 +752,7 @@ def test_jwt_hand_made_hmac_token(gateway_with):
     async def body():
         client = await Client.open(gateway.ws_url(token=f"{header}.{claims}.{signature}"))
         assert client.connected["username"] == "handy", client.connected
-        assert UUID.match(client.connected["user_id"]), client.connected  # sub is not a UUID: a fresh id
+        assert UUID.match(client.connected["user_id"]), client.connected  # sub is not a UUID: an id derived from it
         await client.close()
         with pytest.raises(Rejected) as rejected:
             await Client.open(gateway.ws_url(token=f"{header}.{claims}.{signature[:-2]}AA"))

@@ -86,6 +86,7 @@ struct GatewayHTTPChannel: ServerChildChannel, HTTPChannelHandler {
     private func configureHTTP(channel: any Channel, alreadyDecided: Upgrade?, logger: Logger) throws -> EventLoopFuture<UpgradeResult> {
         do {
             let decisionBox = DecisionBox()
+            let parserErrorClose = NIOLoopBound(ParserErrorClose(), eventLoop: channel.eventLoop)
             let upgrader = NIOTypedWebSocketServerUpgrader<UpgradeResult>(
                 maxFrameSize: maxFrameSize,
                 enableAutomaticErrorHandling: false,  // WebSocketConnectionHandler answers decoding errors
@@ -114,6 +115,7 @@ struct GatewayHTTPChannel: ServerChildChannel, HTTPChannelHandler {
                 upgradePipelineHandler: { channel, _ in
                     channel.eventLoop.makeCompletedFuture {
                         guard case .accept(let install) = decisionBox.get() else { throw ChannelError.inappropriateOperationForState }
+                        channel.pipeline.syncOperations.removeHandler(parserErrorClose.value, promise: nil)  // no HTTP parser any more
                         try install(channel)
                         return UpgradeResult.websocket
                     }
@@ -143,12 +145,17 @@ struct GatewayHTTPChannel: ServerChildChannel, HTTPChannelHandler {
             )
             var pipeline = NIOUpgradableHTTPServerPipelineConfiguration<UpgradeResult>(upgradeConfiguration: serverUpgrade)
             pipeline.enablePipelining = false  // HTTP is pipelined by NIOAsyncChannel
-            pipeline.enableErrorHandling = false  // Hummingbird answers errors
+            // NIO's error handler answers a request the HTTP parser refused (CL with TE, two Content-Lengths,
+            // bare LF line ends, too many headers) with 400, and `ParserErrorClose` then closes the connection;
+            // without them nothing answered until the head timeout. Hummingbird answers all other errors.
+            pipeline.enableErrorHandling = true
             pipeline.enableResponseHeaderValidation = false  // HTTPTypes validated them
             pipeline.decoderConfiguration.maxHeaderFieldSize = configuration.httpDecoder.maxHeaderFieldSize
             pipeline.decoderConfiguration.maxHeaderListSize = configuration.httpDecoder.maxHeaderListSize
             pipeline.decoderConfiguration.maxHeaderFieldCount = configuration.httpDecoder.maxHeaderFieldCount
-            return try channel.pipeline.syncOperations.configureUpgradableHTTPServerPipeline(configuration: pipeline)
+            let upgraded = try channel.pipeline.syncOperations.configureUpgradableHTTPServerPipeline(configuration: pipeline)
+            try channel.pipeline.syncOperations.addHandler(parserErrorClose.value)
+            return upgraded
         }
     }
 
@@ -178,6 +185,7 @@ struct GatewayHTTPChannel: ServerChildChannel, HTTPChannelHandler {
                 var fields: HTTPFields = [.connection: "close"]
                 var body: ByteBuffer?
                 if let error {
+                    fields.append(contentsOf: error.headers)
                     let bytes = ChatJSON.encode(error.error)
                     fields[.contentType] = "application/json"
                     fields[.init("X-Content-Type-Options")!] = "nosniff"

@@ -71,7 +71,7 @@ enum REST {
         }
     }
 
-    /// `ROOM_CREATE_PER_MIN` per client address (and per user once REST writes carry a verified one):
+    /// `ROOM_CREATE_PER_MIN` per client address and, in token mode, per verified user (`WriteGuard`):
     /// 429 `rate_limited` with `Retry-After`.
     static func limitRoomCreation(
         _ request: Request,
@@ -98,7 +98,7 @@ enum REST {
 }
 
 func addRESTRoutes(to router: Router<GatewayRequestContext>, core: GatewayCore) {
-    let api = router.group("api/v1")
+    let api = router.group("api/v1").add(middleware: WriteGuard(auth: core.auth))
     api.get("rooms") { request, _ -> Response in
         let query = FormQuery.parse(request.uri.query ?? "")
         let page: (limit: Int?, after: String?)
@@ -111,11 +111,11 @@ func addRESTRoutes(to router: Router<GatewayRequestContext>, core: GatewayCore) 
         return REST.reply(ChatJSON.encode(list))
     }
     api.post("rooms") { request, context -> Response in
-        try REST.limitRoomCreation(request, context, core)
+        try REST.limitRoomCreation(request, context, core, user: context.verifiedUserID?.rawValue)
         let body = try await REST.body(of: request, upTo: context.maxUploadSize, within: core.configuration.requestBodyTimeout)
         let create: ServiceAPI.CreateRoom
         do throws(ChatError) {
-            create = try ChatJSON.decode(ServiceAPI.CreateRoom.self, from: Array(buffer: body))
+            create = try JSONBody.decode(ServiceAPI.CreateRoom.self, from: body)
         } catch {
             throw GatewayHTTPError(error)
         }

@@ -35,6 +35,9 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
     private let output: WebSocketFrameOutput
     private let pingInterval: TimeAmount
     private var pingTimer: RepeatedTask?
+    /// When the connection's token expires (token mode); nil: never.
+    private let expiresAt: NIODeadline?
+    private var expiryTimer: Scheduled<Void>?
     private var closeTimer: Scheduled<Void>?
 
     /// How long our close frame waits for the peer's reply (and for the kernel to take it) before the
@@ -42,17 +45,31 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
     static let closeTimeout: TimeAmount = .seconds(2)
     private var closeTimeout: TimeAmount { Self.closeTimeout }
 
-    init(client: ClientConnection, inbox: SessionInbox, output: WebSocketFrameOutput, maxMessageBytes: Int, pingInterval: TimeAmount) {
+    init(
+        client: ClientConnection,
+        inbox: SessionInbox,
+        output: WebSocketFrameOutput,
+        maxMessageBytes: Int,
+        pingInterval: TimeAmount,
+        expiresAt: NIODeadline? = nil
+    ) {
         self.machine = WebSocketStateMachine(maxMessageBytes: maxMessageBytes)
         self.client = client
         self.inbox = inbox
         self.output = output
         self.pingInterval = pingInterval
+        self.expiresAt = expiresAt
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
-        guard pingInterval > .zero else { return }
         let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        if let expiresAt {
+            expiryTimer = context.eventLoop.scheduleTask(deadline: expiresAt) {
+                let (handler, context) = bound.value
+                handler.perform(handler.machine.tokenExpired(), context: context)
+            }
+        }
+        guard pingInterval > .zero else { return }
         pingTimer = context.eventLoop.scheduleRepeatedTask(initialDelay: pingInterval, delay: pingInterval) { _ in
             let (handler, context) = bound.value
             handler.perform(handler.machine.pingTick(payload: { Self.pingPayload(context.channel.allocator) }), context: context)
@@ -103,8 +120,10 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
     private func cancelTimers() {
         pingTimer?.cancel()
         closeTimer?.cancel()
+        expiryTimer?.cancel()
         pingTimer = nil
         closeTimer = nil
+        expiryTimer = nil
     }
 
     /// Frame decoding errors (the decoder stops after one) are answered with a close frame — 1009 for

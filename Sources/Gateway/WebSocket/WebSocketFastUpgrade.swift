@@ -179,7 +179,9 @@ final class WebSocketFastUpgrade: ChannelInboundHandler, RemovableChannelHandler
                 let next = raw[prefix.utf8CodeUnitCount]
                 guard next == UInt8(ascii: "?") || next == UInt8(ascii: " ") else { return .other }
             }
-            guard let end = headEnd(raw) else { return raw.count >= maxHeadBytes ? .other : .needMore }
+            // A bare LF can never end a clean head: hand it over now, so the full parser answers 400 at
+            // once instead of this scan waiting for a CRLF CRLF that may never come.
+            guard let end = headEnd(raw) else { return raw.count >= maxHeadBytes || hasBareLF(raw) ? .other : .needMore }
             guard end <= maxHeadBytes, let head = parse(UnsafeRawBufferPointer(rebasing: raw[0..<(end - 2)])) else { return .other }
             return .upgrade(head, length: end)
         }
@@ -192,6 +194,10 @@ final class WebSocketFastUpgrade: ChannelInboundHandler, RemovableChannelHandler
             return index + 4
         }
         return nil
+    }
+
+    private static func hasBareLF(_ raw: UnsafeRawBufferPointer) -> Bool {
+        raw.indices.contains { raw[$0] == 10 && ($0 == 0 || raw[$0 - 1] != 13) }
     }
 
     private static let tokenCharacters: [Bool] = (0..<256).map { byte in

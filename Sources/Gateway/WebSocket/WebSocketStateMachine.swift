@@ -7,7 +7,8 @@ import NIOWebSocket
 /// `maxMessageBytes` (1009 beyond), text must be UTF-8 (1007), reserved bits and opcodes, pings with
 /// FIN unset and continuation frames out of place are protocol errors (1002), a ping not answered by
 /// the next tick closes with 1001 "Ping timeout", and a received close is answered with 1000 (1002 for
-/// a close code outside the allowed ranges or a reason that is not UTF-8).
+/// a close code outside the allowed ranges or a reason that is not UTF-8). In token mode the socket is
+/// closed with 4001 when its token expires.
 struct WebSocketStateMachine {
     enum State: Equatable {
         case open
@@ -130,6 +131,15 @@ struct WebSocketStateMachine {
         let ping = payload()
         unansweredPing = ping
         return .sendPing(ping)
+    }
+
+    /// Private-use close code: the token the socket was opened with has expired.
+    static let tokenExpiredCode = WebSocketErrorCode(codeNumber: 4001)
+
+    /// The expiry timer of a token-mode connection fired: the socket ends like any close of ours,
+    /// with 4001 "token expired" (the client needs a new token to reconnect).
+    mutating func tokenExpired() -> Action {
+        close(Self.tokenExpiredCode, reason: "token expired")
     }
 
     /// The socket closed.

@@ -1,4 +1,5 @@
 import ChatCore
+import Foundation
 import Hummingbird
 import Logging
 import NIOCore
@@ -45,7 +46,8 @@ func webSocketUpgrade(core: GatewayCore) -> GatewayHTTPChannel.Decide {
                     inbox: inbox,
                     output: output,
                     maxMessageBytes: configuration.maxFrameBytes,
-                    pingInterval: TimeAmount(configuration.pingInterval)
+                    pingInterval: TimeAmount(configuration.pingInterval),
+                    expiresAt: identity.expiresAt.map { .now() + .nanoseconds(Int64(max(0, $0.timeIntervalSinceNow) * 1e9)) }
                 )
             )
             // `connected` is queued before the client is registered: from then on room-wide news
@@ -73,6 +75,18 @@ func webSocketUpgrade(core: GatewayCore) -> GatewayHTTPChannel.Decide {
     }
     return { request, channel, _ in
         guard request.uri.path == "/ws" else { return .now(.refuse(nil)) }
+        // NIO's upgrader takes any method; RFC 6455 §4.1 and docs/protocol.md say GET.
+        guard request.method == .get else {
+            return .now(
+                .refuse(
+                    GatewayHTTPError(
+                        .methodNotAllowed,
+                        ChatError(.invalidRequest, "\(request.method) is not allowed on /ws (allowed: GET)"),
+                        headers: [.allow: "GET"]
+                    )
+                )
+            )
+        }
         guard core.auth.requiresToken else {
             return .now(admit(request, channel) { () throws(GatewayHTTPError) in try core.auth.identifyByUsername(request) })
         }
