@@ -14,11 +14,13 @@ struct ChatHandlers: Sendable {
     let history: MessageHistory
     let presence: PresenceRegistry
     let pageBytes: Int
+    let users: UserTokens
     let logger: Logger
 
-    init(storage: ChatStorage, logger: Logger) {
+    init(storage: ChatStorage, users: UserTokens, logger: Logger) {
         (rooms, membership, messages) = (storage.rooms, storage.membership, storage.messages)
         (history, presence, pageBytes) = (storage.history, storage.presence, storage.pageBytes)
+        self.users = users
         self.logger = logger
     }
 
@@ -43,8 +45,10 @@ struct ChatHandlers: Sendable {
         }
         add(.join, on: service) { (request: ServiceAPI.Join, caller: Caller) throws(ChatError) in
             let (id, user) = (try Self.room(request.roomID), try Self.user(request.userID))
-            let username = try Self.username(request.username)
+            var username = try Self.username(request.username)
             let gateway = try await authenticated(caller, claiming: request.gatewayID)
+            // Token mode: the user's own token says who joins (and under which name).
+            if let verified = try await acting(as: user, caller) { username = verified.username }
             var room = try await rooms.room(id)
             let joined = try await membership.join(room: id, user: user, username: username, gateway: gateway)
             // A first join through a gateway is also its sign of life (see `PresenceRegistry.joined(via:)`).
@@ -86,13 +90,17 @@ struct ChatHandlers: Sendable {
             let (id, user, username) = (try Self.room(request.roomID), try Self.user(request.userID), try Self.username(request.username))
             try messages.validate(request.content)
             _ = try await rooms.room(id)
-            try await membership.requireMember(room: id, user: user, heldBy: gateway)
+            // Token mode: the verified user, through whichever gateway (one user, several devices), and
+            // its own namespace of client_msg_ids. Username mode: only a member this gateway holds.
+            let verified = try await acting(as: user, caller)
+            try await membership.requireMember(room: id, user: user, heldBy: verified == nil ? gateway : nil)
             let result = try await messages.send(
                 room: id,
                 user: user,
-                username: username,
+                username: verified?.username ?? username,
                 content: request.content,
-                clientMessageID: clientMessageID
+                clientMessageID: clientMessageID,
+                scope: verified.map { .user($0.userID) } ?? .username(username)
             )
             return request.ackOnly == true ? SendReply.ack(ServiceAPI.SendAck(result)) : .result(result)
         }
@@ -119,6 +127,14 @@ struct ChatHandlers: Sendable {
             _ = try await authenticated(caller, claiming: request.gatewayID)
             return try await Self.syncPresence(request, presence: presence)
         }
+    }
+
+    /// In token mode, the verified user the request acts for — who must be `user` (`forbidden`
+    /// otherwise); nil in username mode.
+    private func acting(as user: UserID, _ caller: Caller) async throws(ChatError) -> VerifiedToken? {
+        guard let verified = try await users.identify(caller.userToken) else { return nil }
+        guard verified.userID == user else { throw ChatError(.forbidden, "the user token is not user \(user)'s") }
+        return verified
     }
 
     /// The gateway a request comes from, proven by its `GatewayCredential`; when the request names a

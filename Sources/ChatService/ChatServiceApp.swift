@@ -45,7 +45,10 @@ public final class ChatServiceRunner: Service, Sendable {
             metadata: ["instance": configuration.instanceID],
             logger: logger
         )
-        ChatHandlers(storage: storage, logger: logger).register(on: service)
+        // Token mode here too: the chat-service verifies who a request acts for itself.
+        logger.info("auth mode: \(configuration.auth?.summary ?? "username (no AUTH_JWT_SECRET)")")
+        let users = UserTokens(verifier: configuration.auth.map(TokenVerifier.init), logger: logger)
+        ChatHandlers(storage: storage, users: users, logger: logger).register(on: service)
         let leases = storage.leases
         // A lease shorter than a few seconds would flap on a loaded machine; expiry itself is checked by time.
         let lease = Lease(

@@ -42,6 +42,9 @@ public struct ChatServiceConfiguration: Sendable {
     public var presenceReconcileInterval: Duration = .seconds(30)
     /// Stream and bucket replicas (`CHAT_REPLICAS`; 3 on a 3-node cluster).
     public var replicas = 1
+    /// `AUTH_JWT_*` (token mode): joins and sends must carry the user's token, verified here. Set the
+    /// same values as on the gateways. nil: username mode.
+    public var auth: TokenVerifierConfiguration?
     /// A unique name of this instance (`INSTANCE_ID`, default random).
     public var instanceID = "chat-" + String(makeUUID().prefix(8))
 
@@ -97,6 +100,7 @@ public struct ChatServiceConfiguration: Sendable {
         )
         configuration.replicas = try settings.int("CHAT_REPLICAS", default: configuration.replicas, range: 1...5)
         configuration.instanceID = settings.string("INSTANCE_ID", default: configuration.instanceID)
+        configuration.auth = try TokenVerifierConfiguration.fromEnvironment(settings)
         return configuration
     }
 }

@@ -11,6 +11,8 @@ struct Identity: Sendable {
     var username: Username
     /// The token's `exp` in token mode: the socket is closed (4001) when it passes.
     var expiresAt: Date?
+    /// The token itself (token mode): the chat-service verifies it again on every join and send.
+    var token: String?
 }
 
 /// Origin check and, in token mode, token verification (`TokenVerifier`, shared with the chat-service)
@@ -39,11 +41,9 @@ struct Authenticator: Sendable {
         try origins.check(request)
         // Form decoding: `+` is a space (`?username=a+b` is "a b"); broken percent-encoding is refused.
         let query = FormQuery.parse(request.uri.query ?? "")
-        let token = try await verify(
-            query["token"].map { $0 ?? "" } ?? Self.bearerToken(request),
-            accepted: "?token= or Authorization: Bearer"
-        )
-        return Identity(userID: token.userID, username: token.username, expiresAt: token.expiresAt)
+        let raw = query["token"].map { $0 ?? "" } ?? Self.bearerToken(request)
+        let token = try await verify(raw, accepted: "?token= or Authorization: Bearer")
+        return Identity(userID: token.userID, username: token.username, expiresAt: token.expiresAt, token: raw)
     }
 
     /// A REST write's token (`Authorization: Bearer` only: a query string ends up in access logs).

@@ -154,3 +154,84 @@ def test_the_gateways_replies_come_back_under_its_own_inbox_prefix(system):
         assert replies and all(r.startswith("_INBOX_gateway.") for r in replies), replies
 
     run(body())
+
+
+TOKEN_SECRET = "least-privilege-secret-that-is-long-enough"
+
+
+def user_token(sub: str, name: str) -> str:
+    import time
+
+    import jwt
+    return jwt.encode({"sub": sub, "username": name, "exp": int(time.time()) + 600}, TOKEN_SECRET, algorithm="HS256")
+
+
+@pytest.fixture(scope="module")
+def token_system(tmp_path_factory):
+    """Token mode on both sides: the gateway and the chat-service know the secret."""
+    system = System(tmp_path_factory.mktemp("least-privilege-token"))
+    try:
+        system.start(chat_env={"AUTH_JWT_SECRET": TOKEN_SECRET}, gateway_env={"AUTH_JWT_SECRET": TOKEN_SECRET})
+        yield system
+    finally:
+        system.stop()
+
+
+def test_in_token_mode_a_gateway_credential_alone_cannot_act_as_a_user(token_system):
+    gateway = token_system.gateways[0]
+    headers = {"Authorization": f"Bearer {user_token('room-maker', 'maker')}"}
+    rid = __import__("requests").post(gateway.base_url + "/api/v1/rooms", json={"name": "token-room"},
+                                      headers=headers, timeout=5).json()["id"]
+
+    async def body():
+        victim = await Client.open(gateway.ws_url(token=user_token("victim-sub", "victim")), "victim")
+        await victim.join(rid)
+        nc = await token_system.nats.connect()
+        try:
+            own = {"Chat-Gateway": "gw-attacker", "Chat-Gateway-Key": "b" * 64}
+            join = {"room_id": rid, "user_id": victim.user_id, "username": "victim", "gateway_id": "gw-attacker"}
+            reply = await request(nc, "chat.svc.room.join", join, own)
+            assert reply.get("code") == "unauthorized", reply
+            # Its own valid token does not make it someone else.
+            reply = await request(nc, "chat.svc.room.join", join,
+                                  {**own, "Chat-User-Token": user_token("attacker-sub", "victim")})
+            assert reply.get("code") == "forbidden", reply
+            send = {"room_id": rid, "user_id": victim.user_id, "username": "victim", "content": "forged"}
+            for extra in ({}, {"Chat-User-Token": "not.a.jwt"}, {"Chat-User-Token": user_token("attacker-sub", "x")}):
+                reply = await request(nc, "chat.svc.message.send", send, {**own, **extra})
+                assert reply.get("code") in ("unauthorized", "forbidden"), (extra, reply)
+        finally:
+            await nc.close()
+        assert (await victim.send_message("mine", rid))["type"] == "ack"
+        await victim.close()
+
+    run(body())
+    assert [m["content"] for m in history(gateway, rid)["messages"]] == ["mine"]
+
+
+def test_idempotency_is_keyed_on_the_verified_user_not_the_display_name(token_system):
+    gateway = token_system.gateways[0]
+    headers = {"Authorization": f"Bearer {user_token('room-maker', 'maker')}"}
+    rid = __import__("requests").post(gateway.base_url + "/api/v1/rooms", json={"name": "same-name-room"},
+                                      headers=headers, timeout=5).json()["id"]
+
+    async def body():
+        attacker = await Client.open(gateway.ws_url(token=user_token("attacker-sub", "sam")), "attacker")
+        victim = await Client.open(gateway.ws_url(token=user_token("victim-sub", "sam")), "victim")
+        for client in (attacker, victim):
+            await client.join(rid)
+        first = await attacker.send_message("attacker's", rid, client_msg_id="c-1")
+        second = await victim.send_message("victim's", rid, client_msg_id="c-1")
+        assert first["type"] == second["type"] == "ack", (first, second)
+        assert first["message_id"] != second["message_id"], (first, second)
+        # The same user's retry (another connection, same sub) is still recognised.
+        again = await Client.open(gateway.ws_url(token=user_token("victim-sub", "sam")), "victim-2")
+        await again.join(rid)
+        retry = await again.send_message("victim's", rid, client_msg_id="c-1")
+        assert retry["message_id"] == second["message_id"], (retry, second)
+        for client in (attacker, victim, again):
+            await client.close()
+
+    run(body())
+    messages = history(gateway, rid)["messages"]
+    assert [m["content"] for m in messages] == ["attacker's", "victim's"], messages

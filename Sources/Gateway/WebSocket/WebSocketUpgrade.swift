@@ -25,6 +25,7 @@ func webSocketUpgrade(core: GatewayCore) -> GatewayHTTPChannel.Decide {
                 userID: identity.userID,
                 username: identity.username,
                 address: address,
+                token: identity.token,
                 queueLimit: configuration.outboundQueueLimit,
                 channel: channel,
                 output: output,
