@@ -3,7 +3,8 @@
 - ``ConfiguredNats``: nats-server running one of ``deploy/``'s config files (per-service users and
   permissions, TLS, cluster). A small wrapper config in the system's temp dir ``include``s the deploy
   file unchanged and overrides only what a loopback test must: client/monitoring ports and the store
-  directory (cluster ports and routes come as command-line flags). The passwords are random per session.
+  directory (cluster ports and routes come as command-line flags). The passwords are random per session,
+  made by ``deploy/make-env.sh`` (so every deployment test also proves its passwords work).
 - ``Nginx``: nginx with the config ``scripts/nginx-config`` makes from ``deploy/nginx.conf``.
 - ``DeploySystem``: a ``System`` that also stops (and shows the logs of) those extra processes.
 - helpers: service credentials, ``/connz`` of a node, clients opened from chosen loopback source
@@ -15,10 +16,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import secrets
 import shutil
 import ssl
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,26 @@ PASSWORD_VARIABLES = {
     "broadcaster": "NATS_BROADCASTER_PASSWORD",
     "gateway": "NATS_GATEWAY_PASSWORD",
 }
-PASSWORDS = {variable: f"pw-{user}-{secrets.token_hex(6)}" for user, variable in PASSWORD_VARIABLES.items()}
+
+
+def generated_passwords() -> dict[str, str]:
+    """The .env that deploy/make-env.sh writes, read back: variable → password."""
+    with tempfile.TemporaryDirectory() as directory:
+        env_file = Path(directory) / ".env"
+        made = subprocess.run([str(DEPLOY / "make-env.sh"), str(env_file)], capture_output=True, text=True, timeout=30)
+        if made.returncode != 0:
+            raise SystemError_(f"deploy/make-env.sh failed: {made.stderr}")
+        lines = env_file.read_text().splitlines()
+    values = dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+    if set(values) != set(PASSWORD_VARIABLES.values()):
+        raise SystemError_(f"deploy/make-env.sh wrote {sorted(values)}, not {sorted(PASSWORD_VARIABLES.values())}")
+    return values
+
+
+PASSWORDS = generated_passwords()
+# The prefix under which each service makes its reply inboxes (NATS_INBOX_PREFIX's defaults); auth.conf
+# lets each user subscribe to its own only. admin keeps nats-py's `_INBOX`.
+INBOX_PREFIXES = {"chat-service": "_INBOX_chat", "broadcaster": "_INBOX_broadcaster", "gateway": "_INBOX_gateway"}
 
 
 def password(user: str) -> str:
@@ -87,8 +107,10 @@ class ConfiguredNats(Process):
         return ssl.create_default_context(cafile=str(self.tls_ca)) if self.tls_ca else None
 
     async def connect(self, user: str = "admin", **kwargs: Any):
-        """A nats-py connection as `user` (no reconnects unless asked)."""
+        """A nats-py connection as `user` (no reconnects unless asked), with that user's inbox prefix."""
         options: dict[str, Any] = dict(connect_timeout=2, allow_reconnect=False, max_reconnect_attempts=0)
+        if user in INBOX_PREFIXES:
+            options["inbox_prefix"] = INBOX_PREFIXES[user]
         options.update(kwargs)
         if self.tls_ca:
             options["tls"] = self.ssl_context()
