@@ -5,6 +5,11 @@
   configuration has what the deployment needs: scalable gateways (no host port, no container name),
   nginx on 3000 with deploy/nginx.conf, NATS with JetStream config, a volume and monitoring, a health
   check on every service and start-up ordered by health; an invalid file is refused;
+- the safe defaults: nothing but nginx's 3000 published beyond the host's loopback (NATS's client port on
+  127.0.0.1 only, its monitoring port not at all, and bound to the container's loopback by the nats
+  configs); no default password anywhere, so Compose refuses to start without them, and
+  deploy/make-env.sh writes an .env with random ones that Compose and nats-server accept; nginx's
+  public listener refuses /metrics;
 - the Dockerfile is multi-stage (Swift build image → slim Debian with libnats) and builds the three
   executables into one image;
 - deploy/'s nats-server configs pass `nats-server -t`, and refuse to load without the passwords;
@@ -18,6 +23,8 @@ import json
 import os
 import re
 import subprocess
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -39,12 +46,23 @@ def compose_checked():
     return result
 
 
-def resolved(*files: str) -> dict:
-    args = [str(COMPOSE_VENV / "bin/docker-compose")]
+def compose_config(*files: str, env_file: Path, passwords: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`docker-compose config` of `files` with only `passwords` (and `env_file`) as NATS settings: a
+    developer's own .env or environment does not count."""
+    args = [str(COMPOSE_VENV / "bin/docker-compose"), "--env-file", str(env_file)]
     for file in files:
         args += ["-f", file]
     env = {k: v for k, v in os.environ.items() if not k.startswith("NATS_")}
-    config = subprocess.run([*args, "config"], capture_output=True, text=True, timeout=60, cwd=REPO_ROOT, env=env)
+    return subprocess.run([*args, "config"], capture_output=True, text=True, timeout=60, cwd=REPO_ROOT,
+                          env={**env, **(passwords or {})})
+
+
+def resolved(*files: str, env_file: Path | None = None) -> dict:
+    """The resolved configuration, with the session's passwords (or those of `env_file`)."""
+    with tempfile.TemporaryDirectory() as directory:
+        empty = Path(directory) / "empty.env"
+        empty.write_text("")
+        config = compose_config(*files, env_file=env_file or empty, passwords=None if env_file else PASSWORDS)
     assert config.returncode == 0, config.stderr
     as_json = subprocess.run([str(COMPOSE_VENV / "bin/python"), "-c",
                               "import json, sys, yaml; print(json.dumps(yaml.safe_load(sys.stdin)))"],
@@ -78,8 +96,8 @@ def test_compose_file_is_valid_and_has_the_topology(compose_checked):
     nats = services["nats"]
     assert nats["command"] == ["-c", "/etc/nats/nats-server.conf"]
     assert "nats-data:/data:rw" in nats["volumes"] and "nats-data" in config["volumes"]
-    assert 8222 in [p["target"] for p in nats["ports"]]
     assert set(nats["environment"]) == set(PASSWORDS)
+    assert nats["environment"] == PASSWORDS
     # The services' passwords are the ones the server gets.
     for name, variable in (("chat-service", "NATS_CHAT_SERVICE_PASSWORD"), ("broadcaster", "NATS_BROADCASTER_PASSWORD"),
                            ("gateway", "NATS_GATEWAY_PASSWORD")):
@@ -95,6 +113,102 @@ def test_compose_file_is_valid_and_has_the_topology(compose_checked):
         assert set(depends) == needs, (name, depends)
         assert all(d["condition"] == "service_healthy" for d in depends.values()), (name, depends)
     assert "depends_on" not in nats
+
+
+def published(service: dict) -> list[tuple[str, int, int]]:
+    """(host address, host port, container port) of every published port; "0.0.0.0" when no address
+    is given (all interfaces). docker-compose 1.29 prints `ip:host:container/proto` strings for ports
+    with an address and mappings for the others."""
+    ports = []
+    for port in service.get("ports", []):
+        if isinstance(port, dict):
+            ports.append((port.get("host_ip", "0.0.0.0"), int(port["published"]), int(port["target"])))
+            continue
+        mapping = str(port).split("/")[0].split(":")
+        host_ip = mapping[0] if len(mapping) == 3 else "0.0.0.0"
+        ports.append((host_ip, int(mapping[-2]), int(mapping[-1])))
+    return ports
+
+
+@pytest.mark.parametrize("files", [("docker-compose.yml",), ("docker-compose.yml", "docker-compose.cluster.yml"),
+                                   ("docker-compose.yml", "docker-compose.tls.yml")])
+def test_compose_publishes_only_nginx_beyond_the_loopback(compose_checked, files):
+    services = resolved(*files)["services"]
+    exposed = {name: published(service) for name, service in services.items() if published(service)}
+    # nginx's 3000 is the public entry; NATS's client port only on the host's loopback (the nats CLI as
+    # admin); monitoring (8222), the services' status ports and the cluster routes nowhere.
+    assert exposed == {"nginx": [("0.0.0.0", 3000, 3000)], "nats": [("127.0.0.1", 4222, 4222)]}, exposed
+
+
+@pytest.mark.parametrize("config", ["nats-server.conf", "nats-cluster.conf"])
+def test_nats_monitoring_listens_on_the_loopback_only(config):
+    """Monitoring has no authentication: every nats config binds it to the loopback, where the
+    containers' health checks ask it."""
+    text = (DEPLOY / config).read_text()
+    assert re.findall(r"^http:\s*(\S+)", text, re.M) == ["127.0.0.1:8222"]
+    assert re.findall(r"^listen:\s*(\S+)", text, re.M) == ["0.0.0.0:4222"]
+    tls = (DEPLOY / "nats-server-tls.conf").read_text()
+    assert "include nats-server.conf" in tls and not re.search(r"^(http|monitor_port|https)\b", tls, re.M)
+    compose = (REPO_ROOT / "docker-compose.yml").read_text() + (REPO_ROOT / "docker-compose.cluster.yml").read_text()
+    assert compose.count("http://127.0.0.1:8222/healthz") == 2
+
+
+@pytest.mark.parametrize("files", [("docker-compose.yml",), ("docker-compose.yml", "docker-compose.cluster.yml"),
+                                   ("docker-compose.yml", "docker-compose.tls.yml")])
+def test_compose_refuses_to_start_without_the_passwords(compose_checked, files, tmp_path):
+    empty = tmp_path / "empty.env"
+    empty.write_text("")
+    for missing in PASSWORDS:
+        partial = {k: v for k, v in PASSWORDS.items() if k != missing}
+        refused = compose_config(*files, env_file=empty, passwords=partial)
+        assert refused.returncode != 0, (missing, refused.stdout[:300])
+        assert "deploy/make-env.sh" in refused.stderr, refused.stderr
+    # No built-in fallback is left in any file.
+    for name in files:
+        text = (REPO_ROOT / name).read_text()
+        assert "dev-" not in text and not re.search(r"PASSWORD:?-", text), name
+
+
+def test_make_env_writes_random_passwords_that_compose_and_nats_accept(compose_checked, tmp_path):
+    env_file = tmp_path / ".env"
+    made = subprocess.run([str(DEPLOY / "make-env.sh"), str(env_file)], capture_output=True, text=True, timeout=30)
+    assert made.returncode == 0, made.stderr
+    assert env_file.stat().st_mode & 0o777 == 0o600
+    values = dict(line.split("=", 1) for line in env_file.read_text().splitlines())
+    assert set(values) == set(PASSWORDS)
+    assert len(set(values.values())) == 4
+    assert all(re.fullmatch(r"[A-Za-z][A-Za-z0-9]{31}", v) for v in values.values()), values
+
+    # Compose reads them from the file and hands the same one to nats and to its service.
+    services = resolved("docker-compose.yml", env_file=env_file)["services"]
+    assert services["nats"]["environment"] == values
+    for name, variable in (("chat-service", "NATS_CHAT_SERVICE_PASSWORD"), ("broadcaster", "NATS_BROADCASTER_PASSWORD"),
+                           ("gateway", "NATS_GATEWAY_PASSWORD")):
+        assert services[name]["environment"]["NATS_PASSWORD"] == values[variable]
+    # nats-server takes them (deployment.py's sessions log in with them too).
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NATS_")}
+    checked = subprocess.run([nats_server_binary(), "-t", "-c", str(DEPLOY / "nats-server.conf")], capture_output=True,
+                             text=True, timeout=30, env={**env, **values})
+    assert checked.returncode == 0 and "is valid" in checked.stdout + checked.stderr, checked.stdout + checked.stderr
+
+    # A second run keeps every password (a running deployment keeps working) and fills in a missing one.
+    lines = env_file.read_text().splitlines()
+    env_file.write_text("\n".join(line for line in lines if not line.startswith("NATS_GATEWAY_PASSWORD=")) + "\n")
+    again = subprocess.run([str(DEPLOY / "make-env.sh"), str(env_file)], capture_output=True, text=True, timeout=30)
+    assert again.returncode == 0, again.stderr
+    refreshed = dict(line.split("=", 1) for line in env_file.read_text().splitlines())
+    assert {k: v for k, v in refreshed.items() if k != "NATS_GATEWAY_PASSWORD"} == \
+        {k: v for k, v in values.items() if k != "NATS_GATEWAY_PASSWORD"}
+    assert re.fullmatch(r"[A-Za-z][A-Za-z0-9]{31}", refreshed["NATS_GATEWAY_PASSWORD"])
+    assert refreshed["NATS_GATEWAY_PASSWORD"] != values["NATS_GATEWAY_PASSWORD"]
+    unchanged = subprocess.run([str(DEPLOY / "make-env.sh"), str(env_file)], capture_output=True, text=True, timeout=30)
+    assert unchanged.returncode == 0 and "nothing changed" in unchanged.stderr
+    assert dict(line.split("=", 1) for line in env_file.read_text().splitlines()) == refreshed
+    # An empty assignment is a mistake to fix, not to paper over with a second line.
+    env_file.write_text("NATS_ADMIN_PASSWORD=\n")
+    empty = subprocess.run([str(DEPLOY / "make-env.sh"), str(env_file)], capture_output=True, text=True, timeout=30)
+    assert empty.returncode != 0 and "empty NATS_ADMIN_PASSWORD" in empty.stderr
+    assert env_file.read_text() == "NATS_ADMIN_PASSWORD=\n"
 
 
 def test_compose_overrides_cluster_and_tls(compose_checked):
@@ -163,14 +277,21 @@ def test_nats_configs_load_and_need_the_passwords(config, tmp_path):
 
 
 def test_auth_conf_gateway_permissions_are_what_the_brief_says():
+    """The text of the gateway's rules (test_permissions.py proves what the server makes of them)."""
     text = (DEPLOY / "auth.conf").read_text()
     gateway = text[text.index("user: gateway"):]
     publish = gateway[gateway.index("publish:"):gateway.index("subscribe:")]
     subscribe = gateway[gateway.index("subscribe:"):]
     assert 'allow: ["chat.svc.>", "chat.typing.>"]' in publish
-    assert '"$JS.>"' in publish and '"$KV.>"' in publish and '"chat.room.>"' in publish
-    assert 'allow: ["chat.deliver.>", "chat.typing.>", "_INBOX.>"]' in subscribe
+    assert 'allow: ["chat.deliver.>", "chat.typing.>", "_INBOX_gateway.>"]' in subscribe
+    for denied in ("$JS.>", "$KV.>", "$SRV.>", "chat.room.>", "chat.rooms.>", "_INBOX.>", "_INBOX_chat.>",
+                   "_INBOX_broadcaster.>"):
+        assert f'"{denied}"' in publish and f'"{denied}"' in subscribe, denied
+    assert '"chat.deliver.>"' in publish and '"chat.svc.>"' in subscribe
     assert "allow_responses" not in gateway
+    # No allow list names the shared default prefix any more.
+    allows = re.findall(r"allow: \[([^\]]*)\]", text)
+    assert allows and not any('"_INBOX.>"' in allow for allow in allows), allows
 
 
 def test_nginx_config_from_deploy_has_sticky_sessions_and_websocket_upgrade(tmp_path):
@@ -194,3 +315,7 @@ def test_nginx_config_from_deploy_has_sticky_sessions_and_websocket_upgrade(tmp_
     deploy_text = (DEPLOY / "nginx.conf").read_text()
     assert "server gateway:3000 max_fails=1 fail_timeout=10s;  # @gateways" in deploy_text
     assert "listen 3000;" in deploy_text and "ip_hash;" in deploy_text
+    # One server block, the public one, and it refuses /metrics before anything is proxied
+    # (test_deploy_nginx.py asks the real nginx).
+    assert deploy_text.count("server {") == 1 and re.findall(r"^\s*listen (\S+);", deploy_text, re.M) == ["3000"]
+    assert re.search(r"location \^~ /metrics \{\s*return 404;\s*\}", conf)

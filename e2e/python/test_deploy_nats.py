@@ -1,8 +1,10 @@
 """The system on deploy/'s NATS configurations, unchanged (a wrapper config only moves ports and store):
 
 - per-service users with subject permissions (deploy/auth.conf): everything works — chat, typing,
-  members, history, broadcaster failover, presence expiry — without one refused subject, and the
-  gateway's credentials are refused publishing events, forging deliveries and reading KV;
+  members, history, broadcaster failover, presence expiry — without one refused subject (each service
+  under its own inbox prefix), and the gateway's credentials are refused publishing events, forging
+  deliveries, reading KV and reading the chat-service's replies (test_permissions.py tries every
+  forbidden subject of every user);
 - TLS (deploy/nats-server-tls.conf + deploy/make-certs.sh): the services connect with tls:// and
   NATS_CA; plain and untrusting clients are refused;
 - a 3-node cluster (deploy/nats-cluster.conf) with CHAT_REPLICAS=3: a node killed with SIGKILL during
@@ -122,10 +124,37 @@ def test_per_service_users_run_the_system_and_the_gateway_is_confined(deploy_sys
         assert (await (await js_admin.key_value("chat_rooms")).get(f"id.{room}")).value  # admin can read KV
 
         errors = Errors()
-        gateway = await node.connect("gateway", error_cb=errors.add)
+        gateway = await node.connect("gateway", error_cb=errors.add)  # replies to _INBOX_gateway.*
         # The gateway's normal business still works on this connection...
         reply = await gateway.request("chat.svc.room.list", b"{}", timeout=5)
         assert "rooms" in json.loads(reply.data), reply.data[:200]
+
+        # ...but it cannot read the chat-service's replies. Those go to _INBOX_chat.* (admin sees them:
+        # the history below is read by direct gets, message text included); the gateway's user may not
+        # subscribe there, nor to the shared _INBOX.>.
+        spied: list[bytes] = []
+        spied_any = asyncio.Event()
+
+        async def on_spied(message):
+            spied.append(message.data)
+            spied_any.set()
+        await admin.subscribe("_INBOX_chat.>", cb=on_spied)
+        await admin.publish("_INBOX_chat.ready", b"ready")  # back through the subscription: it is in place
+        await asyncio.wait_for(spied_any.wait(), 5)
+        stolen: list[bytes] = []
+
+        async def on_stolen(message):
+            stolen.append(message.data)
+        for inbox in ("_INBOX_chat.>", "_INBOX.>", "_INBOX_broadcaster.>"):
+            await gateway.subscribe(inbox, cb=on_stolen)
+            await errors.wait_for(f'permissions violation for subscription to "{inbox}"')
+        spied.clear()
+        history = await gateway.request("chat.svc.message.history", json.dumps({"room_id": room}).encode(), timeout=5)
+        assert [m["seq"] for m in json.loads(history.data)["messages"]][:1] == [1], history.data[:200]
+        # The direct-get replies were delivered (to admin) before the chat-service could answer; had the
+        # gateway's subscription been accepted, they would have reached it before that answer too.
+        assert any(b"hello" in data for data in spied), spied[:3]
+        assert stolen == []
 
         # ...but it cannot write into the event stream,
         await gateway.publish(f"chat.room.{room}.msg", b'{"content":"forged"}')

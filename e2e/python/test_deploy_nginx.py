@@ -1,6 +1,7 @@
 """Several gateways behind nginx (deploy/nginx.conf via scripts/nginx-config): sticky sessions, chat
 across gateways, and a gateway killed with SIGKILL whose clients come back through nginx on another
-gateway and resume with `since`, with no gap and no duplicate.
+gateway and resume with `since`, with no gap and no duplicate. nginx's public listener does not pass
+the gateways' /metrics, however the path is spelled, while the gateway itself serves it.
 
 nginx's ip_hash hashes the first three octets of the client's IPv4 address, so the clients connect from
 different loopback addresses (127.0.k.1) to land on different gateways; which gateway a client is on is
@@ -9,6 +10,7 @@ read from its `connected` frame (`gateway_id`)."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import uuid
 
 import requests
@@ -24,6 +26,46 @@ def create_room_via(nginx) -> str:
     response = requests.post(nginx.base_url + "/api/v1/rooms", json={"name": unique()}, timeout=10)
     assert response.status_code == 201, (response.status_code, response.text)
     return response.json()["id"]
+
+
+def raw_get(port: int, target: str) -> tuple[int, bytes]:
+    """GET with the request target sent byte for byte (an HTTP library would normalise it)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(f"GET {target} HTTP/1.1\r\nHost: chat.example\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body
+
+
+# /metrics spelled every way nginx maps onto the same path (percent-encoding, merged slashes, dot
+# segments, a query, a trailing slash), and a few the gateway itself might take for it.
+METRICS_SPELLINGS = ["/metrics", "/metrics/", "//metrics", "/%6Detrics", "/%6detrics", "/metrics?format=text",
+                     "/./metrics", "/api/../metrics", "/api/%2E%2E/metrics", "/metrics/.", "/METRICS", "/metrics%2F",
+                     "/metrics;x", "/metrics#x"]
+
+
+def test_public_listener_does_not_serve_metrics(deploy_system):
+    system = deploy_system().start(gateways=1)
+    nginx = system.add_nginx()
+    gateway = system.gateway
+
+    # The gateway serves them on its own port (the compose network's scrape target)...
+    status, body = raw_get(gateway.port, "/metrics")
+    assert status == 200 and b"# TYPE " in body, (status, body[:200])
+    # ...nginx's public listener does not, however the path is spelled.
+    for target in METRICS_SPELLINGS:
+        status, body = raw_get(nginx.port, target)
+        assert status != 200 and b"# TYPE " not in body, (target, status, body[:200])
+        if target.split("?")[0] in ("/metrics", "/metrics/", "//metrics", "/%6Detrics", "/%6detrics", "/./metrics",
+                                    "/api/../metrics", "/api/%2E%2E/metrics"):
+            assert status == 404, (target, status)  # nginx's own refusal, before any proxying
+    # What the public needs still passes: the API, the health check, nginx's own liveness.
+    assert raw_get(nginx.port, "/api/v1/rooms")[0] == 200
+    status, body = raw_get(nginx.port, "/health")
+    assert status == 200 and b'"service":"gateway"' in body, body[:200]
+    assert raw_get(nginx.port, "/nginx-health") == (200, b"ok\n")
 
 
 def test_users_on_different_gateways_chat_through_nginx(deploy_system):
