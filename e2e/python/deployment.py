@@ -38,8 +38,12 @@ PASSWORD_VARIABLES = {
 }
 
 
+ROUTE_PASSWORD_VARIABLE = "NATS_ROUTE_PASSWORD"
+
+
 def generated_passwords() -> dict[str, str]:
-    """The .env that deploy/make-env.sh writes, read back: variable → password."""
+    """The .env that deploy/make-env.sh writes, read back: variable → password (the users' and the
+    cluster routes')."""
     with tempfile.TemporaryDirectory() as directory:
         env_file = Path(directory) / ".env"
         made = subprocess.run([str(DEPLOY / "make-env.sh"), str(env_file)], capture_output=True, text=True, timeout=30)
@@ -47,12 +51,15 @@ def generated_passwords() -> dict[str, str]:
             raise SystemError_(f"deploy/make-env.sh failed: {made.stderr}")
         lines = env_file.read_text().splitlines()
     values = dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
-    if set(values) != set(PASSWORD_VARIABLES.values()):
-        raise SystemError_(f"deploy/make-env.sh wrote {sorted(values)}, not {sorted(PASSWORD_VARIABLES.values())}")
+    expected = {*PASSWORD_VARIABLES.values(), ROUTE_PASSWORD_VARIABLE}
+    if set(values) != expected:
+        raise SystemError_(f"deploy/make-env.sh wrote {sorted(values)}, not {sorted(expected)}")
     return values
 
 
-PASSWORDS = generated_passwords()
+_GENERATED = generated_passwords()
+PASSWORDS = {variable: _GENERATED[variable] for variable in PASSWORD_VARIABLES.values()}  # the users'
+ROUTE_PASSWORD = _GENERATED[ROUTE_PASSWORD_VARIABLE]  # nats-cluster.conf's route user `route`
 # The prefix under which each service makes its reply inboxes (NATS_INBOX_PREFIX's defaults); auth.conf
 # lets each user subscribe to its own only. admin keeps nats-py's `_INBOX`.
 INBOX_PREFIXES = {"chat-service": "_INBOX_chat", "broadcaster": "_INBOX_broadcaster", "gateway": "_INBOX_gateway"}
@@ -100,6 +107,7 @@ class ConfiguredNats(Process):
         self.url = f"{scheme}://admin:{password('admin')}@127.0.0.1:{self.port}"
         full_env = dict(os.environ)
         full_env.update(PASSWORDS)
+        full_env[ROUTE_PASSWORD_VARIABLE] = ROUTE_PASSWORD
         full_env.update(env or {})
         super().__init__(system, name, [nats_server_binary(), "-c", str(wrapper), *(extra_args or [])], full_env)
 

@@ -28,10 +28,12 @@ from pathlib import Path
 
 import pytest
 
-from deployment import DEPLOY, PASSWORDS, nginx_binary
+from deployment import DEPLOY, PASSWORDS, ROUTE_PASSWORD, ROUTE_PASSWORD_VARIABLE, nginx_binary
 from system import REPO_ROOT, nats_server_binary
 
 COMPOSE_VENV = REPO_ROOT / ".venv-compose"
+# Every password the Compose files need: the users' and (docker-compose.cluster.yml) the routes'.
+ALL_PASSWORDS = {**PASSWORDS, ROUTE_PASSWORD_VARIABLE: ROUTE_PASSWORD}
 SERVICES = {"nats", "chat-service", "broadcaster", "gateway", "nginx"}
 
 
@@ -62,7 +64,7 @@ def resolved(*files: str, env_file: Path | None = None) -> dict:
     with tempfile.TemporaryDirectory() as directory:
         empty = Path(directory) / "empty.env"
         empty.write_text("")
-        config = compose_config(*files, env_file=env_file or empty, passwords=None if env_file else PASSWORDS)
+        config = compose_config(*files, env_file=env_file or empty, passwords=None if env_file else ALL_PASSWORDS)
     assert config.returncode == 0, config.stderr
     as_json = subprocess.run([str(COMPOSE_VENV / "bin/python"), "-c",
                               "import json, sys, yaml; print(json.dumps(yaml.safe_load(sys.stdin)))"],
@@ -158,8 +160,10 @@ def test_nats_monitoring_listens_on_the_loopback_only(config):
 def test_compose_refuses_to_start_without_the_passwords(compose_checked, files, tmp_path):
     empty = tmp_path / "empty.env"
     empty.write_text("")
-    for missing in PASSWORDS:
-        partial = {k: v for k, v in PASSWORDS.items() if k != missing}
+    needed = ALL_PASSWORDS if "docker-compose.cluster.yml" in files else PASSWORDS
+    assert compose_config(*files, env_file=empty, passwords=needed).returncode == 0
+    for missing in needed:
+        partial = {k: v for k, v in needed.items() if k != missing}
         refused = compose_config(*files, env_file=empty, passwords=partial)
         assert refused.returncode != 0, (missing, refused.stdout[:300])
         assert "deploy/make-env.sh" in refused.stderr, refused.stderr
@@ -175,21 +179,28 @@ def test_make_env_writes_random_passwords_that_compose_and_nats_accept(compose_c
     assert made.returncode == 0, made.stderr
     assert env_file.stat().st_mode & 0o777 == 0o600
     values = dict(line.split("=", 1) for line in env_file.read_text().splitlines())
-    assert set(values) == set(PASSWORDS)
-    assert len(set(values.values())) == 4
+    assert set(values) == set(ALL_PASSWORDS)
+    assert len(set(values.values())) == 5
     assert all(re.fullmatch(r"[A-Za-z][A-Za-z0-9]{31}", v) for v in values.values()), values
 
-    # Compose reads them from the file and hands the same one to nats and to its service.
+    # Compose reads them from the file and hands the same one to nats and to its service, and the route
+    # password to every cluster node and into every route URL.
     services = resolved("docker-compose.yml", env_file=env_file)["services"]
-    assert services["nats"]["environment"] == values
+    assert services["nats"]["environment"] == {k: v for k, v in values.items() if k in PASSWORDS}
+    cluster = resolved("docker-compose.yml", "docker-compose.cluster.yml", env_file=env_file)["services"]
+    for node in ("nats", "nats-2", "nats-3"):
+        assert cluster[node]["environment"][ROUTE_PASSWORD_VARIABLE] == values[ROUTE_PASSWORD_VARIABLE]
+        routes = cluster[node]["command"][cluster[node]["command"].index("--routes") + 1].split(",")
+        assert routes == [f"nats-route://route:{values[ROUTE_PASSWORD_VARIABLE]}@nats-{n}:6222" for n in (1, 2, 3)]
     for name, variable in (("chat-service", "NATS_CHAT_SERVICE_PASSWORD"), ("broadcaster", "NATS_BROADCASTER_PASSWORD"),
                            ("gateway", "NATS_GATEWAY_PASSWORD")):
         assert services[name]["environment"]["NATS_PASSWORD"] == values[variable]
     # nats-server takes them (deployment.py's sessions log in with them too).
     env = {k: v for k, v in os.environ.items() if not k.startswith("NATS_")}
-    checked = subprocess.run([nats_server_binary(), "-t", "-c", str(DEPLOY / "nats-server.conf")], capture_output=True,
-                             text=True, timeout=30, env={**env, **values})
-    assert checked.returncode == 0 and "is valid" in checked.stdout + checked.stderr, checked.stdout + checked.stderr
+    for config in ("nats-server.conf", "nats-cluster.conf"):
+        checked = subprocess.run([nats_server_binary(), "-t", "-c", str(DEPLOY / config)], capture_output=True,
+                                 text=True, timeout=30, env={**env, **values, "NATS_SERVER_NAME": "nats-1"})
+        assert checked.returncode == 0 and "is valid" in checked.stdout + checked.stderr, checked.stdout + checked.stderr
 
     # A second run keeps every password (a running deployment keeps working) and fills in a missing one.
     lines = env_file.read_text().splitlines()
@@ -216,7 +227,12 @@ def test_compose_overrides_cluster_and_tls(compose_checked):
     assert {"nats", "nats-2", "nats-3"} <= set(cluster)
     nodes = {name: cluster[name] for name in ("nats", "nats-2", "nats-3")}
     assert {n["environment"]["NATS_SERVER_NAME"] for n in nodes.values()} == {"nats-1", "nats-2", "nats-3"}
-    assert all(n["command"] == ["-c", "/etc/nats/nats-cluster.conf"] for n in nodes.values())
+    assert all(n["command"][:2] == ["-c", "/etc/nats/nats-cluster.conf"] for n in nodes.values())
+    # The routes authenticate: every node dials all three with the route password.
+    for node in nodes.values():
+        assert node["environment"][ROUTE_PASSWORD_VARIABLE] == ROUTE_PASSWORD
+        assert node["command"][2:] == ["--routes", ",".join(f"nats-route://route:{ROUTE_PASSWORD}@nats-{n}:6222"
+                                                             for n in (1, 2, 3))]
     assert len({tuple(v for v in n["volumes"] if v.endswith(":/data:rw")) for n in nodes.values()}) == 3
     assert cluster["chat-service"]["environment"]["CHAT_REPLICAS"] == "3"
     for name in ("chat-service", "broadcaster", "gateway"):
@@ -258,7 +274,7 @@ def test_dockerfile_is_multi_stage_with_one_image_for_three_executables():
 
 @pytest.mark.parametrize("config", ["nats-server.conf", "nats-server-tls.conf", "nats-cluster.conf"])
 def test_nats_configs_load_and_need_the_passwords(config, tmp_path):
-    extra = {"NATS_SERVER_NAME": "nats-1"} if "cluster" in config else {}
+    extra = {"NATS_SERVER_NAME": "nats-1", ROUTE_PASSWORD_VARIABLE: ROUTE_PASSWORD} if "cluster" in config else {}
     if "tls" in config:
         made = subprocess.run([str(DEPLOY / "make-certs.sh"), str(tmp_path)], capture_output=True, text=True, timeout=60)
         assert made.returncode == 0, made.stderr
@@ -274,6 +290,11 @@ def test_nats_configs_load_and_need_the_passwords(config, tmp_path):
     bad = subprocess.run([binary, "-t", "-c", str(DEPLOY / config)], capture_output=True, text=True, timeout=30,
                          env={**env, **missing, **extra})
     assert bad.returncode != 0 and "NATS_GATEWAY_PASSWORD" in bad.stdout + bad.stderr
+    if "cluster" in config:  # the routes' password too
+        no_route = {k: v for k, v in extra.items() if k != ROUTE_PASSWORD_VARIABLE}
+        bad = subprocess.run([binary, "-t", "-c", str(DEPLOY / config)], capture_output=True, text=True, timeout=30,
+                             env={**env, **PASSWORDS, **no_route})
+        assert bad.returncode != 0 and ROUTE_PASSWORD_VARIABLE in bad.stdout + bad.stderr
 
 
 def test_auth_conf_gateway_permissions_are_what_the_brief_says():

@@ -8,7 +8,8 @@
 - TLS (deploy/nats-server-tls.conf + deploy/make-certs.sh): the services connect with tls:// and
   NATS_CA; plain and untrusting clients are refused;
 - a 3-node cluster (deploy/nats-cluster.conf) with CHAT_REPLICAS=3: a node killed with SIGKILL during
-  traffic loses nothing that was acknowledged, and the services reconnect by themselves.
+  traffic loses nothing that was acknowledged, and the services reconnect by themselves; a route
+  without the route password is refused.
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ import pytest
 import requests
 
 from chatclient import Client, Sender, unique
-from deployment import (DEPLOY, ConfiguredNats, credentials, deploy_system, password,  # noqa: F401 (fixture)
-                        wait_until)
-from system import free_port, http_get
+from deployment import (DEPLOY, ROUTE_PASSWORD, ConfiguredNats, credentials, deploy_system,  # noqa: F401 (fixture)
+                        password, wait_until)
+from system import Process, free_port, http_get, nats_server_binary
 
 FAST = {"RATE_LIMIT_PER_SEC": "1000", "RATE_LIMIT_BURST": "1000"}
 BUCKETS = ["chat_rooms", "chat_members", "chat_idempotency", "chat_gateways", "chat_leases"]
@@ -289,12 +290,62 @@ def test_tls_services_connect_with_tls_url_and_ca(deploy_system, tmp_path):
 
 # --- 3-node cluster ---------------------------------------------------------------------------------------------
 
+def test_cluster_routes_need_the_route_password(deploy_system):
+    """A route is trusted with every subject of every user (no permission of auth.conf applies to it), so a
+    node of nats-cluster.conf takes none without the route password: a server dialling it with no or a
+    wrong password stays outside, one with the password joins."""
+    system = deploy_system()
+    cluster_port = free_port()
+    # JetStream clustering wants a configured route: the one to itself, which the node drops. The
+    # --cluster flag replaces the config's route credentials with those in its URL (none: routes open).
+    node = ConfiguredNats(system, "nats-cluster.conf", name="nats-1", env={"NATS_SERVER_NAME": "n1"},
+                          extra_args=["--cluster", f"nats://route:{ROUTE_PASSWORD}@127.0.0.1:{cluster_port}",
+                                      "--routes", f"nats://route:{ROUTE_PASSWORD}@127.0.0.1:{cluster_port}"])
+    system.nodes = [node]
+    system.nats = node
+    node.start()
+
+    def routes() -> int | None:
+        try:
+            status, body = http_get(f"http://127.0.0.1:{node.monitor_port}/routez")
+        except OSError:
+            return None
+        return json.loads(body)["num_routes"] if status == 200 else None
+
+    def refusals() -> int:
+        return node.log.read_text(errors="replace").count("Router connection closed: Authentication Failure")
+
+    def dial(name: str, route_url: str) -> Process:
+        rogue = Process(system, name, [nats_server_binary(), "-a", "127.0.0.1", "-p", str(free_port()),
+                                       "--cluster_name", "nats-chat", "--cluster", f"nats://127.0.0.1:{free_port()}",
+                                       "--routes", route_url], {})
+        system.front.append(rogue)
+        return rogue.start()
+
+    def until(condition, what: str) -> None:
+        deadline = time.monotonic() + 15
+        while not condition():
+            assert time.monotonic() < deadline, f"{what}: not within 15 s"
+            time.sleep(0.05)
+
+    # Alone, it cannot elect a JetStream leader, so it is ready when its monitoring answers.
+    until(lambda: node.running and routes() == 0, "the node serving /routez")
+    for name, userinfo in (("no-password", ""), ("wrong-password", "route:wrong@")):
+        before = refusals()
+        dial(name, f"nats://{userinfo}127.0.0.1:{cluster_port}")
+        until(lambda: refusals() > before, f"the node refusing the route with {name}")
+        assert routes() == 0
+    dial("with-password", f"nats://route:{ROUTE_PASSWORD}@127.0.0.1:{cluster_port}")
+    until(lambda: routes() == 1, "the node taking the route with the password")
+
+
 def test_cluster_node_killed_during_traffic_loses_nothing_acknowledged(deploy_system):
     system = deploy_system()
     cluster_ports = [free_port() for _ in range(3)]
-    routes = ",".join(f"nats://127.0.0.1:{port}" for port in cluster_ports)
+    routes = ",".join(f"nats://route:{ROUTE_PASSWORD}@127.0.0.1:{port}" for port in cluster_ports)
     nodes = [ConfiguredNats(system, "nats-cluster.conf", name=f"nats-{i + 1}", env={"NATS_SERVER_NAME": f"n{i + 1}"},
-                            extra_args=["--cluster", f"nats://127.0.0.1:{cluster_ports[i]}", "--routes", routes])
+                            extra_args=["--cluster", f"nats://route:{ROUTE_PASSWORD}@127.0.0.1:{cluster_ports[i]}",
+                                        "--routes", routes])
              for i in range(3)]
     system.nodes = nodes
     system.nats = nodes[0]
