@@ -200,7 +200,8 @@ def test_make_env_writes_random_passwords_that_compose_and_nats_accept(compose_c
     for config in ("nats-server.conf", "nats-cluster.conf"):
         checked = subprocess.run([nats_server_binary(), "-t", "-c", str(DEPLOY / config)], capture_output=True,
                                  text=True, timeout=30, env={**env, **values, "NATS_SERVER_NAME": "nats-1"})
-        assert checked.returncode == 0 and "is valid" in checked.stdout + checked.stderr, checked.stdout + checked.stderr
+        output = checked.stdout + checked.stderr
+        assert checked.returncode == 0 and "is valid" in output, output
 
     # A second run keeps every password (a running deployment keeps working) and fills in a missing one.
     lines = env_file.read_text().splitlines()
