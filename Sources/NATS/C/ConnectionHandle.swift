@@ -155,7 +155,13 @@ final class ConnectionHandle: @unchecked Sendable {
         var buffer = [CChar](repeating: 0, count: 256)
         guard natsConnection_GetConnectedUrl(pointer, &buffer, buffer.count) == NATS_OK else { return nil }
         let url = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        return url.isEmpty ? nil : url
+        return url.isEmpty ? nil : Self.withoutUserInfo(url)
+    }
+
+    /// `nats://user:pass@host:4222` → `nats://host:4222`: the URL is shown in logs and on `/health`.
+    static func withoutUserInfo(_ url: String) -> String {
+        guard let scheme = url.range(of: "://"), let at = url[scheme.upperBound...].firstIndex(of: "@") else { return url }
+        return String(url[..<scheme.upperBound]) + String(url[url.index(after: at)...])
     }
 
     var maxPayload: Int { Int(natsConnection_GetMaxPayload(pointer)) }
