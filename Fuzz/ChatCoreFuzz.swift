@@ -118,7 +118,7 @@ func fuzzNames(_ text: String) {
     if let username = Username(text) {
         checkName(username.rawValue, maxLength: Username.maxLength, maxBytes: Username.maxBytes)
         require(Username(username.rawValue) == username, "username not idempotent: \(username.rawValue.debugDescription)")
-        let key = ChatNames.idempotencyKey(RoomID.random(), username, ClientMessageID("c")!)
+        let key = ChatNames.idempotencyKey(RoomID.random(), .username(username), ClientMessageID("c")!)
         key.split(separator: ".").forEach { requireSafeToken(String($0)) }
     }
     if let name = RoomName(text) {

@@ -152,7 +152,7 @@ struct ChatHandlers: Sendable {
         if let claimed, claimed != credential.gatewayID {
             throw ChatError(.forbidden, "gateway \(credential.gatewayID) cannot speak for gateway \(claimed)")
         }
-        try await presence.authenticate(credential)
+        try await presence.keys.authenticate(credential)
         return credential.gatewayID
     }
 

@@ -80,7 +80,12 @@ public struct ChatStorage: Sendable {
             ),
             membership: membership,
             messages: MessageLog(js: js, configuration: configuration, idempotency: idempotency, logger: logger),
-            history: MessageHistory(js: js, defaultLimit: configuration.historyDefaultLimit, maxLimit: configuration.historyMaxLimit),
+            history: MessageHistory(
+                js: js,
+                defaultLimit: configuration.historyDefaultLimit,
+                maxLimit: configuration.historyMaxLimit,
+                maxBytes: PageCut.budget(maxPayload: connection.maxPayload)
+            ),
             idempotency: idempotency,
             presence: PresenceRegistry(
                 gateways: try await bucket(ChatNames.gatewaysBucket, ttl: .seconds(3600)),

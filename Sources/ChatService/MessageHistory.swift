@@ -6,6 +6,8 @@ struct MessageHistory: Sendable {
     let js: JetStream
     let defaultLimit: Int
     let maxLimit: Int
+    /// A page's byte budget (`PageCut.budget`): 200 messages of 4 KiB of quotes encode to 1.7 MB.
+    let maxBytes: Int
 
     /// Newest `limit` messages before `before` (or after `after`), oldest first.
     ///
@@ -49,10 +51,23 @@ struct MessageHistory: Sendable {
                 guard let message = try? ChatJSON.decode(ChatMessage.self, from: item.payload), message.seq <= upper else { break }
                 messages.append(message)
             }
-            return ServiceAPI.HistoryResult(roomID: id, messages: messages, hasMore: hasMore, lastSeq: newest)
+            // Over the byte budget, the page keeps the messages next to its cursor — the oldest after
+            // `after`, the newest before `before` — and says there is more, so paging on loses nothing.
+            if after != nil {
+                let kept = PageCut.fitting(messages, maxBytes: maxBytes)
+                if kept < messages.count { return Self.result(id, Array(messages.prefix(kept)), hasMore: true, newest) }
+            } else {
+                let kept = PageCut.fitting(Array(messages.reversed()), maxBytes: maxBytes)
+                if kept < messages.count { return Self.result(id, Array(messages.suffix(kept)), hasMore: true, newest) }
+            }
+            return Self.result(id, messages, hasMore: hasMore, newest)
         } catch {
             throw ChatStorage.chatError(error)
         }
+    }
+
+    private static func result(_ id: RoomID, _ messages: [ChatMessage], hasMore: Bool, _ newest: UInt64) -> ServiceAPI.HistoryResult {
+        ServiceAPI.HistoryResult(roomID: id, messages: messages, hasMore: hasMore, lastSeq: newest)
     }
 
     /// Stream sequence of the room's message with `seq == target` (oldest ≤ target ≤ newest).

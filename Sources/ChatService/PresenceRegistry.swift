@@ -1,5 +1,4 @@
 import ChatCore
-import Crypto
 import Foundation
 import Logging
 import NATS
@@ -32,70 +31,15 @@ public final class PresenceRegistry: Sendable {
     let logger: Logger
     /// When each gateway was last recorded alive from a join (at most once a second per gateway).
     private let touchedByJoin = Mutex<[GatewayID: ContinuousClock.Instant]>([:])
-    /// Each gateway's key digest once read or fixed: it never changes for a presence id.
-    private let keyDigests = Mutex<[GatewayID: String]>([:])
+    /// Which gateway a request comes from (the key digests in these records).
+    let keys: GatewayKeys
 
     init(gateways: KeyValue, membership: Membership, configuration: ChatServiceConfiguration, logger: Logger) {
         self.gateways = gateways
+        self.keys = GatewayKeys(gateways: gateways)
         self.membership = membership
         self.configuration = configuration
         self.logger = logger
-    }
-
-    /// Proves that a request comes from the gateway it names (`GatewayCredential`): the first request of
-    /// a presence id fixes its key digest in the gateway's record (create-if-absent, so of two racing
-    /// claimants one wins); every later one must present the same key. A record written without a digest
-    /// (by a chat-service older than keys) is adopted by compare-and-set.
-    public func authenticate(_ credential: GatewayCredential) async throws(ChatError) {
-        let gateway = credential.gatewayID
-        let digest = Self.digest(credential.key)
-        if let known = keyDigests.withLock({ $0[gateway] }) {
-            guard known == digest else { throw Self.wrongKey(gateway) }
-            return
-        }
-        do {
-            let key = ChatNames.gatewayKey(gateway)
-            var stored: String?
-            for _ in 0..<5 where stored == nil {
-                if let entry = try await gateways.value(key) {
-                    var record =
-                        (try? JSONDecoder().decode(GatewayRecord.self, from: Data(entry.value)))
-                        ?? GatewayRecord(gatewayID: gateway.rawValue, lastSeenMilliseconds: ChatTime.now().milliseconds, connections: -1)
-                    if let fixed = record.keySHA256 {
-                        stored = fixed
-                    } else {
-                        record.keySHA256 = digest
-                        if try await gateways.updateIfRevision(key, try Self.encoded(record), revision: entry.revision) != nil {
-                            stored = digest
-                        }
-                    }
-                } else {
-                    let record = GatewayRecord(
-                        gatewayID: gateway.rawValue,
-                        lastSeenMilliseconds: ChatTime.now().milliseconds,
-                        connections: -1,
-                        keySHA256: digest
-                    )
-                    if try await gateways.createIfAbsent(key, try Self.encoded(record)) != nil { stored = digest }
-                }
-            }
-            guard let stored else { throw ChatError(.unavailable, "the record of gateway \(gateway) kept changing; try again") }
-            keyDigests.withLock { digests in
-                if digests.count >= 100_000 { digests.removeAll(keepingCapacity: true) }
-                digests[gateway] = stored
-            }
-            guard stored == digest else { throw Self.wrongKey(gateway) }
-        } catch {
-            throw ChatStorage.chatError(error)
-        }
-    }
-
-    static func digest(_ key: String) -> String {
-        SHA256.hash(data: Array(key.utf8)).map { String(format: "%02x", $0) }.joined()
-    }
-
-    private static func wrongKey(_ gateway: GatewayID) -> ChatError {
-        ChatError(.forbidden, "the gateway key does not match the one gateway \(gateway) registered")
     }
 
     /// A member joined through `gateway`: also a sign of life, so a gateway that dies before its first
@@ -151,7 +95,7 @@ public final class PresenceRegistry: Sendable {
             gatewayID: gateway.rawValue,
             lastSeenMilliseconds: now,
             connections: connections ?? -1,
-            keySHA256: keyDigests.withLock { $0[gateway] }
+            keySHA256: keys.digest(of: gateway)
         )
         try await gateways.put(ChatNames.gatewayKey(gateway), try Self.encoded(record))
     }

@@ -51,7 +51,8 @@ final class UserTokens: Sendable {
         }
         if first {
             logger.warning(
-                "requests carry user tokens but AUTH_JWT_SECRET is not set here: identities are not verified (set the same AUTH_JWT_* on every chat-service)"
+                "requests carry user tokens but AUTH_JWT_SECRET is not set here: identities are not verified",
+                metadata: ["fix": "set the same AUTH_JWT_* on every chat-service as on the gateways"]
             )
         }
     }

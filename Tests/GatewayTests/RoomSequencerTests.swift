@@ -211,6 +211,19 @@ struct RoomSequencerTests {
         #expect(log.duplicates == 1)
     }
 
+    @Test func aResyncGoesOnAfterAPageCutShortByItsByteBudget() {
+        var (sequencer, log) = Self.joined(["a"], at: 0)
+        log.record(sequencer.resync())
+        // 1...50 of a longer history: fewer than a page of messages, but the service says there is more.
+        log.record(sequencer.historyFetched(Self.messages(1...50), hasMore: true))
+        #expect(sequencer.isFetching)
+        #expect(log.fetches.map(\.after) == [0, 50])
+        log.record(sequencer.historyFetched(Self.messages(51...60), hasMore: false))
+        #expect(!sequencer.isFetching)
+        #expect(sequencer.lastSeq == 60)
+        #expect(log.sends.count == 60)
+    }
+
     @Test func aResyncThatNeverGetsHistoryGivesUp() {
         var (sequencer, log) = Self.joined(["a"], at: 7)
         log.record(sequencer.resync())

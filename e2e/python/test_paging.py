@@ -238,3 +238,43 @@ def test_pages_are_cut_to_a_small_max_payload(tmp_path):
         assert len(response.content) < max_payload and response.json()["has_more"] is True, len(response.content)
     finally:
         system.stop()
+
+
+def test_history_pages_are_cut_below_max_payload_and_lose_nothing(make_system):
+    # 200 messages of 4,000 quotes: each encodes to ~8 KB, a full page of 200 to ~1.6 MB.
+    system = make_system(gateway_env={"RATE_LIMIT_PER_SEC": "100000", "RATE_LIMIT_BURST": "100000"})
+    gw = system.gateway
+    room = requests.post(gw.base_url + "/api/v1/rooms", json={"name": unique("quotes")}, timeout=5).json()["id"]
+    content = '"' * 4000
+
+    async def fill_and_resume():
+        sender = await Client.joined(gw, "quoter", room)
+        acks = await asyncio.gather(*(sender.send_message(content, room) for _ in range(200)))
+        assert all(ack["type"] == "ack" for ack in acks), [a for a in acks if a["type"] != "ack"][:2]
+        await sender.close()
+        # A member resuming from the start gets all 200 through the cut pages, once each, in order.
+        late = await Client.connect(gw, "late")
+        await late.send({"type": "join", "room_id": room, "since": 0})
+        await late.wait_messages(room, 200, timeout=30)
+        assert [m["seq"] for m in late.messages(room)] == list(range(1, 201))
+        # A WS history page is cut too (and says so).
+        reply = await late.request({"type": "history", "room_id": room, "limit": 200}, "history", timeout=15)
+        assert reply["has_more"] is True and 0 < len(reply["messages"]) < 200, len(reply["messages"])
+        assert reply["messages"][-1]["seq"] == 200
+        await late.close()
+
+    run(fill_and_resume(), timeout=120)
+    seen: list[int] = []
+    before = None
+    for _ in range(50):
+        params = {"limit": 200, **({"before": before} if before else {})}
+        response = requests.get(f"{gw.base_url}/api/v1/rooms/{room}/history", params=params, timeout=15)
+        assert response.status_code == 200 and len(response.content) < MAX_PAYLOAD, (response.status_code, len(response.content))
+        page = response.json()
+        seqs = [m["seq"] for m in page["messages"]]
+        assert seqs == sorted(seqs) and all(m["content"] == content for m in page["messages"])
+        seen = seqs + seen
+        if not page["has_more"]:
+            break
+        before = seqs[0]
+    assert seen == list(range(1, 201)), (len(seen), seen[:3], seen[-3:])

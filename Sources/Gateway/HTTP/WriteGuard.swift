@@ -2,15 +2,15 @@ import ChatCore
 import Foundation
 import Hummingbird
 
-/// Guards every state-changing REST route (anything but GET and HEAD): the `ALLOWED_ORIGINS` check of
-/// `/ws` (403), in token mode a valid `Authorization: Bearer` token (401), and a JSON body (415). The
-/// content type matters even without a token: a page on another site can POST `text/plain` cross-origin
-/// without a CORS preflight, but not `application/json`.
 /// A context that carries the user `WriteGuard` verified, for per-user limits in the route.
 protocol WriteGuardContext: RequestContext {
     var verifiedUserID: UserID? { get set }
 }
 
+/// Guards every state-changing REST route (anything but GET and HEAD): the `ALLOWED_ORIGINS` check of
+/// `/ws` (403), in token mode a valid `Authorization: Bearer` token (401), and a JSON body (415). The
+/// content type matters even without a token: a page on another site can POST `text/plain` cross-origin
+/// without a CORS preflight, but not `application/json`.
 struct WriteGuard<Context: WriteGuardContext>: RouterMiddleware {
     let auth: Authenticator
 

@@ -108,7 +108,8 @@ struct RoomSequencer<Client> {
     /// beyond the last delivered `seq`.
     mutating func resync() -> [Action] { process(.resync) }
 
-    mutating func historyFetched(_ page: [ChatMessage]) -> [Action] {
+    /// `hasMore`: the page was cut short (by its byte budget) and more follows; a resync goes on.
+    mutating func historyFetched(_ page: [ChatMessage], hasMore: Bool = false) -> [Action] {
         guard let current = fetch else { return [] }
         var actions: [Action] = []
         switch current {
@@ -146,7 +147,7 @@ struct RoomSequencer<Client> {
                 recover(message, &actions)
                 cursor = message.seq
             }
-            if page.count < Self.pageSize {
+            if page.count < Self.pageSize, !hasMore {
                 fetch = nil
                 lastSeq = max(lastSeq ?? 0, cursor)
             } else {

@@ -175,7 +175,7 @@ final class RoomWorker: Sendable {
                 state.flushes.submit()  // what is queued goes out before waiting for history
                 if delay > .zero { try? await Task.sleep(for: delay) }
                 if let page = await history(after: after, limit: limit) {
-                    queue.append(contentsOf: state.sequencer.historyFetched(page))
+                    queue.append(contentsOf: state.sequencer.historyFetched(page.messages, hasMore: page.hasMore))
                 } else {
                     queue.append(contentsOf: state.sequencer.historyFailed())
                 }
@@ -221,13 +221,9 @@ final class RoomWorker: Sendable {
         }
     }
 
-    private func history(after: UInt64, limit: Int) async -> [ChatMessage]? {
+    private func history(after: UInt64, limit: Int) async -> ServiceAPI.HistoryResult? {
         do {
-            let result: ServiceAPI.HistoryResult = try await context.chat.call(
-                .history,
-                ServiceAPI.History(roomID: room.rawValue, limit: limit, after: after)
-            )
-            return result.messages
+            return try await context.chat.call(.history, ServiceAPI.History(roomID: room.rawValue, limit: limit, after: after))
         } catch {
             context.logger.warning("history fetch failed", metadata: ["room_id": "\(room)", "after": "\(after)", LogKey.error: "\(error)"])
             return nil

@@ -1,0 +1,78 @@
+import ChatCore
+import Crypto
+import Foundation
+import NATS
+import Synchronization
+
+/// Proves that a request comes from the gateway it names (`GatewayCredential`): the first request of
+/// a presence id fixes its key digest in the gateway's `chat_gateways` record (create-if-absent, so of
+/// two racing claimants one wins); every later one must present the same key. A record written without
+/// a digest (by a chat-service older than keys) is adopted by compare-and-set.
+final class GatewayKeys: Sendable {
+    let gateways: KeyValue
+    /// Each gateway's key digest once read or fixed: it never changes for a presence id.
+    private let digests = Mutex<[GatewayID: String]>([:])
+
+    init(gateways: KeyValue) {
+        self.gateways = gateways
+    }
+
+    /// The digest this replica knows for `gateway`, carried into every record it writes for it.
+    func digest(of gateway: GatewayID) -> String? { digests.withLock { $0[gateway] } }
+
+    func authenticate(_ credential: GatewayCredential) async throws(ChatError) {
+        let gateway = credential.gatewayID
+        let digest = Self.digest(credential.key)
+        if let known = digests.withLock({ $0[gateway] }) {
+            guard known == digest else { throw Self.wrongKey(gateway) }
+            return
+        }
+        do {
+            let key = ChatNames.gatewayKey(gateway)
+            var stored: String?
+            for _ in 0..<5 where stored == nil {
+                if let entry = try await gateways.value(key) {
+                    var record =
+                        (try? JSONDecoder().decode(PresenceRegistry.GatewayRecord.self, from: Data(entry.value)))
+                        ?? PresenceRegistry.GatewayRecord(
+                            gatewayID: gateway.rawValue,
+                            lastSeenMilliseconds: ChatTime.now().milliseconds,
+                            connections: -1
+                        )
+                    if let fixed = record.keySHA256 {
+                        stored = fixed
+                    } else {
+                        record.keySHA256 = digest
+                        if try await gateways.updateIfRevision(key, try PresenceRegistry.encoded(record), revision: entry.revision) != nil {
+                            stored = digest
+                        }
+                    }
+                } else {
+                    let record = PresenceRegistry.GatewayRecord(
+                        gatewayID: gateway.rawValue,
+                        lastSeenMilliseconds: ChatTime.now().milliseconds,
+                        connections: -1,
+                        keySHA256: digest
+                    )
+                    if try await gateways.createIfAbsent(key, try PresenceRegistry.encoded(record)) != nil { stored = digest }
+                }
+            }
+            guard let stored else { throw ChatError(.unavailable, "the record of gateway \(gateway) kept changing; try again") }
+            digests.withLock { digests in
+                if digests.count >= 100_000 { digests.removeAll(keepingCapacity: true) }
+                digests[gateway] = stored
+            }
+            guard stored == digest else { throw Self.wrongKey(gateway) }
+        } catch {
+            throw ChatStorage.chatError(error)
+        }
+    }
+
+    static func digest(_ key: String) -> String {
+        SHA256.hash(data: Array(key.utf8)).map { String(format: "%02x", $0) }.joined()
+    }
+
+    private static func wrongKey(_ gateway: GatewayID) -> ChatError {
+        ChatError(.forbidden, "the gateway key does not match the one gateway \(gateway) registered")
+    }
+}
