@@ -68,8 +68,16 @@ final class GatewayKeys: Sendable {
         }
     }
 
+    /// Lowercase hex of SHA-256: on every request from a gateway, so no `String(format:)` per byte.
     static func digest(_ key: String) -> String {
-        SHA256.hash(data: Array(key.utf8)).map { String(format: "%02x", $0) }.joined()
+        let hex = Array("0123456789abcdef".utf8)
+        var out: [UInt8] = []
+        out.reserveCapacity(64)
+        for byte in SHA256.hash(data: Array(key.utf8)) {
+            out.append(hex[Int(byte >> 4)])
+            out.append(hex[Int(byte & 0x0f)])
+        }
+        return String(decoding: out, as: UTF8.self)
     }
 
     private static func wrongKey(_ gateway: GatewayID) -> ChatError {

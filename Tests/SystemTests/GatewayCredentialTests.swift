@@ -3,6 +3,8 @@ import NATS
 import ServiceSupport
 import Testing
 
+@testable import ChatService
+
 /// A holder of the gateway NATS credential (anyone who can publish to `chat.svc.>`) cannot speak for a
 /// running gateway: presence calls, joins, sends and leaves need that gateway's key.
 @Suite("Gateway credentials")
@@ -119,5 +121,13 @@ struct GatewayCredentialTests {
         // Reads stay open to any caller.
         let list: ServiceAPI.RoomList = try await anonymous.call(.listRooms, ServiceAPI.ListRooms())
         #expect(list.rooms.map(\.id) == [room.id])
+    }
+}
+
+@Suite("Gateway key digests")
+struct GatewayKeyDigestTests {
+    @Test func digestIsLowercaseHexSHA256() {
+        // echo -n abc | sha256sum
+        #expect(GatewayKeys.digest("abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
     }
 }
