@@ -45,6 +45,10 @@ extension KeyValue {
             // Lingering: puts came lately, so the next pull waits `linger` and takes what is there.
             var busy = false
             var deliveredInRequest = 0
+            // A lingering pull's answer arrives over several receives; it is delivered as one, when the
+            // pull ends (or before the loop leaves: `lastRevision` already counts these entries).
+            var pending: [KeyValueEntry] = []
+            defer { if !pending.isEmpty { deliver(pending) } }
             following: while !Task.isCancelled {
                 if connection.reconnects != reconnects { break following }
                 if requested == 0 {
@@ -74,7 +78,6 @@ extension KeyValue {
                     if error.kind == .jetStream { break following }  // the consumer was deleted or lost its leader
                     throw error
                 }
-                var entries: [KeyValueEntry] = []
                 var gap = false
                 for message in received.messages {
                     guard message.consumerSequence == consumerSequence + 1 else {
@@ -85,11 +88,15 @@ extension KeyValue {
                     lastRevision = message.streamSequence
                     requested -= 1
                     deliveredInRequest += 1
-                    if let entry = entry(from: message) { entries.append(entry) }
+                    if let entry = entry(from: message) { pending.append(entry) }
                 }
+                let pullOpen = busy && requested > 0 && received.endStatus == nil && !gap
                 if linger > .zero, !received.messages.isEmpty { busy = true }
                 // What came before a gap is delivered: the next consumer starts after it.
-                if !entries.isEmpty { deliver(entries) }
+                if !pending.isEmpty, !pullOpen {
+                    deliver(pending)
+                    pending = []
+                }
                 if !received.messages.isEmpty { backoff = .zero }
                 if gap { break following }
                 switch received.endStatus {
