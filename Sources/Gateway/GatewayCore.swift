@@ -138,6 +138,10 @@ public final class GatewayCore: Service, Sendable {
             }
             await withTaskCancellationHandler {
                 for await message in subscription {
+                    guard DeliveryCheck.isRoomNews(message.payload) else {
+                        metrics.deliveriesRefused.increment()
+                        continue
+                    }
                     let frame = WebSocketFrameBytes.text(message.payload)
                     var flushes = FlushBatch()
                     for client in clients.withLock({ Array($0.values) }) { flushes.send(frame, to: client) }

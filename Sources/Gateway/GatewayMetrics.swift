@@ -13,6 +13,8 @@ struct GatewayMetrics: Sendable {
     let deliveriesDropped = Counter(label: "gateway_room_inbox_overflow_total")
     /// Typing notices from NATS that were not a valid `typing` frame for their room (dropped).
     let typingRefused = Counter(label: "gateway_typing_notices_refused_total")
+    /// Deliveries from NATS that were not a frame of their room (or room-wide news); dropped.
+    let deliveriesRefused = Counter(label: "gateway_deliveries_refused_total")
     /// Leaves after a disconnect that failed and will be tried again (the chat-service unreachable).
     let leaveRetries = Counter(label: "gateway_leave_retries_total")
 

@@ -235,3 +235,41 @@ def test_idempotency_is_keyed_on_the_verified_user_not_the_display_name(token_sy
     run(body())
     messages = history(gateway, rid)["messages"]
     assert [m["content"] for m in messages] == ["attacker's", "victim's"], messages
+
+
+def test_deliveries_that_are_not_frames_of_their_room_never_reach_a_socket(system):
+    # Only the broadcaster user may publish chat.deliver.> under deploy/auth.conf; the gateway checks
+    # what arrives anyway (this server has no authorization, so anyone can publish here).
+    gateway = system.gateways[0]
+    rid = create_room(gateway)["id"]
+    other = create_room(gateway)["id"]
+    refused_before = gateway.metric("gateway_deliveries_refused_total")
+
+    async def body():
+        watcher = await Client.joined(gateway, "delivery-watcher", rid)
+        nc = await system.nats.connect()
+        try:
+            forged = [
+                (b"garbage", {}),
+                (json.dumps({"type": "connected", "user_id": str(uuid.uuid4())}).encode(), {}),
+                (json.dumps({"type": "message", "room_id": other, "seq": 1, "content": "x"}).encode(), {"Chat-Seq": "1"}),
+                (json.dumps({"type": "message", "room_id": rid, "seq": 7, "content": "x"}).encode(), {"Chat-Seq": "1"}),
+                (json.dumps({"type": "user_joined", "room_id": other, "user_id": str(uuid.uuid4())}).encode(), {}),
+            ]
+            for payload, headers in forged:
+                await nc.publish(f"chat.deliver.room.{rid}", payload, headers=headers or None)
+            await nc.publish("chat.deliver.rooms", b'{"type":"message","content":"to everyone"}')
+            await nc.flush()
+            # A real message after them arrives, and nothing forged came before it.
+            assert (await watcher.send_message("real", rid))["type"] == "ack"
+            got = await watcher.wait_messages(rid, 1)
+            assert [m["content"] for m in got] == ["real"], got
+            types = [f.data["type"] for f in watcher.frames]
+            assert "connected" not in types[1:] and "room_created" not in types, types
+            assert watcher.raw == [], watcher.raw
+        finally:
+            await nc.close()
+        await watcher.close()
+
+    run(body())
+    assert gateway.metric("gateway_deliveries_refused_total") - refused_before == 6

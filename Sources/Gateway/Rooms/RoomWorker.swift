@@ -114,8 +114,14 @@ final class RoomWorker: Sendable {
     private func handle(_ event: Event, _ state: inout LoopState) async {
         switch event {
         case .delivery(let message):
+            let seq = message.headers[ChatNames.roomSeqHeader].flatMap(UInt64.init)
+            // Dropped, a message leaves a gap that is filled from history (frames this gateway writes).
+            guard DeliveryCheck.isRoomFrame(message.payload, room: room, seq: seq) else {
+                context.metrics.deliveriesRefused.increment()
+                return
+            }
             let delivery = RoomSequencer<ClientConnection>.Delivery(
-                seq: message.headers[ChatNames.roomSeqHeader].flatMap(UInt64.init),
+                seq: seq,
                 streamSeq: message.headers[ChatNames.streamSeqHeader].flatMap(UInt64.init) ?? 0,
                 payload: message.payload
             )
