@@ -22,7 +22,9 @@ struct DeliveryCheckTests {
 
     @Test func anythingElseIsRefused() {
         let r = room.rawValue
-        for text in ["", "x", "[]", #"{"type":"connected"}"#, #"{"type":"typing","room_id":"\#(r)"}"#, #"{"type":"message","room_id":"\#(r)"}"#] {
+        for text in [
+            "", "x", "[]", #"{"type":"connected"}"#, #"{"type":"typing","room_id":"\#(r)"}"#, #"{"type":"message","room_id":"\#(r)"}"#,
+        ] {
             #expect(!DeliveryCheck.isRoomFrame(Array(text.utf8), room: room, seq: 1), "\(text)")
         }
         #expect(DeliveryCheck.isRoomNews(Array(#"{"type":"room_created","room":{"id":"x"}}"#.utf8)))
