@@ -12,6 +12,8 @@ final class GatewayKeys: Sendable {
     let gateways: KeyValue
     /// Each gateway's key digest once read or fixed: it never changes for a presence id.
     private let digests = Mutex<[GatewayID: String]>([:])
+    /// The key that matched each gateway's digest here, so a request from it costs a comparison, not a hash.
+    private let proven = Mutex<[GatewayID: [UInt8]]>([:])
 
     init(gateways: KeyValue) {
         self.gateways = gateways
@@ -22,9 +24,12 @@ final class GatewayKeys: Sendable {
 
     func authenticate(_ credential: GatewayCredential) async throws(ChatError) {
         let gateway = credential.gatewayID
+        let presented = Array(credential.key.utf8)
+        if let key = proven.withLock({ $0[gateway] }), Self.equalInConstantTime(key, presented) { return }
         let digest = Self.digest(credential.key)
         if let known = digests.withLock({ $0[gateway] }) {
             guard known == digest else { throw Self.wrongKey(gateway) }
+            remember(gateway, key: presented)
             return
         }
         do {
@@ -63,9 +68,24 @@ final class GatewayKeys: Sendable {
                 digests[gateway] = stored
             }
             guard stored == digest else { throw Self.wrongKey(gateway) }
+            remember(gateway, key: presented)
         } catch {
             throw ChatStorage.chatError(error)
         }
+    }
+
+    private func remember(_ gateway: GatewayID, key: [UInt8]) {
+        proven.withLock { proven in
+            if proven.count >= 100_000 { proven.removeAll(keepingCapacity: true) }
+            proven[gateway] = key
+        }
+    }
+
+    static func equalInConstantTime(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+        guard a.count == b.count else { return false }
+        var difference: UInt8 = 0
+        for index in a.indices { difference |= a[index] ^ b[index] }
+        return difference == 0
     }
 
     /// Lowercase hex of SHA-256: on every request from a gateway, so no `String(format:)` per byte.
