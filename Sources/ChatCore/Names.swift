@@ -91,11 +91,14 @@ public enum ChatNames {
     public static let userTokenHeader = "Chat-User-Token"
 
     /// Lowercase hex of the UTF-8 bytes: makes any string a safe KV key token.
-    public static func hex(_ text: String) -> String {
+    public static func hex(_ text: String) -> String { hex(bytes: text.utf8) }
+
+    /// Lowercase hex of any bytes (a digest, a name's UTF-8).
+    public static func hex(bytes: some Sequence<UInt8>) -> String {
         let digits = Array("0123456789abcdef".utf8)
         var out: [UInt8] = []
-        out.reserveCapacity(text.utf8.count * 2)
-        for byte in text.utf8 {
+        out.reserveCapacity(bytes.underestimatedCount * 2)
+        for byte in bytes {
             out.append(digits[Int(byte >> 4)])
             out.append(digits[Int(byte & 0x0f)])
         }

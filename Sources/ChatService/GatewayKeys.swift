@@ -9,27 +9,32 @@ import Synchronization
 /// two racing claimants one wins); every later one must present the same key. A record written without
 /// a digest (by a chat-service older than keys) is adopted by compare-and-set.
 final class GatewayKeys: Sendable {
+    /// What this replica knows of a gateway: the digest fixed in its record (it never changes for a
+    /// presence id) and the key that matched it here, so a request costs a comparison, not a hash.
+    private struct Known {
+        var digest: String
+        var key: [UInt8]?
+    }
+
     let gateways: KeyValue
-    /// Each gateway's key digest once read or fixed: it never changes for a presence id.
-    private let digests = Mutex<[GatewayID: String]>([:])
-    /// The key that matched each gateway's digest here, so a request from it costs a comparison, not a hash.
-    private let proven = Mutex<[GatewayID: [UInt8]]>([:])
+    private let known = Mutex<[GatewayID: Known]>([:])
 
     init(gateways: KeyValue) {
         self.gateways = gateways
     }
 
     /// The digest this replica knows for `gateway`, carried into every record it writes for it.
-    func digest(of gateway: GatewayID) -> String? { digests.withLock { $0[gateway] } }
+    func digest(of gateway: GatewayID) -> String? { known.withLock { $0[gateway]?.digest } }
 
     func authenticate(_ credential: GatewayCredential) async throws(ChatError) {
         let gateway = credential.gatewayID
         let presented = Array(credential.key.utf8)
-        if let key = proven.withLock({ $0[gateway] }), Self.equalInConstantTime(key, presented) { return }
+        let remembered = known.withLock { $0[gateway] }
+        if let key = remembered?.key, Self.equalInConstantTime(key, presented) { return }
         let digest = Self.digest(credential.key)
-        if let known = digests.withLock({ $0[gateway] }) {
-            guard known == digest else { throw Self.wrongKey(gateway) }
-            remember(gateway, key: presented)
+        if let remembered {
+            guard remembered.digest == digest else { throw Self.wrongKey(gateway) }
+            remember(gateway, Known(digest: digest, key: presented))
             return
         }
         do {
@@ -63,21 +68,17 @@ final class GatewayKeys: Sendable {
                 }
             }
             guard let stored else { throw ChatError(.unavailable, "the record of gateway \(gateway) kept changing; try again") }
-            digests.withLock { digests in
-                if digests.count >= 100_000 { digests.removeAll(keepingCapacity: true) }
-                digests[gateway] = stored
-            }
+            remember(gateway, Known(digest: stored, key: stored == digest ? presented : nil))
             guard stored == digest else { throw Self.wrongKey(gateway) }
-            remember(gateway, key: presented)
         } catch {
             throw ChatStorage.chatError(error)
         }
     }
 
-    private func remember(_ gateway: GatewayID, key: [UInt8]) {
-        proven.withLock { proven in
-            if proven.count >= 100_000 { proven.removeAll(keepingCapacity: true) }
-            proven[gateway] = key
+    private func remember(_ gateway: GatewayID, _ entry: Known) {
+        known.withLock { known in
+            if known.count >= 100_000 { known.removeAll(keepingCapacity: true) }
+            known[gateway] = entry
         }
     }
 
@@ -88,17 +89,8 @@ final class GatewayKeys: Sendable {
         return difference == 0
     }
 
-    /// Lowercase hex of SHA-256: on every request from a gateway, so no `String(format:)` per byte.
-    static func digest(_ key: String) -> String {
-        let hex = Array("0123456789abcdef".utf8)
-        var out: [UInt8] = []
-        out.reserveCapacity(64)
-        for byte in SHA256.hash(data: Array(key.utf8)) {
-            out.append(hex[Int(byte >> 4)])
-            out.append(hex[Int(byte & 0x0f)])
-        }
-        return String(decoding: out, as: UTF8.self)
-    }
+    /// Lowercase hex of the key's SHA-256, as the gateway record keeps it.
+    static func digest(_ key: String) -> String { ChatNames.hex(bytes: SHA256.hash(data: Array(key.utf8))) }
 
     private static func wrongKey(_ gateway: GatewayID) -> ChatError {
         ChatError(.forbidden, "the gateway key does not match the one gateway \(gateway) registered")

@@ -38,6 +38,20 @@ public struct ConsumerConfiguration: Codable, Sendable, Equatable {
 
     public init(durableName: String?) { self.durableName = durableName }
 
+    /// An ephemeral consumer for one read of `subject`: no acks, one waiting pull, in memory, and
+    /// removed by the server 10 s after its reader is gone should the reader's delete be lost.
+    public static func oneRead(_ description: String, subject: String, from deliverPolicy: DeliverPolicy) -> ConsumerConfiguration {
+        var config = ConsumerConfiguration(durableName: nil)
+        config.description = description
+        config.deliverPolicy = deliverPolicy
+        config.filterSubject = subject
+        config.ackPolicy = .none
+        config.maxWaiting = 1
+        config.memoryStorage = true
+        config.inactiveThreshold = .seconds(10)
+        return config
+    }
+
     enum CodingKeys: String, CodingKey {
         case description
         case durableName = "durable_name"

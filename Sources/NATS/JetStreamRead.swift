@@ -141,14 +141,7 @@ extension JetStream {
     }
 
     func messagesThroughConsumer(stream: String, subject: String, from: UInt64, limit: Int) async throws(NATSError) -> [StoredMessage] {
-        var config = ConsumerConfiguration(durableName: nil)
-        config.description = "page read"
-        config.deliverPolicy = .byStartSequence(max(1, from))
-        config.filterSubject = subject
-        config.ackPolicy = .none
-        config.maxWaiting = 1
-        config.memoryStorage = true
-        config.inactiveThreshold = .seconds(10)  // cleanup if the delete below is lost
+        let config = ConsumerConfiguration.oneRead("page read", subject: subject, from: .byStartSequence(max(1, from)))
         let info = try await createEphemeralConsumer(stream: stream, config)
         defer { deleteConsumerWithoutWaiting(stream: stream, consumer: info.name) }
         let consumer = try pullConsumer(stream: stream, consumer: info.name)

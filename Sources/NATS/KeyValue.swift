@@ -173,14 +173,7 @@ public final class KeyValue: Sendable {
     /// the matching keys, not the bucket size, and no thread waits on it (libnats' watcher held a
     /// blocking-executor thread per poll, which starved the pool under load).
     public func values(matching pattern: String) async throws(NATSError) -> [KeyValueEntry] {
-        var config = ConsumerConfiguration(durableName: nil)
-        config.description = "key read"
-        config.deliverPolicy = .lastPerSubject
-        config.filterSubject = subjectPrefix + pattern
-        config.ackPolicy = .none
-        config.maxWaiting = 1
-        config.memoryStorage = true
-        config.inactiveThreshold = .seconds(10)  // cleanup if the delete is lost
+        let config = ConsumerConfiguration.oneRead("key read", subject: subjectPrefix + pattern, from: .lastPerSubject)
         let info = try await jetStream.createEphemeralConsumer(stream: stream, config)
         defer { jetStream.deleteConsumerWithoutWaiting(stream: stream, consumer: info.name) }
         guard info.numPending > 0 else { return [] }

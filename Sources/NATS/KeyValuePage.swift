@@ -8,14 +8,7 @@ extension KeyValue {
     public func page(matching pattern: String, after: UInt64, limit: Int) async throws(NATSError) -> (entries: [KeyValueEntry], more: Bool)
     {
         guard limit > 0 else { throw NATSError(.invalidArgument, message: "page limit must be positive") }
-        var config = ConsumerConfiguration(durableName: nil)
-        config.description = "key page"
-        config.deliverPolicy = .byStartSequence(after + 1)
-        config.filterSubject = subjectPrefix + pattern
-        config.ackPolicy = .none
-        config.maxWaiting = 1
-        config.memoryStorage = true
-        config.inactiveThreshold = .seconds(10)  // cleanup if the delete is lost
+        let config = ConsumerConfiguration.oneRead("key page", subject: subjectPrefix + pattern, from: .byStartSequence(after + 1))
         let info = try await jetStream.createEphemeralConsumer(stream: stream, config)
         defer { jetStream.deleteConsumerWithoutWaiting(stream: stream, consumer: info.name) }
         guard info.numPending > 0 else { return ([], false) }

@@ -25,7 +25,7 @@ from typing import Any, Awaitable, Callable
 import nats
 import pytest
 
-from system import ChatService, NatsServer, System, cleanup_binaries
+from system import ChatService, Gateway, NatsServer, System, cleanup_binaries
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -113,3 +113,18 @@ def nats_run(chat_service: ChatService) -> NatsRun:
         return result
 
     return run
+
+
+@pytest.fixture(scope="module")
+def gateway_with(system: System):
+    """``gateway_with(ENV=value, …)``: an extra gateway of the test module's ``system`` with these
+    settings, started once per setting set (``name`` tells apart gateways with equal settings)."""
+    cache: dict[tuple, Gateway] = {}
+
+    def get(name: str = "", **env: str) -> Gateway:
+        key = (name, *sorted(env.items()))
+        if key not in cache:
+            cache[key] = system.add_gateway(env)
+        return cache[key]
+
+    return get

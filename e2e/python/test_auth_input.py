@@ -43,20 +43,6 @@ def system(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def gateway_with(system):
-    """``gateway_with(ENV=value, …)``: an extra gateway of the shared system with these settings (one per setting set)."""
-    cache: dict[tuple, Gateway] = {}
-
-    def get(**env: str) -> Gateway:
-        key = tuple(sorted(env.items()))
-        if key not in cache:
-            cache[key] = system.add_gateway(env)
-        return cache[key]
-
-    return get
-
-
-@pytest.fixture(scope="module")
 def token_gateway(gateway_with) -> Gateway:
     return gateway_with(AUTH_JWT_SECRET=SECRET, AUTH_JWT_ISSUER=ISSUER, AUTH_JWT_AUDIENCE=AUDIENCE,
                         AUTH_JWT_LEEWAY_SECONDS="30", AUTH_JWT_MAX_LIFETIME_SECONDS="3600")

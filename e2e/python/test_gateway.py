@@ -45,20 +45,6 @@ def system(tmp_path_factory):
         system.stop()
 
 
-@pytest.fixture(scope="module")
-def gateway_with(system):
-    """``gateway_with(ENV=value, …)``: an extra gateway of the shared system with these settings (one per setting set)."""
-    cache: dict[tuple, Gateway] = {}
-
-    def get(name: str = "", **env: str) -> Gateway:
-        key = (name, *sorted(env.items()))
-        if key not in cache:
-            cache[key] = system.add_gateway(env)
-        return cache[key]
-
-    return get
-
-
 @pytest.fixture
 def gw(system) -> Gateway:
     gateway = system.gateway
