@@ -282,22 +282,30 @@ public final class BroadcasterRunner: Service, Sendable {
     }
 
     private func publish(_ event: JetStreamMessage, connection: NATSConnection) throws(NATSError) {
-        guard let frame = ServerFrame.forEvent(type: event.headers[ChatNames.eventTypeHeader], payload: event.payload) else {
+        guard let delivery = ServerFrame.forEvent(type: event.headers[ChatNames.eventTypeHeader], payload: event.payload) else {
             logger.warning("skipping unknown event", metadata: ["subject": "\(event.subject)", "stream_seq": "\(event.streamSequence)"])
             return
         }
         var headers = NATSHeaders()
         headers[ChatNames.streamSeqHeader] = String(event.streamSequence)
         headers[ChatNames.eventTypeHeader] = event.headers[ChatNames.eventTypeHeader]
-        if let seq = frame.seq { headers[ChatNames.roomSeqHeader] = String(seq) }
-        let subject: String
-        if let room = frame.room {
-            subject = ChatNames.deliverySubject(room)
-            headers[ChatNames.roomHeader] = room.rawValue
-        } else {
-            subject = ChatNames.roomsDeliverySubject
+        if let frame = delivery.frame {
+            var roomHeaders = headers
+            if let seq = delivery.seq { roomHeaders[ChatNames.roomSeqHeader] = String(seq) }
+            let subject: String
+            if let room = delivery.room {
+                subject = ChatNames.deliverySubject(room)
+                roomHeaders[ChatNames.roomHeader] = room.rawValue
+            } else {
+                subject = ChatNames.roomsDeliverySubject
+            }
+            try connection.publish(subject, payload: frame, headers: roomHeaders)
         }
-        try connection.publish(subject, payload: frame.frame, headers: headers)
+        // After the room's frame: a gateway drops a removed user's sockets from the room first.
+        if let (user, frame) = delivery.forUser {
+            headers[ChatNames.userHeader] = user.rawValue
+            try connection.publish(ChatNames.usersDeliverySubject, payload: frame, headers: headers)
+        }
     }
 
     public func health() -> (healthy: Bool, body: [UInt8]) {

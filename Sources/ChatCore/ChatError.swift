@@ -23,6 +23,20 @@ public enum ChatErrorCode: String, Codable, Sendable, CaseIterable {
     /// A REST write whose body is not `application/json`.
     case unsupportedMediaType = "unsupported_media_type"
     case notFound = "not_found"
+    /// Private rooms, direct messages, management and the directory need a verified user (token mode).
+    case authRequired = "auth_required"
+    /// Banned from the room: cannot join it (`until` when the ban ends).
+    case banned
+    /// Muted in the room: may read, may not send (`until`).
+    case muted
+    /// The room is archived: read-only.
+    case roomArchived = "room_archived"
+    /// `CHAT_MAX_ROSTER`: the room's roster is full.
+    case rosterFull = "roster_full"
+    /// `CHAT_MAX_OWNED_ROOMS`: the user owns as many rooms as they may.
+    case ownedRoomLimit = "owned_room_limit"
+    /// The user id is not in the directory (has never used the system with a token).
+    case userNotFound = "user_not_found"
     case unavailable
     case `internal`
 
@@ -30,10 +44,10 @@ public enum ChatErrorCode: String, Codable, Sendable, CaseIterable {
     public var httpStatus: Int {
         switch self {
         case .invalidRequest, .contentTooLong, .contentInvalid, .nameInvalid, .usernameInvalid, .notInRoom, .frameTooLarge: 400
-        case .unauthorized: 401
-        case .forbidden, .notMember: 403
-        case .roomNotFound, .notFound: 404
-        case .roomExists: 409
+        case .unauthorized, .authRequired: 401
+        case .forbidden, .notMember, .banned, .muted, .roomArchived: 403
+        case .roomNotFound, .notFound, .userNotFound: 404
+        case .roomExists, .rosterFull, .ownedRoomLimit: 409
         case .unsupportedMediaType: 415
         case .tooManyRooms, .roomLimitReached: 409
         case .rateLimited, .tooManyConnections: 429
@@ -48,11 +62,14 @@ public struct ChatError: Error, Codable, Sendable, Equatable, CustomStringConver
     public var error: String
     /// With `room_exists`: the room that already has the name.
     public var room: Room?
+    /// With `muted` / `banned`: when it ends (RFC 3339); absent when it lasts until lifted.
+    public var until: String?
 
-    public init(_ code: ChatErrorCode, _ error: String, room: Room? = nil) {
+    public init(_ code: ChatErrorCode, _ error: String, room: Room? = nil, until: String? = nil) {
         self.code = code
         self.error = error
         self.room = room
+        self.until = until
     }
 
     public var description: String { "\(code.rawValue): \(error)" }

@@ -4,20 +4,48 @@
 /// misconfigured publisher, a frame for another room — from reaching a client. Once per event and
 /// gateway, not per socket.
 public enum DeliveryCheck {
-    /// A `message`, `user_joined` or `user_left` frame of `room`; a message carries the `seq` of its
+    /// What a checked room delivery is, as far as the gateway must act on it.
+    public enum RoomFrame: Equatable, Sendable {
+        case message
+        /// Presence and membership news the room's clients are shown.
+        case notice
+        /// `member_removed`: the user's sockets leave the room before anything else of it is sent.
+        case memberRemoved(UserID)
+        /// `room_deleted`: every socket leaves the room after being told.
+        case roomDeleted
+    }
+
+    /// A `message`, presence or membership frame of `room`; a message carries the `seq` of its
     /// `Chat-Seq` header.
-    public static func isRoomFrame(_ payload: [UInt8], room: RoomID, seq: UInt64?) -> Bool {
+    public static func roomFrame(_ payload: [UInt8], room: RoomID, seq: UInt64?) -> RoomFrame? {
         guard let fields = object(payload), case .string(room.rawValue)? = fields["room_id"], case .string(let type)? = fields["type"]
-        else { return false }
+        else { return nil }
         switch type {
         case "message":
-            guard let seq, case .number(let text)? = fields["seq"] else { return false }
-            return UInt64(text) == seq
-        case "user_joined", "user_left":
-            return true
+            guard let seq, case .number(let text)? = fields["seq"], UInt64(text) == seq else { return nil }
+            return .message
+        case "user_joined", "user_left", "member_added", "role_changed", "room_updated":
+            return .notice
+        case "member_removed":
+            guard case .string(let text)? = fields["user_id"], let user = UserID(text) else { return nil }
+            return .memberRemoved(user)
+        case "room_deleted":
+            return .roomDeleted
         default:
-            return false
+            return nil
         }
+    }
+
+    public static func isRoomFrame(_ payload: [UInt8], room: RoomID, seq: UInt64?) -> Bool {
+        roomFrame(payload, room: room, seq: seq) != nil
+    }
+
+    /// An `added` or `removed` frame (`chat.deliver.users`), for the user named in `Chat-User`.
+    public static func isUserFrame(_ payload: [UInt8]) -> Bool {
+        guard let fields = object(payload), case .string(let type)? = fields["type"], type == "added" || type == "removed",
+            case .string(let room)? = fields["room_id"], RoomID(room) != nil
+        else { return false }
+        return true
     }
 
     /// A `room_created` frame (the room-wide news on `chat.deliver.rooms`).

@@ -169,6 +169,7 @@ public enum ServerFrame {
             var retry_after_ms: Int?
             var room: Room?
             var room_id: String?
+            var until: String?
         }
         return encode(
             type: "error",
@@ -178,7 +179,8 @@ public enum ServerFrame {
                 client_msg_id: clientMessageID,
                 retry_after_ms: retryAfterMilliseconds,
                 room: error.room,
-                room_id: roomID
+                room_id: roomID,
+                until: error.until
             )
         )
     }
@@ -231,20 +233,32 @@ public enum ServerFrame {
         encode(type: "typing", ["room_id": roomID.rawValue, "user_id": userID.rawValue, "username": username])
     }
 
-    /// The frame a client receives for an event of the event stream; nil for unknown event types.
-    public static func forEvent(type: String?, payload: [UInt8]) -> (frame: [UInt8], room: RoomID?, seq: UInt64?)? {
-        switch type.flatMap(ChatEventType.init(rawValue:)) {
+    /// What an event of the event stream becomes: the frame for the room's (or, for room news, every)
+    /// client, and for membership events also one for the affected user wherever they are connected.
+    public struct EventDelivery: Sendable {
+        /// nil: a known event that clients are not sent (mutes, unbans: they change what a send answers).
+        public var frame: [UInt8]?
+        public var room: RoomID?
+        public var seq: UInt64?
+        public var forUser: (user: UserID, frame: [UInt8])?
+    }
+
+    /// nil for unknown event types and bodies that do not decode.
+    public static func forEvent(type: String?, payload: [UInt8]) -> EventDelivery? {
+        guard let type = type.flatMap(ChatEventType.init(rawValue:)) else { return nil }
+        switch type {
         case .messageSent:
             guard let message = try? ChatJSON.decode(ChatMessage.self, from: payload) else { return nil }
-            return (Self.message(message), message.roomID, message.seq)
+            return EventDelivery(frame: Self.message(message), room: message.roomID, seq: message.seq)
         case .userJoined, .userLeft:
             guard let event = try? ChatJSON.decode(PresenceEvent.self, from: payload) else { return nil }
-            return (presence(ChatEventType(rawValue: type!)!, event), event.roomID, nil)
+            return EventDelivery(frame: presence(type, event), room: event.roomID)
         case .roomCreated:
             guard let room = try? ChatJSON.decode(Room.self, from: payload) else { return nil }
-            return (roomCreated(room), nil, nil)
-        case nil:
-            return nil
+            return EventDelivery(frame: roomCreated(room))
+        case .memberAdded, .memberRemoved, .roleChanged, .roomUpdated, .roomDeleted, .userMuted, .userUnmuted, .userUnbanned:
+            guard let event = try? ChatJSON.decode(AccessEvent.self, from: payload) else { return nil }
+            return access(type, event)
         }
     }
 }

@@ -2,22 +2,47 @@ import Foundation
 
 public struct Room: Codable, Sendable, Equatable {
     public var id: RoomID
+    /// A direct room's name is its two users' names ("ann, bob").
     public var name: String
     /// RFC 3339, UTC.
     public var createdAt: String
     public var memberCount: Int
+    /// Records written before visibility existed (commit a5fbf68 and earlier) read as public.
+    public var visibility: RoomVisibility
+    /// Who created it (token mode); nil for rooms created anonymously and for direct rooms.
+    public var ownerID: UserID?
+    public var topic: String?
+    /// Read-only: history stays, sends, edits and typing are refused (`room_archived`).
+    public var archived: Bool
+    /// The caller's role in this view (never stored): nil when the caller is not on the roster.
+    public var myRole: RoomRole?
 
-    public init(id: RoomID, name: String, createdAt: String, memberCount: Int = 0) {
+    public init(
+        id: RoomID,
+        name: String,
+        createdAt: String,
+        memberCount: Int = 0,
+        visibility: RoomVisibility = .public,
+        ownerID: UserID? = nil,
+        topic: String? = nil,
+        archived: Bool = false
+    ) {
         self.id = id
         self.name = name
         self.createdAt = createdAt
         self.memberCount = memberCount
+        self.visibility = visibility
+        self.ownerID = ownerID
+        self.topic = topic
+        self.archived = archived
     }
 
     enum CodingKeys: String, CodingKey {
-        case id, name
+        case id, name, visibility, topic, archived
         case createdAt = "created_at"
         case memberCount = "member_count"
+        case ownerID = "owner_id"
+        case myRole = "my_role"
     }
 
     public init(from decoder: any Decoder) throws {
@@ -26,6 +51,34 @@ public struct Room: Codable, Sendable, Equatable {
         name = try c.decode(String.self, forKey: .name)
         createdAt = try c.decode(String.self, forKey: .createdAt)
         memberCount = try c.decodeIfPresent(Int.self, forKey: .memberCount) ?? 0
+        visibility = try c.decodeIfPresent(RoomVisibility.self, forKey: .visibility) ?? .public
+        ownerID = try c.decodeIfPresent(UserID.self, forKey: .ownerID)
+        topic = try c.decodeIfPresent(String.self, forKey: .topic)
+        archived = try c.decodeIfPresent(Bool.self, forKey: .archived) ?? false
+        myRole = try c.decodeIfPresent(RoomRole.self, forKey: .myRole)
+    }
+
+    /// `visibility` and `archived` always; the others only when set, so a public room's view grows by
+    /// two fields, not five.
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(id, forKey: .id)
+        try c.encode(name, forKey: .name)
+        try c.encode(createdAt, forKey: .createdAt)
+        try c.encode(memberCount, forKey: .memberCount)
+        try c.encode(visibility, forKey: .visibility)
+        try c.encode(archived, forKey: .archived)
+        try c.encodeIfPresent(ownerID, forKey: .ownerID)
+        try c.encodeIfPresent(topic, forKey: .topic)
+        try c.encodeIfPresent(myRole, forKey: .myRole)
+    }
+
+    /// What is stored: the view without the caller's role or a count.
+    public var record: Room {
+        var record = self
+        record.myRole = nil
+        record.memberCount = 0
+        return record
     }
 }
 

@@ -18,6 +18,18 @@ public enum ChatNames {
         case members = "room.members"
         case send = "message.send"
         case history = "message.history"
+        case updateRoom = "room.update"
+        case deleteRoom = "room.delete"
+        case invite = "room.invite"
+        case removeMember = "room.remove_member"
+        case setRole = "room.set_role"
+        case ban = "room.ban"
+        case unban = "room.unban"
+        case mute = "room.mute"
+        case unmute = "room.unmute"
+        case openDirect = "dm.open"
+        case searchUsers = "user.search"
+        case getUser = "user.get"
         case heartbeat = "gateway.heartbeat"
         case presenceSync = "gateway.presence_sync"
         /// A partition of a statement (`PresenceSync.partition` set). Its own endpoint so that a
@@ -42,6 +54,8 @@ public enum ChatNames {
     public static let deliveryPrefix = "chat.deliver"
     public static func deliverySubject(_ room: RoomID) -> String { "\(deliveryPrefix).room.\(room.rawValue)" }
     public static let roomsDeliverySubject = "chat.deliver.rooms"
+    /// Frames for one user wherever they are connected (`added`, `removed`), user id in `Chat-User`.
+    public static let usersDeliverySubject = "chat.deliver.users"
     /// Typing notices, published by gateways directly (ephemeral, never stored).
     public static func typingSubject(_ room: RoomID) -> String { "chat.typing.\(room.rawValue)" }
 
@@ -54,6 +68,11 @@ public enum ChatNames {
     public static let idempotencyBucket = "chat_idempotency"
     public static let gatewaysBucket = "chat_gateways"
     public static let leasesBucket = "chat_leases"
+    /// Rosters, bans and mutes: `<room>.role.<user>`, `<room>.ban.<user>`, `<room>.mute.<user>`.
+    public static let accessBucket = "chat_access"
+    /// The user directory: `id.<user>` → user, `name.<hex(lowercased name)>.<user>` (the search index),
+    /// `owns.<user>.<room>` (rooms owned, for `CHAT_MAX_OWNED_ROOMS`).
+    public static let usersBucket = "chat_users"
 
     public static func roomKey(_ room: RoomID) -> String { "id.\(room.rawValue)" }
     public static func roomNameKey(_ name: RoomName) -> String { "name.\(hex(name.normalized))" }
@@ -61,6 +80,22 @@ public enum ChatNames {
     public static let roomNamePattern = "name.*"
     /// The number of rooms, taken by compare-and-set before a room is written (`CHAT_MAX_ROOMS`).
     public static let roomCountKey = "count"
+    public static func rosterKey(_ room: RoomID, _ user: UserID) -> String { "\(room.rawValue).role.\(user.rawValue)" }
+    public static func rosterPattern(_ room: RoomID) -> String { "\(room.rawValue).role.*" }
+    /// Every roster entry of one user, across rooms.
+    public static func rosterPattern(of user: UserID) -> String { "*.role.\(user.rawValue)" }
+    public static func restrictionKey(_ kind: Restriction.Kind, _ room: RoomID, _ user: UserID) -> String {
+        "\(room.rawValue).\(kind.rawValue).\(user.rawValue)"
+    }
+    /// Everything kept about one room in one bucket (its erasure).
+    public static func roomRecordsPattern(_ room: RoomID) -> String { "\(room.rawValue).>" }
+    public static func userKey(_ user: UserID) -> String { "id.\(user.rawValue)" }
+    public static func userNameKey(_ name: Username, _ user: UserID) -> String {
+        "name.\(hex(name.rawValue.lowercased())).\(user.rawValue)"
+    }
+    public static let userNamePattern = "name.*.*"
+    public static func ownedRoomKey(_ user: UserID, _ room: RoomID) -> String { "owns.\(user.rawValue).\(room.rawValue)" }
+    public static func ownedRoomsPattern(_ user: UserID) -> String { "owns.\(user.rawValue).*" }
     public static func memberKey(_ room: RoomID, _ user: UserID) -> String { "\(room.rawValue).\(user.rawValue)" }
     public static func memberPattern(_ room: RoomID) -> String { "\(room.rawValue).*" }
     /// Whose `client_msg_id`s share one namespace: in token mode the verified user; in username mode
@@ -89,6 +124,11 @@ public enum ChatNames {
     public static let gatewayHeader = "Chat-Gateway"
     public static let gatewayKeyHeader = "Chat-Gateway-Key"
     public static let userTokenHeader = "Chat-User-Token"
+    /// `gateway` on a gateway's own history reads (gap fills): allowed for a private room only while the
+    /// gateway holds one of its members. Every other request is judged by its user token (none: anonymous).
+    public static let readForHeader = "Chat-Read-For"
+    /// The user a `chat.deliver.users` frame is for.
+    public static let userHeader = "Chat-User"
 
     /// Lowercase hex of the UTF-8 bytes: makes any string a safe KV key token.
     public static func hex(_ text: String) -> String { hex(bytes: text.utf8) }
@@ -111,4 +151,13 @@ public enum ChatEventType: String, Codable, Sendable {
     case userJoined = "UserJoined.v1"
     case userLeft = "UserLeft.v1"
     case roomCreated = "RoomCreated.v1"
+    /// Membership and moderation, on the room's presence subject (`AccessEvent` bodies).
+    case memberAdded = "MemberAdded.v1"
+    case memberRemoved = "MemberRemoved.v1"
+    case roleChanged = "RoleChanged.v1"
+    case roomUpdated = "RoomUpdated.v1"
+    case roomDeleted = "RoomDeleted.v1"
+    case userMuted = "UserMuted.v1"
+    case userUnmuted = "UserUnmuted.v1"
+    case userUnbanned = "UserUnbanned.v1"
 }

@@ -8,7 +8,12 @@ import Foundation
 public enum ServiceAPI {
     public struct CreateRoom: Codable, Sendable {
         public var name: String
-        public init(name: String) { self.name = name }
+        /// Absent: `public` (the seed's rooms).
+        public var visibility: String?
+        public var topic: String?
+        public init(name: String, visibility: String? = nil, topic: String? = nil) {
+            (self.name, self.visibility, self.topic) = (name, visibility, topic)
+        }
     }
 
     public struct RoomRef: Codable, Sendable {
@@ -130,15 +135,21 @@ public enum ServiceAPI {
         }
     }
 
+    /// A public room's members are who is connected (user_id, username: the seed's shape); a private or
+    /// direct room's are its roster, with `role` and whether each is `online`.
     public struct MemberInfo: Codable, Sendable, Equatable {
         public var userID: UserID
         public var username: String
-        public init(userID: UserID, username: String) {
+        public var role: RoomRole?
+        public var online: Bool?
+        public init(userID: UserID, username: String, role: RoomRole? = nil, online: Bool? = nil) {
             self.userID = userID
             self.username = username
+            self.role = role
+            self.online = online
         }
         enum CodingKeys: String, CodingKey {
-            case username
+            case username, role, online
             case userID = "user_id"
         }
     }

@@ -6,6 +6,8 @@ import NATS
 struct Caller: Sendable {
     var gateway: GatewayCredential?
     var userToken: String?
+    /// A gateway's own read (`Chat-Read-For: gateway`, its gap fills), not a client's.
+    var gatewayRead: Bool
 
     init(headers: NATSHeaders) {
         if let id = headers[ChatNames.gatewayHeader].flatMap(GatewayID.init), let key = headers[ChatNames.gatewayKeyHeader],
@@ -14,5 +16,6 @@ struct Caller: Sendable {
             gateway = GatewayCredential(gatewayID: id, key: key)
         }
         userToken = headers[ChatNames.userTokenHeader]
+        gatewayRead = headers[ChatNames.readForHeader] == "gateway"
     }
 }

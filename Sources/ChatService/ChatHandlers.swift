@@ -15,41 +15,59 @@ struct ChatHandlers: Sendable {
     let presence: PresenceRegistry
     let pageBytes: Int
     let users: UserTokens
+    let access: AccessStore
+    let directory: UserDirectory
+    let admin: RoomAdmin
     let logger: Logger
 
     init(storage: ChatStorage, users: UserTokens, logger: Logger) {
         (rooms, membership, messages) = (storage.rooms, storage.membership, storage.messages)
         (history, presence, pageBytes) = (storage.history, storage.presence, storage.pageBytes)
+        (access, directory, admin) = (storage.access, storage.users, storage.admin)
         self.users = users
         self.logger = logger
     }
 
     func register(on service: NATSService) {
-        add(.createRoom, on: service) { (request: ServiceAPI.CreateRoom) throws(ChatError) in
-            guard let name = RoomName(request.name) else {
-                throw ChatError(.nameInvalid, "room name must be 1–\(RoomName.maxLength) characters without control characters")
-            }
-            return try await rooms.create(name: name)
+        add(.createRoom, on: service) { (request: ServiceAPI.CreateRoom, caller: Caller) throws(ChatError) in
+            try await admin.create(request, by: try await principal(caller))
         }
-        add(.listRooms, on: service) { (request: ServiceAPI.ListRooms) throws(ChatError) in
+        add(.listRooms, on: service) { (request: ServiceAPI.ListRooms, caller: Caller) throws(ChatError) in
             let after = try request.after.map { text throws(ChatError) in
                 guard let id = RoomID(text) else { throw ChatError(.invalidRequest, "after must be a room id (a UUID)") }
                 return id
             }
-            let page = try await rooms.page(after: after, limit: try PageCut.limit(request.limit), maxBytes: pageBytes)
+            // The caller's rosters decide which private rooms exist for them.
+            var roles: [RoomID: RoomRole] = [:]
+            if let user = try await principal(caller) { roles = try await storage { try await access.roles(of: user.userID) } }
+            let page = try await rooms.page(after: after, limit: try PageCut.limit(request.limit), maxBytes: pageBytes) {
+                $0.visibility == .public || roles[$0.id] != nil
+            }
             let paged = request.limit != nil || request.after != nil
-            return ServiceAPI.RoomList(rooms: page.rooms, hasMore: PageCut.hasMore(page.more, paged: paged), next: page.next?.rawValue)
+            let views = page.rooms.map { room in
+                var view = room
+                view.myRole = roles[room.id]
+                return view
+            }
+            return ServiceAPI.RoomList(rooms: views, hasMore: PageCut.hasMore(page.more, paged: paged), next: page.next?.rawValue)
         }
-        add(.getRoom, on: service) { (request: ServiceAPI.RoomRef) throws(ChatError) in
-            try await rooms.room(try Self.room(request.roomID), withMembers: true)
+        add(.getRoom, on: service) { (request: ServiceAPI.RoomRef, caller: Caller) throws(ChatError) in
+            let (room, standing) = try await visibleRoom(request.roomID, caller, for: .view)
+            var counted = try await rooms.room(room.id, withMembers: true)
+            counted.myRole = standing.role
+            return counted
         }
         add(.join, on: service) { (request: ServiceAPI.Join, caller: Caller) throws(ChatError) in
             let (id, user) = (try Self.room(request.roomID), try Self.user(request.userID))
             var username = try Self.username(request.username)
             let gateway = try await authenticated(caller, claiming: request.gatewayID)
             // Token mode: the user's own token says who joins (and under which name).
-            if let verified = try await acting(as: user, caller) { username = verified.username }
-            var room = try await rooms.room(id)
+            let verified = try await acting(as: user, caller)
+            if let verified { username = verified.username }
+            var room = try await rooms.room(id, fresh: true)
+            let standing = try await storage { try await access.standing(in: id, of: verified?.userID, fresh: true) }
+            try Self.require(.join, room, standing)
+            room.myRole = standing.role
             let joined = try await membership.join(room: id, user: user, username: username, gateway: gateway)
             // A first join through a gateway is also its sign of life (see `PresenceRegistry.joined(via:)`).
             if joined { try await presence.joined(via: gateway) }
@@ -66,14 +84,17 @@ struct ChatHandlers: Sendable {
             let left = try await membership.leave(room: id, user: user, reason: reason, heldBy: gateway)
             return ServiceAPI.LeaveResult(roomID: id, left: left)
         }
-        add(.members, on: service) { (request: ServiceAPI.ListMembers) throws(ChatError) in
+        add(.members, on: service) { (request: ServiceAPI.ListMembers, caller: Caller) throws(ChatError) in
             let id = try Self.room(request.roomID)
             let after = try request.after.map { text throws(ChatError) in
                 guard let user = UserID(text) else { throw ChatError(.invalidRequest, "after must be a user id (a UUID)") }
                 return user
             }
             let limit = try PageCut.limit(request.limit)
-            _ = try await rooms.room(id)
+            let (room, _) = try await visibleRoom(id.rawValue, caller, for: .members)
+            if room.visibility != .public {
+                return try await rosterPage(of: room, after: after, limit: limit, paged: request.limit != nil || request.after != nil)
+            }
             let page = try await membership.page(of: id, after: after, limit: limit, maxBytes: pageBytes)
             let hasMore = PageCut.hasMore(page.more, paged: request.limit != nil || request.after != nil)
             return ServiceAPI.MemberList(roomID: id, members: page.members, hasMore: hasMore, next: page.next?.rawValue)
@@ -89,10 +110,12 @@ struct ChatHandlers: Sendable {
             }
             let (id, user, username) = (try Self.room(request.roomID), try Self.user(request.userID), try Self.username(request.username))
             try messages.validate(request.content)
-            _ = try await rooms.room(id)
+            let room = try await rooms.room(id)
             // Token mode: the verified user, through whichever gateway (one user, several devices), and
             // its own namespace of client_msg_ids. Username mode: only a member this gateway holds.
             let verified = try await acting(as: user, caller)
+            // Cached standings (`AccessStore.ttl`): no KV read per message.
+            try Self.require(.send, room, try await storage { try await access.standing(in: id, of: verified?.userID) })
             try await membership.requireMember(room: id, user: user, heldBy: verified == nil ? gateway : nil)
             let result = try await messages.send(
                 room: id,
@@ -104,10 +127,14 @@ struct ChatHandlers: Sendable {
             )
             return request.ackOnly == true ? SendReply.ack(ServiceAPI.SendAck(result)) : .result(result)
         }
-        add(.history, on: service) { (request: ServiceAPI.History) throws(ChatError) in
+        add(.history, on: service) { (request: ServiceAPI.History, caller: Caller) throws(ChatError) in
             if let limit = request.limit, limit < 1 { throw ChatError(.invalidRequest, "limit must be at least 1") }
             let id = try Self.room(request.roomID)
-            _ = try await rooms.room(id)
+            if caller.gatewayRead {
+                try await gatewayMayRead(id, caller)
+            } else {
+                _ = try await visibleRoom(request.roomID, caller, for: .history)
+            }
             return try await history.page(room: id, limit: request.limit, before: request.before, after: request.after)
         }
         add(.heartbeat, on: service) { (request: ServiceAPI.Heartbeat, caller: Caller) throws(ChatError) in
@@ -127,6 +154,70 @@ struct ChatHandlers: Sendable {
             _ = try await authenticated(caller, claiming: request.gatewayID)
             return try await Self.syncPresence(request, presence: presence)
         }
+        registerManagement(on: service)
+    }
+
+    /// The room and the caller's standing, or the policy's error: `room_not_found` for a private room
+    /// the caller is not on the roster of.
+    func visibleRoom(
+        _ roomID: String,
+        _ caller: Caller,
+        for operation: RoomPolicy.Operation
+    ) async throws(ChatError) -> (Room, RoomPolicy.Standing) {
+        let room = try await rooms.room(try Self.room(roomID))
+        let user = try await principal(caller)
+        let standing = try await storage { try await access.standing(in: room.id, of: user?.userID) }
+        try Self.require(operation, room, standing)
+        return (room, standing)
+    }
+
+    /// A gateway's gap fill: a public room's history, or a private room's while the gateway holds one of
+    /// its members (it receives the room's deliveries for them anyway).
+    private func gatewayMayRead(_ id: RoomID, _ caller: Caller) async throws(ChatError) {
+        let gateway = try await authenticated(caller)
+        let room = try await rooms.room(id)
+        guard room.visibility != .public else { return }
+        let holds = try await storage { try await membership.records(in: id) }.contains { $0.member.gatewayID == gateway }
+        guard holds else { throw ChatError(.roomNotFound, "room \(id) does not exist") }
+    }
+
+    /// A private or direct room's members: its roster with who is online, by user id.
+    private func rosterPage(of room: Room, after: UserID?, limit: Int, paged: Bool) async throws(ChatError) -> ServiceAPI.MemberList {
+        let (roster, online) = try await storage { (try await access.roster(of: room.id), try await membership.onlineUsers(of: room.id)) }
+        let sorted = roster.filter { entry in after.map { entry.userID.rawValue > $0.rawValue } ?? true }
+            .sorted { $0.userID.rawValue < $1.userID.rawValue }
+        let chosen = sorted.prefix(limit).map {
+            ServiceAPI.MemberInfo(userID: $0.userID, username: $0.username, role: $0.role, online: online.contains($0.userID))
+        }
+        let kept = PageCut.fitting(chosen, maxBytes: pageBytes)
+        let more = sorted.count > chosen.count || kept < chosen.count
+        let page = chosen.prefix(kept).sorted { ($0.username, $0.userID.rawValue) < ($1.username, $1.userID.rawValue) }
+        let next = more ? chosen.prefix(kept).last?.userID.rawValue : nil
+        return ServiceAPI.MemberList(roomID: room.id, members: Array(page), hasMore: PageCut.hasMore(more, paged: paged), next: next)
+    }
+
+    /// The verified caller in token mode (recorded in the user directory); nil for anonymous callers and
+    /// in username mode.
+    func principal(_ caller: Caller) async throws(ChatError) -> VerifiedToken? {
+        guard let verified = try await users.identify(caller.userToken, required: false) else { return nil }
+        await record(verified)
+        return verified
+    }
+
+    private func record(_ verified: VerifiedToken) async {
+        do {
+            try await directory.seen(verified.userID, as: verified.username)
+        } catch {
+            logger.debug("could not record the user in the directory", metadata: ["user_id": "\(verified.userID)", "error": "\(error)"])
+        }
+    }
+
+    static func require(_ operation: RoomPolicy.Operation, _ room: Room, _ standing: RoomPolicy.Standing) throws(ChatError) {
+        if let error = RoomPolicy.check(operation, room: room, standing: standing) { throw error }
+    }
+
+    func storage<T>(_ body: () async throws -> T) async throws(ChatError) -> T {
+        do { return try await body() } catch { throw ChatStorage.chatError(error) }
     }
 
     /// In token mode, the verified user the request acts for — who must be `user` (`forbidden`
@@ -134,6 +225,7 @@ struct ChatHandlers: Sendable {
     private func acting(as user: UserID, _ caller: Caller) async throws(ChatError) -> VerifiedToken? {
         guard let verified = try await users.identify(caller.userToken) else { return nil }
         guard verified.userID == user else { throw ChatError(.forbidden, "the user token is not user \(user)'s") }
+        await record(verified)
         return verified
     }
 
@@ -227,7 +319,7 @@ struct ChatHandlers: Sendable {
         return id
     }
 
-    private func add<Request: Decodable & Sendable, Response: Encodable & Sendable>(
+    func add<Request: Decodable & Sendable, Response: Encodable & Sendable>(
         _ endpoint: ChatNames.Endpoint,
         on service: NATSService,
         _ body: @escaping @Sendable (Request) async throws(ChatError) -> Response
@@ -235,7 +327,7 @@ struct ChatHandlers: Sendable {
         add(endpoint, on: service) { (request: Request, _: Caller) throws(ChatError) in try await body(request) }
     }
 
-    private func add<Request: Decodable & Sendable, Response: Encodable & Sendable>(
+    func add<Request: Decodable & Sendable, Response: Encodable & Sendable>(
         _ endpoint: ChatNames.Endpoint,
         on service: NATSService,
         _ body: @escaping @Sendable (Request, Caller) async throws(ChatError) -> Response

@@ -19,6 +19,12 @@ public struct ChatServiceConfiguration: Sendable {
     public var maxContentBytes = 4096
     /// Rooms the system may hold (`CHAT_MAX_ROOMS`, 0 = no limit); `room.create` then answers `room_limit_reached`.
     public var maxRooms = 10_000
+    /// Users one private room's roster may hold (`CHAT_MAX_ROSTER`); invites then answer `roster_full`.
+    public var maxRoster = 10_000
+    /// Rooms one user may own (`CHAT_MAX_OWNED_ROOMS`); creating more answers `owned_room_limit`.
+    public var maxOwnedRooms = 100
+    /// Invitations one user may send per minute on one replica (`CHAT_INVITES_PER_MIN`); then `rate_limited`.
+    public var invitesPerMinute = 60
     public var historyDefaultLimit = 50
     public var historyMaxLimit = 200
     /// How long a `client_msg_id` is remembered (`CHAT_IDEMPOTENCY_TTL_MS`, default 24 h).
@@ -85,6 +91,13 @@ public struct ChatServiceConfiguration: Sendable {
         configuration.duplicateWindow = try settings.milliseconds("CHAT_DUPLICATE_WINDOW_MS", default: configuration.duplicateWindow)
         configuration.presenceTimeout = try settings.milliseconds("CHAT_PRESENCE_TIMEOUT_MS", default: configuration.presenceTimeout)
         configuration.maxRooms = try settings.int("CHAT_MAX_ROOMS", default: configuration.maxRooms, range: 0...10_000_000)
+        configuration.maxRoster = try settings.int("CHAT_MAX_ROSTER", default: configuration.maxRoster, range: 2...100_000)
+        configuration.maxOwnedRooms = try settings.int("CHAT_MAX_OWNED_ROOMS", default: configuration.maxOwnedRooms, range: 1...1_000_000)
+        configuration.invitesPerMinute = try settings.int(
+            "CHAT_INVITES_PER_MIN",
+            default: configuration.invitesPerMinute,
+            range: 1...100_000
+        )
         configuration.presenceSweepInterval = try settings.milliseconds(
             "CHAT_PRESENCE_SWEEP_MS",
             default: configuration.presenceSweepInterval

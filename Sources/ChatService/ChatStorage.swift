@@ -11,6 +11,8 @@ import NATS
 /// - `MessageLog`: stream `CHAT_EVENTS`, subject `chat.room.<room>.msg`, one MessageSent.v1 per message;
 ///   `MessageHistory` reads pages of it.
 /// - `IdempotencyRecords`: KV `chat_idempotency`, the `client_msg_id` of each send.
+/// - `AccessStore`: KV `chat_access`, rosters, bans and mutes; `UserDirectory`: KV `chat_users`; `RoomAdmin`
+///   changes them (and rooms) with the MemberAdded … RoomDeleted events on `chat.room.<room>.presence`.
 /// - `PresenceRegistry`: KV `chat_gateways`, the gateways' signs of life, and the removal of members of
 ///   gateways that are gone.
 ///
@@ -23,6 +25,9 @@ public struct ChatStorage: Sendable {
     public let idempotency: IdempotencyRecords
     public let presence: PresenceRegistry
     public let leases: KeyValue
+    public let access: AccessStore
+    public let users: UserDirectory
+    public let admin: RoomAdmin
     /// The byte budget of a list page on this connection (`PageCut.budget`).
     let pageBytes: Int
 
@@ -69,15 +74,19 @@ public struct ChatStorage: Sendable {
             logger: logger
         )
         let members = try await bucket(ChatNames.membersBucket)
-        let membership = Membership(members: members, events: PresenceEvents(js: js, duplicateWindow: duplicateWindow))
+        let roomEvents = PresenceEvents(js: js, duplicateWindow: duplicateWindow)
+        let membership = Membership(members: members, events: roomEvents)
+        let rooms = RoomDirectory(
+            rooms: try await bucket(ChatNames.roomsBucket),
+            members: members,
+            js: js,
+            maxRooms: configuration.maxRooms,
+            logger: logger
+        )
+        let access = AccessStore(bucket: try await bucket(ChatNames.accessBucket))
+        let users = UserDirectory(bucket: try await bucket(ChatNames.usersBucket))
         return ChatStorage(
-            rooms: RoomDirectory(
-                rooms: try await bucket(ChatNames.roomsBucket),
-                members: members,
-                js: js,
-                maxRooms: configuration.maxRooms,
-                logger: logger
-            ),
+            rooms: rooms,
             membership: membership,
             messages: MessageLog(js: js, configuration: configuration, idempotency: idempotency, logger: logger),
             history: MessageHistory(
@@ -94,6 +103,20 @@ public struct ChatStorage: Sendable {
                 logger: logger
             ),
             leases: try await bucket(ChatNames.leasesBucket),
+            access: access,
+            users: users,
+            admin: RoomAdmin(
+                rooms: rooms,
+                access: access,
+                membership: membership,
+                users: users,
+                events: roomEvents,
+                js: js,
+                memberRecords: members,
+                idempotencyRecords: idempotencyBucket,
+                configuration: configuration,
+                logger: logger
+            ),
             pageBytes: PageCut.budget(maxPayload: connection.maxPayload)
         )
     }

@@ -135,6 +135,14 @@ public final class Membership: Sendable {
         return found
     }
 
+    /// The users connected to the room now: its keys in the bucket's subject index (no values).
+    func onlineUsers(of room: RoomID) async throws(NATSError) -> Set<UserID> {
+        let prefix = room.rawValue + "."
+        return Set(
+            try await members.storedKeys(matching: ChatNames.memberPattern(room)).compactMap { UserID(String($0.dropFirst(prefix.count))) }
+        )
+    }
+
     /// Every member record of the room (every room with nil), skipping emptied ones (a removal under way).
     func records(in room: RoomID? = nil) async throws(NATSError) -> [(room: RoomID, member: Member)] {
         try await members.values(matching: room.map(ChatNames.memberPattern) ?? ">").compactMap { entry in

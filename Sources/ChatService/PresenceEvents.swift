@@ -30,11 +30,20 @@ struct PresenceEvents: Sendable {
         change: (key: String, revision: UInt64)
     ) async throws(NATSError) {
         let event = PresenceEvent(roomID: room, userID: user, username: username, timestamp: ChatTime.now().text, reason: reason)
+        try await store(type, room: room, payload: ChatJSON.encode(event), messageID: "\(type.rawValue):\(change.key):\(change.revision)")
+    }
+
+    /// A membership or moderation event (MemberAdded.v1 …), in the same room order as presence.
+    /// `messageID` names the change (e.g. the record key and revision, or the request's unique id).
+    func publish(_ type: ChatEventType, _ event: AccessEvent, messageID: String) async throws(NATSError) {
+        try await store(type, room: event.roomID, payload: ChatJSON.encode(event), messageID: "\(type.rawValue):\(messageID)")
+    }
+
+    private func store(_ type: ChatEventType, room: RoomID, payload: [UInt8], messageID: String) async throws(NATSError) {
         var headers = NATSHeaders()
         headers[ChatNames.eventTypeHeader] = type.rawValue
         headers[ChatNames.roomHeader] = room.rawValue
-        let payload = ChatJSON.encode(event)
-        let options = JetStream.PublishOptions(messageID: "\(type.rawValue):\(change.key):\(change.revision)")
+        let options = JetStream.PublishOptions(messageID: messageID)
         let deadline = ContinuousClock.now + duplicateWindow / 2
         var delay = Self.firstRetryDelay
         while true {

@@ -4,10 +4,13 @@ import Logging
 import NATS
 import Synchronization
 
-/// The rooms: KV `chat_rooms` holds `id.<room>` → room and `name.<hex(lowercased name)>` → room id (the
-/// name entry is created first and only once, so two replicas cannot both create one name). Rooms
-/// never change once created and are never deleted, so a room read once is remembered for good.
-/// `count` is the number of rooms (`RoomSlots`).
+/// The rooms: KV `chat_rooms` holds `id.<room>` → room and, for public rooms, `name.<hex(lowercased
+/// name)>` → room id (the name entry is created first and only once, so two replicas cannot both
+/// create one name). Private and direct rooms take no name entry: a taken name would tell anyone that a
+/// private room of that name exists. `count` is the number of rooms (`RoomSlots`).
+///
+/// A room read is remembered for `ttl` (rooms are renamed, archived and deleted): this replica's own
+/// changes replace the entry at once, another replica's show within `ttl`.
 public final class RoomDirectory: Sendable {
     let rooms: KeyValue
     /// Read only, to count members: its subject index answers a room's count in one request.
@@ -16,7 +19,8 @@ public final class RoomDirectory: Sendable {
     /// `CHAT_MAX_ROOMS` (0 for no limit) and the room count behind it.
     let slots: RoomSlots
     let logger: Logger
-    private let known = Mutex<[RoomID: Room]>([:])
+    private let known = Mutex<[RoomID: (room: Room, readAt: ContinuousClock.Instant)]>([:])
+    static let ttl: Duration = .seconds(2)
 
     init(rooms: KeyValue, members: KeyValue, js: JetStream, maxRooms: Int, logger: Logger) {
         self.rooms = rooms
@@ -26,15 +30,39 @@ public final class RoomDirectory: Sendable {
         self.logger = logger
     }
 
-    public func create(name: RoomName) async throws(ChatError) -> Room {
+    /// A new room. Public rooms take their name's entry (`room_exists` when taken) and announce
+    /// themselves to every client (RoomCreated.v1); private rooms do neither.
+    public func create(
+        name: RoomName,
+        visibility: RoomVisibility = .public,
+        topic: String? = nil,
+        owner: UserID? = nil
+    )
+        async throws(ChatError) -> Room
+    {
         do {
+            guard visibility == .public else {
+                try await slots.take()
+                let room = Room(
+                    id: RoomID.random(),
+                    name: name.rawValue,
+                    createdAt: ChatTime.now().text,
+                    visibility: visibility,
+                    ownerID: owner,
+                    topic: topic
+                )
+                try await rooms.create(ChatNames.roomKey(room.id), ChatJSON.encode(room.record))
+                remember(room)
+                logger.info("room created", metadata: ["room_id": "\(room.id)", "visibility": "\(visibility.rawValue)"])
+                return room
+            }
             let nameKey = ChatNames.roomNameKey(name)
             if let existing = try await rooms.value(nameKey) {
                 throw Self.exists(name, try await self.room(for: existing, name: name))
             }
             // CHAT_MAX_ROOMS: a slot is taken before the room is written (exact across replicas).
             try await slots.take()
-            let room = Room(id: RoomID.random(), name: name.rawValue, createdAt: ChatTime.now().text)
+            let room = Room(id: RoomID.random(), name: name.rawValue, createdAt: ChatTime.now().text, ownerID: owner, topic: topic)
             // nil: another replica created the same name a moment ago.
             // A failed write keeps its slot: it may have been stored, and a count one high is
             // corrected at the limit (`RoomSlots`), while one low would let a room past the limit.
@@ -45,8 +73,8 @@ public final class RoomDirectory: Sendable {
                 }
                 throw Self.exists(name, try await self.room(for: existing, name: name))
             }
-            try await rooms.put(ChatNames.roomKey(room.id), ChatJSON.encode(room))
-            known.withLock { $0[room.id] = room }
+            try await rooms.put(ChatNames.roomKey(room.id), ChatJSON.encode(room.record))
+            remember(room)
             var headers = NATSHeaders()
             headers[ChatNames.eventTypeHeader] = ChatEventType.roomCreated.rawValue
             let dedup = JetStream.PublishOptions(messageID: "room-created:\(room.id)")
@@ -58,10 +86,82 @@ public final class RoomDirectory: Sendable {
         }
     }
 
-    /// The room, or `room_not_found`; with `withMembers` its exact member count.
-    public func room(_ id: RoomID, withMembers: Bool = false) async throws(ChatError) -> Room {
+    /// The direct room `id` of two users, created when absent; the same id always names the same pair
+    /// (`DirectRooms.id`), so concurrent opens from both sides and from any replica meet in one room.
+    /// Returns the room and whether this call created it.
+    public func openDirect(_ id: RoomID, name: String) async throws(ChatError) -> (room: Room, created: Bool) {
         do {
-            guard let room = try await load(id) else { throw ChatError(.roomNotFound, "room \(id) does not exist") }
+            if let existing = try await load(id, fresh: true) { return (existing, false) }
+            try await slots.take()
+            let room = Room(id: id, name: name, createdAt: ChatTime.now().text, visibility: .direct)
+            guard try await rooms.createIfAbsent(ChatNames.roomKey(id), ChatJSON.encode(room.record)) != nil else {
+                await slots.giveBack()
+                guard let existing = try await load(id, fresh: true) else {
+                    throw ChatError(.unavailable, "the direct room is being created; try again")
+                }
+                return (existing, false)
+            }
+            remember(room)
+            return (room, true)
+        } catch {
+            throw ChatStorage.chatError(error)
+        }
+    }
+
+    /// Applies `change` to the stored room by compare-and-set (retried when another writer came
+    /// first). A public room's new name takes its name entry first (`room_exists` when taken) and
+    /// frees the old one after.
+    public func update(_ id: RoomID, _ change: (inout Room) throws(ChatError) -> Void) async throws(ChatError) -> Room {
+        do {
+            for _ in 0..<16 {
+                guard let entry = try await rooms.confirmedValue(ChatNames.roomKey(id)),
+                    let stored = try? ChatJSON.decode(Room.self, from: entry.value)
+                else { throw ChatError(.roomNotFound, "room \(id) does not exist") }
+                var room = stored
+                try change(&room)
+                let renamed = room.visibility == .public && room.name.lowercased() != stored.name.lowercased()
+                if renamed, let name = RoomName(room.name) {
+                    guard try await rooms.createIfAbsent(ChatNames.roomNameKey(name), Array(id.rawValue.utf8)) != nil else {
+                        throw ChatError(.roomExists, "a room named '\(room.name)' already exists")
+                    }
+                }
+                guard try await rooms.updateIfRevision(ChatNames.roomKey(id), ChatJSON.encode(room.record), revision: entry.revision) != nil
+                else {
+                    if renamed, let name = RoomName(room.name) { try await rooms.erase(ChatNames.roomNameKey(name)) }
+                    continue
+                }
+                if renamed, let old = RoomName(stored.name) { try await rooms.erase(ChatNames.roomNameKey(old)) }
+                remember(room)
+                return room
+            }
+            throw ChatError(.unavailable, "room \(id) is changing too often; try again")
+        } catch {
+            throw ChatStorage.chatError(error)
+        }
+    }
+
+    /// Removes the room's records and gives its slot back (its history and other records are the
+    /// caller's: `RoomAdmin.delete`).
+    public func erase(_ room: Room) async throws(ChatError) {
+        do {
+            if room.visibility == .public, let name = RoomName(room.name) {
+                // Only the entry that still points to this room (the name may have been taken again).
+                if let entry = try await rooms.value(ChatNames.roomNameKey(name)), entry.value == Array(room.id.rawValue.utf8) {
+                    try await rooms.erase(ChatNames.roomNameKey(name))
+                }
+            }
+            try await rooms.erase(ChatNames.roomKey(room.id))
+            _ = known.withLock { $0.removeValue(forKey: room.id) }
+            await slots.giveBack()
+        } catch {
+            throw ChatStorage.chatError(error)
+        }
+    }
+
+    /// The room, or `room_not_found`; with `withMembers` its exact member count.
+    public func room(_ id: RoomID, withMembers: Bool = false, fresh: Bool = false) async throws(ChatError) -> Room {
+        do {
+            guard let room = try await load(id, fresh: fresh) else { throw ChatError(.roomNotFound, "room \(id) does not exist") }
             return withMembers ? try await counted(room) : room
         } catch {
             throw ChatStorage.chatError(error)
@@ -76,7 +176,14 @@ public final class RoomDirectory: Sendable {
     /// Cost: the page's own room records (a consumer starting after the cursor's record), plus one
     /// read of the members bucket's subject index for the counts — that one follows the number of
     /// memberships of all rooms (docs/limits.md).
-    public func page(after: RoomID?, limit: Int, maxBytes: Int) async throws(ChatError) -> (rooms: [Room], more: Bool, next: RoomID?) {
+    /// `visible` decides which rooms the caller may see (others are left out of the page, which may
+    /// then hold fewer than `limit`).
+    public func page(
+        after: RoomID?,
+        limit: Int,
+        maxBytes: Int,
+        visible: (Room) -> Bool = { $0.visibility == .public }
+    ) async throws(ChatError) -> (rooms: [Room], more: Bool, next: RoomID?) {
         do {
             var start: UInt64 = 0
             if let after {
@@ -93,7 +200,7 @@ public final class RoomDirectory: Sendable {
                 }
             }
             let found = entries.compactMap { entry -> Room? in
-                guard var room = try? ChatJSON.decode(Room.self, from: entry.value) else { return nil }
+                guard var room = try? ChatJSON.decode(Room.self, from: entry.value), visible(room) else { return nil }
                 room.memberCount = counts[room.id.rawValue] ?? 0
                 return room
             }
@@ -102,7 +209,7 @@ public final class RoomDirectory: Sendable {
             let hasMore = more || kept < found.count
             // The cursor is the last record read (even one that did not decode), so pages always advance.
             let lastRead = entries.last.flatMap { RoomID(String($0.key.dropFirst(ChatNames.roomKeyPattern.count - 1))) }
-            let next = kept < found.count ? found[kept - 1].id : lastRead
+            let next = kept < found.count && kept > 0 ? found[kept - 1].id : lastRead
             let sorted = page.sorted { ($0.createdAt, $0.name) < ($1.createdAt, $1.name) }
             return (sorted, hasMore, hasMore ? next : nil)
         } catch {
@@ -126,14 +233,24 @@ public final class RoomDirectory: Sendable {
         return repaired
     }
 
-    private func load(_ id: RoomID) async throws(NATSError) -> Room? {
-        if let cached = known.withLock({ $0[id] }) { return cached }
+    private func load(_ id: RoomID, fresh: Bool = false) async throws(NATSError) -> Room? {
+        let now = ContinuousClock.now
+        if !fresh, let cached = known.withLock({ $0[id] }), now - cached.readAt < Self.ttl { return cached.room }
         guard let entry = try await rooms.confirmedValue(ChatNames.roomKey(id)),
             let room = try? ChatJSON.decode(Room.self, from: entry.value)
-        else { return nil }
-        // Rooms never change after creation, so a positive lookup can be kept for good.
-        known.withLock { $0[id] = room }
+        else {
+            _ = known.withLock { $0.removeValue(forKey: id) }
+            return nil
+        }
+        remember(room, at: now)
         return room
+    }
+
+    private func remember(_ room: Room, at now: ContinuousClock.Instant = .now) {
+        known.withLock { known in
+            if known.count >= 100_000 { known.removeAll(keepingCapacity: true) }
+            known[room.id] = (room.record, now)
+        }
     }
 
     private func counted(_ room: Room) async throws(NATSError) -> Room {

@@ -10,7 +10,7 @@ import NATS
 /// A create that took a slot and then found its name taken gives the slot back. A crash between
 /// taking a slot and writing the room leaves the count one above the rooms that exist; when the
 /// count says the limit is reached and has not changed for `staleAfter`, it is recounted from the
-/// rooms' name entries (no create takes that long between its slot and its name entry).
+/// rooms' records (`id.*`: private rooms have no name entry; no create takes that long between its slot and its record).
 struct RoomSlots: Sendable {
     let rooms: KeyValue
     let maxRooms: Int
@@ -27,7 +27,7 @@ struct RoomSlots: Sendable {
             let entry = try await rooms.get(ChatNames.roomCountKey, leader: true)
             guard let entry, entry.operation == .put, let count = Self.decode(entry.value) else {
                 // First use (a bucket from before the count, or a corrupt value): start from the rooms.
-                let existing = try await rooms.storedKeys(matching: ChatNames.roomNamePattern).count
+                let existing = try await rooms.storedKeys(matching: ChatNames.roomKeyPattern).count
                 if let entry {
                     _ = try await rooms.updateIfRevision(ChatNames.roomCountKey, Self.encode(existing), revision: entry.revision)
                 } else {
@@ -69,7 +69,7 @@ struct RoomSlots: Sendable {
     private func recounted(_ entry: KeyValueEntry, count: Int) async throws -> Bool {
         let writtenAt = Double(entry.createdNanoseconds) / 1e9
         guard Date().timeIntervalSince1970 - writtenAt >= Double(Self.staleAfter.components.seconds) else { return false }
-        let existing = try await rooms.storedKeys(matching: ChatNames.roomNamePattern).count
+        let existing = try await rooms.storedKeys(matching: ChatNames.roomKeyPattern).count
         guard existing < count else { return false }
         logger.warning("room count was above the rooms that exist; recounted", metadata: ["count": "\(count)", "rooms": "\(existing)"])
         return try await rooms.updateIfRevision(ChatNames.roomCountKey, Self.encode(existing), revision: entry.revision) != nil

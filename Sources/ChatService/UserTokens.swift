@@ -24,12 +24,14 @@ final class UserTokens: Sendable {
     }
 
     /// The verified user of a request; nil in username mode (no `AUTH_JWT_SECRET` here). In token mode
-    /// a request without a valid token is refused (`unauthorized`).
-    func identify(_ token: String?) async throws(ChatError) -> VerifiedToken? {
+    /// a request without a valid token is refused (`unauthorized`) — unless it is not `required`
+    /// (reads: no token is an anonymous caller, who sees public rooms only); a bad token always is.
+    func identify(_ token: String?, required: Bool = true) async throws(ChatError) -> VerifiedToken? {
         guard let verifier else {
             if token != nil { warnOnce() }
             return nil
         }
+        if !required, token?.isEmpty ?? true { return nil }
         guard let token, !token.isEmpty else {
             throw ChatError(.unauthorized, "token mode: the request needs the user's token (\(ChatNames.userTokenHeader))")
         }

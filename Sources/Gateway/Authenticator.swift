@@ -67,7 +67,7 @@ struct Authenticator: Sendable {
         }
     }
 
-    private static func bearerToken(_ request: Request) -> String? {
+    static func bearerToken(_ request: Request) -> String? {
         guard let header = request.headers[.authorization], header.lowercased().hasPrefix("bearer ") else { return nil }
         return String(header.dropFirst(7)).trimmingCharacters(in: .whitespaces)
     }

@@ -38,6 +38,8 @@ public struct GatewayConfiguration: Sendable {
     /// `ROOM_CREATE_PER_MIN`: rooms one client address — and, in token mode, one user — may create per
     /// minute (also the burst).
     public var roomCreatesPerMinute = 20
+    /// User directory lookups (`GET /api/v1/users…`) per client address per minute (`USER_DIRECTORY_PER_MIN`).
+    public var directoryLookupsPerMinute = 120
     /// `MAX_ROOMS_PER_CONNECTION`.
     public var maxRoomsPerConnection = 20
     /// `OUTBOUND_QUEUE_LIMIT`: frames queued for one socket; beyond it the client is too slow and is
@@ -116,6 +118,11 @@ public struct GatewayConfiguration: Sendable {
         c.addressRatePerSecond = Double(try settings.int("RATE_LIMIT_PER_IP_PER_SEC", default: 10 * perSecond, range: 1...10_000_000))
         c.addressRateBurst = Double(try settings.int("RATE_LIMIT_PER_IP_BURST", default: 10 * burst, range: 1...10_000_000))
         c.roomCreatesPerMinute = try settings.int("ROOM_CREATE_PER_MIN", default: c.roomCreatesPerMinute, range: 1...1_000_000)
+        c.directoryLookupsPerMinute = try settings.int(
+            "USER_DIRECTORY_PER_MIN",
+            default: c.directoryLookupsPerMinute,
+            range: 1...1_000_000
+        )
         c.maxRoomsPerConnection = try settings.int("MAX_ROOMS_PER_CONNECTION", default: c.maxRoomsPerConnection, range: 1...10_000)
         c.outboundQueueLimit = try settings.int("OUTBOUND_QUEUE_LIMIT", default: c.outboundQueueLimit, range: 8...1_000_000)
         c.allowedOrigins =

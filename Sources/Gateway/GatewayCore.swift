@@ -74,6 +74,7 @@ public final class GatewayCore: Service, Sendable {
                 await withDiscardingTaskGroup { group in
                     group.addTask { await self.heartbeat() }
                     group.addTask { await self.forwardRoomNews() }
+                    group.addTask { await self.forwardUserFrames() }
                     group.addTask { await self.followConnectionEvents() }
                     if configuration.presenceSyncInterval > .zero {
                         group.addTask {
@@ -122,29 +123,54 @@ public final class GatewayCore: Service, Sendable {
         }
     }
 
-    /// Room-wide news (`room_created`) goes to every connected client. A failed subscribe is retried
-    /// (it fails only while the connection is closed); it must not end the gateway's other duties.
+    /// Room-wide news (`room_created`) goes to every connected client.
     private func forwardRoomNews() async {
+        await follow(ChatNames.roomsDeliverySubject) { message in
+            DeliveryCheck.isRoomNews(message.payload)
+        } recipients: { _ in
+            { _ in true }
+        }
+    }
+
+    /// `added` / `removed` go to every socket of the user named in `Chat-User`.
+    private func forwardUserFrames() async {
+        await follow(ChatNames.usersDeliverySubject) { message in
+            DeliveryCheck.isUserFrame(message.payload) && message.headers[ChatNames.userHeader].flatMap(UserID.init) != nil
+        } recipients: { message in
+            let user = message.headers[ChatNames.userHeader].flatMap(UserID.init)
+            return { $0.userID == user }
+        }
+    }
+
+    /// Subscribes to a gateway-wide delivery subject and sends each checked frame to the matching
+    /// clients. A failed subscribe is retried (it fails only while the connection is closed); it must
+    /// not end the gateway's other duties.
+    private func follow(
+        _ subject: String,
+        check: @escaping (NATSMessage) -> Bool,
+        recipients: @escaping (NATSMessage) -> (ClientConnection) -> Bool
+    ) async {
         var delay = Duration.milliseconds(100)
         while !Task.isCancelled {
             let subscription: NATSSubscription
             do {
-                subscription = try connection.subscribe(ChatNames.roomsDeliverySubject, bufferLimit: 1024)
+                subscription = try connection.subscribe(subject, bufferLimit: 1024)
             } catch {
-                logger.warning("could not subscribe to \(ChatNames.roomsDeliverySubject); retrying", metadata: [LogKey.error: "\(error)"])
+                logger.warning("could not subscribe to \(subject); retrying", metadata: [LogKey.error: "\(error)"])
                 try? await Task.sleep(for: delay)
                 delay = min(delay * 2, .seconds(5))
                 continue
             }
             await withTaskCancellationHandler {
                 for await message in subscription {
-                    guard DeliveryCheck.isRoomNews(message.payload) else {
+                    guard check(message) else {
                         metrics.deliveriesRefused.increment()
                         continue
                     }
                     let frame = WebSocketFrameBytes.text(message.payload)
+                    let matches = recipients(message)
                     var flushes = FlushBatch()
-                    for client in clients.withLock({ Array($0.values) }) { flushes.send(frame, to: client) }
+                    for client in clients.withLock({ Array($0.values) }) where matches(client) { flushes.send(frame, to: client) }
                     flushes.submit()
                 }
             } onCancel: {

@@ -17,8 +17,9 @@ public struct ChatServiceClient: Sendable {
     }
 
     /// The headers of a request: the gateway's credential, and the user's token when there is one.
-    public func headers(userToken: String? = nil) -> NATSHeaders? {
+    public func headers(userToken: String? = nil, gatewayRead: Bool = false) -> NATSHeaders? {
         var headers = NATSHeaders()
+        if gatewayRead { headers[ChatNames.readForHeader] = "gateway" }
         if let credential {
             headers[ChatNames.gatewayHeader] = credential.gatewayID.rawValue
             headers[ChatNames.gatewayKeyHeader] = credential.key
@@ -28,19 +29,20 @@ public struct ChatServiceClient: Sendable {
     }
 
     /// `userToken`: the JWT of the user the request acts for (token mode), which the chat-service
-    /// verifies itself.
+    /// verifies itself. `gatewayRead`: the gateway reads for itself (a gap fill), not for a client.
     public func call<Response: Decodable>(
         _ endpoint: ChatNames.Endpoint,
         _ request: some Encodable,
         as type: Response.Type = Response.self,
-        userToken: String? = nil
+        userToken: String? = nil,
+        gatewayRead: Bool = false
     ) async throws(ChatError) -> Response {
         let reply: NATSMessage
         do {
             reply = try await connection.request(
                 endpoint.subject,
                 payload: ChatJSON.encode(request),
-                headers: headers(userToken: userToken),
+                headers: headers(userToken: userToken, gatewayRead: gatewayRead),
                 timeout: timeout
             )
         } catch {

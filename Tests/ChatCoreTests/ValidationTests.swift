@@ -160,7 +160,8 @@ struct FrameTests {
         let frame = try #require(ServerFrame.forEvent(type: "UserLeft.v1", payload: ChatJSON.encode(event)))
         #expect(frame.room == room)
         #expect(frame.seq == nil)
-        let presence = try #require(try JSONSerialization.jsonObject(with: Data(frame.frame)) as? [String: Any])
+        let bytes = try #require(frame.frame)
+        let presence = try #require(try JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any])
         #expect(presence["type"] as? String == "user_left")
         #expect(ServerFrame.forEvent(type: "Bogus.v9", payload: []) == nil)
     }

@@ -10,13 +10,17 @@ enum REST {
         Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
     }
 
+    /// `request`: the client's request, whose `Authorization: Bearer` token (token mode) goes to the
+    /// chat-service, which decides what the caller may see and do; without one the caller is anonymous.
     static func call<T: Decodable>(
         _ core: GatewayCore,
         _ endpoint: ChatNames.Endpoint,
-        _ body: some Encodable
+        _ body: some Encodable,
+        for request: Request
     ) async throws(GatewayHTTPError) -> T {
         do {
-            return try await core.chat.call(endpoint, body)
+            let token = core.auth.requiresToken ? Authenticator.bearerToken(request) : nil
+            return try await core.chat.call(endpoint, body, userToken: token?.isEmpty == true ? nil : token)
         } catch {
             core.metrics.error(error.code).increment()
             throw GatewayHTTPError(error)
@@ -107,7 +111,12 @@ func addRESTRoutes(to router: Router<GatewayRequestContext>, core: GatewayCore) 
         } catch {
             throw GatewayHTTPError(error)
         }
-        let list: ServiceAPI.RoomList = try await REST.call(core, .listRooms, ServiceAPI.ListRooms(limit: page.limit, after: page.after))
+        let list: ServiceAPI.RoomList = try await REST.call(
+            core,
+            .listRooms,
+            ServiceAPI.ListRooms(limit: page.limit, after: page.after),
+            for: request
+        )
         return REST.reply(ChatJSON.encode(list))
     }
     api.post("rooms") { request, context -> Response in
@@ -119,11 +128,11 @@ func addRESTRoutes(to router: Router<GatewayRequestContext>, core: GatewayCore) 
         } catch {
             throw GatewayHTTPError(error)
         }
-        let room: Room = try await REST.call(core, .createRoom, create)
+        let room: Room = try await REST.call(core, .createRoom, create, for: request)
         return REST.reply(ChatJSON.encode(room), status: .created)
     }
-    api.get("rooms/:id") { _, context -> Response in
-        let room: Room = try await REST.call(core, .getRoom, ServiceAPI.RoomRef(roomID: try REST.roomID(context).rawValue))
+    api.get("rooms/:id") { request, context -> Response in
+        let room: Room = try await REST.call(core, .getRoom, ServiceAPI.RoomRef(roomID: try REST.roomID(context).rawValue), for: request)
         return REST.reply(ChatJSON.encode(room))
     }
     api.get("rooms/:id/history") { request, context -> Response in
@@ -139,7 +148,8 @@ func addRESTRoutes(to router: Router<GatewayRequestContext>, core: GatewayCore) 
         let result: ServiceAPI.HistoryResult = try await REST.call(
             core,
             .history,
-            ServiceAPI.History(roomID: id.rawValue, limit: limit, before: before)
+            ServiceAPI.History(roomID: id.rawValue, limit: limit, before: before),
+            for: request
         )
         struct Body: Encodable {
             var room_id: RoomID
@@ -148,4 +158,5 @@ func addRESTRoutes(to router: Router<GatewayRequestContext>, core: GatewayCore) 
         }
         return REST.reply(ChatJSON.encode(Body(room_id: result.roomID, messages: result.messages, has_more: result.hasMore)))
     }
+    addAccessRoutes(to: api, core: core)
 }

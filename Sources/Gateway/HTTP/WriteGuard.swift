@@ -19,7 +19,10 @@ struct WriteGuard<Context: WriteGuardContext>: RouterMiddleware {
         try auth.origins.check(request)
         var context = context
         if auth.requiresToken { context.verifiedUserID = try await auth.verifyBearer(request).userID }
-        guard Self.isJSON(request.headers[.contentType]) else {
+        // A DELETE carries no body; browsers preflight it cross-origin anyway (not a "simple" method).
+        let bodyless =
+            request.method == .delete && (request.headers[.contentLength] ?? "0") == "0" && request.headers[.transferEncoding] == nil
+        guard bodyless || Self.isJSON(request.headers[.contentType]) else {
             throw GatewayHTTPError(
                 .unsupportedMediaType,
                 ChatError(.unsupportedMediaType, "the request body must be JSON (Content-Type: application/json)")

@@ -116,16 +116,19 @@ final class RoomWorker: Sendable {
         case .delivery(let message):
             let seq = message.headers[ChatNames.roomSeqHeader].flatMap(UInt64.init)
             // Dropped, a message leaves a gap that is filled from history (frames this gateway writes).
-            guard DeliveryCheck.isRoomFrame(message.payload, room: room, seq: seq) else {
+            guard let kind = DeliveryCheck.roomFrame(message.payload, room: room, seq: seq) else {
                 context.metrics.deliveriesRefused.increment()
                 return
             }
+            // A removed or banned user's sockets leave before anything later of the room is sent.
+            if case .memberRemoved(let user) = kind { await revoke(&state) { $0.userID == user } }
             let delivery = RoomSequencer<ClientConnection>.Delivery(
                 seq: seq,
                 streamSeq: message.headers[ChatNames.streamSeqHeader].flatMap(UInt64.init) ?? 0,
                 payload: message.payload
             )
             await perform(state.sequencer.delivered(delivery), &state)
+            if kind == .roomDeleted { await revoke(&state) { _ in true } }
         case .typing(let message):
             // Rebuilt from validated fields: what reaches the sockets is a frame this gateway wrote.
             guard let notice = TypingNotice.decode(message.payload, room: room) else {
@@ -200,6 +203,14 @@ final class RoomWorker: Sendable {
         }
     }
 
+    /// Takes the matching members out of the room here; their sessions forget the room (`revoke`).
+    private func revoke(_ state: inout LoopState, _ matching: (ClientConnection) -> Bool) async {
+        for (id, member) in state.sequencer.members where matching(member.client) {
+            member.client.revoke(room)
+            await perform(state.sequencer.memberRemoved(id: id), &state)
+        }
+    }
+
     /// Joins every local member again (the join is idempotent; a removed member is added back and the
     /// room sees `user_joined`). Members stay subscribed here throughout, so nothing is missed.
     private func rejoin(_ clients: [ClientConnection], gatewayID: String) async {
@@ -229,7 +240,12 @@ final class RoomWorker: Sendable {
 
     private func history(after: UInt64, limit: Int) async -> ServiceAPI.HistoryResult? {
         do {
-            return try await context.chat.call(.history, ServiceAPI.History(roomID: room.rawValue, limit: limit, after: after))
+            // The gateway's own read: a private room's history while it holds one of the room's members.
+            return try await context.chat.call(
+                .history,
+                ServiceAPI.History(roomID: room.rawValue, limit: limit, after: after),
+                gatewayRead: true
+            )
         } catch {
             context.logger.warning("history fetch failed", metadata: ["room_id": "\(room)", "after": "\(after)", LogKey.error: "\(error)"])
             return nil

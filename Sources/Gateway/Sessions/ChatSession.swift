@@ -54,6 +54,7 @@ struct ChatSession {
 
     /// Handles one inbound text message (UTF-8, validated by the WebSocket layer).
     mutating func handle(text: ByteBuffer) async {
+        forgetRevokedRooms()
         let bytes = Array(text.readableBytesView)
         let frame: ClientFrame
         do {
@@ -145,18 +146,23 @@ struct ChatSession {
             if let limit, limit < 1 { throw ChatError(.invalidRequest, "limit must be at least 1") }
             let result: ServiceAPI.HistoryResult = try await chat.call(
                 .history,
-                ServiceAPI.History(roomID: room.rawValue, limit: limit, before: before)
+                ServiceAPI.History(roomID: room.rawValue, limit: limit, before: before),
+                userToken: connection.token
             )
             send(ServerFrame.history(result))
 
         case .members(let text, let limit, let after):
             let room = try roomID(text)
             let request = ServiceAPI.ListMembers(roomID: room.rawValue, limit: limit, after: after)
-            let list: ServiceAPI.MemberList = try await chat.call(.members, request)
+            let list: ServiceAPI.MemberList = try await chat.call(.members, request, userToken: connection.token)
             send(ServerFrame.members(list))
 
         case .roomList(let limit, let after):
-            let list: ServiceAPI.RoomList = try await chat.call(.listRooms, ServiceAPI.ListRooms(limit: limit, after: after))
+            let list: ServiceAPI.RoomList = try await chat.call(
+                .listRooms,
+                ServiceAPI.ListRooms(limit: limit, after: after),
+                userToken: connection.token
+            )
             send(ServerFrame.roomList(list))
 
         case .typing(let text):
@@ -217,6 +223,12 @@ struct ChatSession {
         await worker.add(connection, since: since, joinSeq: result.lastSeq)
     }
 
+    /// Rooms a removal, ban or deletion took this connection out of (`RoomWorker`): no leave is sent
+    /// (the chat-service removed the member itself).
+    private mutating func forgetRevokedRooms() {
+        for room in connection.takeRevoked() where rooms.contains(room) { detach(room) }
+    }
+
     private mutating func detach(_ room: RoomID) {
         rooms.removeAll { $0 == room }
         lastTyping[room] = nil
@@ -227,6 +239,7 @@ struct ChatSession {
     /// The socket closed: stop delivering and leave every room (members see user_left). The leaves go
     /// out together and share one deadline: one unreachable room must not hold up the others.
     mutating func disconnected() async {
+        forgetRevokedRooms()
         let joined = rooms
         for room in joined { detach(room) }
         let deadline = ContinuousClock.now + Self.leaveDeadline

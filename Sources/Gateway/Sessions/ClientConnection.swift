@@ -40,6 +40,18 @@ public final class ClientConnection: Sendable {
         var lifecycle = ConnectionLifecycle.open
     }
     private let outbox = Mutex(Outbox())
+    /// Rooms a room worker took this connection out of (a removal, ban or deletion event): its session
+    /// forgets them before it handles its next frame.
+    private let revoked = Mutex<Set<RoomID>>([])
+
+    func revoke(_ room: RoomID) { _ = revoked.withLock { $0.insert(room) } }
+
+    func takeRevoked() -> Set<RoomID> {
+        revoked.withLock { revoked in
+            defer { revoked.removeAll() }
+            return revoked
+        }
+    }
 
     init(
         id: String,

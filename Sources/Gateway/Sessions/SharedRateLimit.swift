@@ -29,12 +29,14 @@ public final class SharedRateLimit: Sendable {
     public var keyCount: Int { buckets.withLock { $0.count } }
 }
 
-/// The gateway's shared limits (`RATE_LIMIT_PER_USER_*`, `RATE_LIMIT_PER_IP_*`, `ROOM_CREATE_PER_MIN`).
+/// The gateway's shared limits (`RATE_LIMIT_PER_USER_*`, `RATE_LIMIT_PER_IP_*`, `ROOM_CREATE_PER_MIN`,
+/// `USER_DIRECTORY_PER_MIN`).
 struct GatewayRateLimits: Sendable {
     let sendsPerUser: SharedRateLimit
     let sendsPerAddress: SharedRateLimit
     let roomCreatesPerAddress: SharedRateLimit
     let roomCreatesPerUser: SharedRateLimit
+    let directoryLookups: SharedRateLimit
 
     init(configuration: GatewayConfiguration) {
         sendsPerUser = SharedRateLimit(rate: configuration.userRatePerSecond, burst: configuration.userRateBurst)
@@ -42,6 +44,8 @@ struct GatewayRateLimits: Sendable {
         let creates = Double(configuration.roomCreatesPerMinute)
         roomCreatesPerAddress = SharedRateLimit(rate: creates / 60, burst: creates)
         roomCreatesPerUser = SharedRateLimit(rate: creates / 60, burst: creates)
+        let lookups = Double(configuration.directoryLookupsPerMinute)
+        directoryLookups = SharedRateLimit(rate: lookups / 60, burst: lookups)
     }
 
     /// A send by `user` (its key: see `ChatSession.rateKey`) from `address`: both must allow it.

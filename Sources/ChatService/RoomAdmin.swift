@@ -1,0 +1,413 @@
+import ChatCore
+import Logging
+import NATS
+import ServiceSupport
+import Synchronization
+
+/// Room management, membership and moderation: every operation asks `RoomPolicy` with the caller's
+/// standing read fresh, changes KV, then stores its event (MemberAdded.v1 …) in the room's order on
+/// `chat.room.<room>.presence`, from where every gateway applies it between the same messages.
+public struct RoomAdmin: Sendable {
+    let rooms: RoomDirectory
+    let access: AccessStore
+    let membership: Membership
+    let users: UserDirectory
+    let events: PresenceEvents
+    let js: JetStream
+    /// Erased with a room: its member and idempotency records.
+    let memberRecords: KeyValue
+    let idempotencyRecords: KeyValue
+    let configuration: ChatServiceConfiguration
+    let logger: Logger
+    private let invites = InviteLimiter()
+
+    /// The caller's view of a room: `my_role` filled in.
+    static func view(_ room: Room, _ standing: RoomPolicy.Standing) -> Room {
+        var view = room
+        view.myRole = standing.role
+        return view
+    }
+
+    func create(_ request: ServiceAPI.CreateRoom, by actor: VerifiedToken?) async throws(ChatError) -> Room {
+        guard let name = RoomName(request.name) else {
+            throw ChatError(.nameInvalid, "room name must be 1–\(RoomName.maxLength) characters without control characters")
+        }
+        let visibility = try Self.visibility(request.visibility)
+        let topic = try Self.topic(request.topic)
+        if visibility == .direct { throw ChatError(.invalidRequest, "open a direct room with POST /api/v1/dms {\"user_id\"}") }
+        if visibility == .private, actor == nil {
+            throw ChatError(.authRequired, "private rooms need a signed-in user (token mode: AUTH_JWT_SECRET or AUTH_JWKS_*)")
+        }
+        if let actor, try await storage({ try await users.ownedCount(actor.userID) }) >= configuration.maxOwnedRooms {
+            throw ChatError(.ownedRoomLimit, "you own \(configuration.maxOwnedRooms) rooms, the most allowed (CHAT_MAX_OWNED_ROOMS)")
+        }
+        var room = try await rooms.create(name: name, visibility: visibility, topic: topic, owner: actor?.userID)
+        guard let actor else { return room }
+        try await storage {
+            try await access.put(
+                RosterEntry(userID: actor.userID, username: actor.username.rawValue, role: .owner, addedAt: room.createdAt),
+                in: room.id
+            )
+            try await users.setOwner(actor.userID, of: room.id, owns: true)
+        }
+        room.myRole = .owner
+        return room
+    }
+
+    func update(_ request: ServiceAPI.UpdateRoom, by actor: VerifiedToken?) async throws(ChatError) -> Room {
+        let (room, standing) = try await load(request.roomID, actor)
+        try require(.update, room, standing)
+        let name = try request.name.map { text throws(ChatError) in
+            guard let name = RoomName(text) else {
+                throw ChatError(.nameInvalid, "room name must be 1–\(RoomName.maxLength) characters without control characters")
+            }
+            return name
+        }
+        let topic = try Self.topic(request.topic)
+        let updated = try await rooms.update(room.id) { room throws(ChatError) in
+            if let name { room.name = name.rawValue }
+            if request.topic != nil { room.topic = topic?.isEmpty == true ? nil : topic }
+            if let archived = request.archived { room.archived = archived }
+        }
+        try await publish(.roomUpdated, AccessEvent(roomID: room.id, by: actor?.userID, room: updated, timestamp: ChatTime.now().text))
+        return Self.view(updated, standing)
+    }
+
+    /// Erases the room: its history (both subjects purged), members, roster, bans, mutes and
+    /// idempotency records, then stores RoomDeleted.v1 (only its id) so every gateway removes the
+    /// room's sockets. A send that raced the deletion on another replica (which knew the room for up to
+    /// `RoomDirectory.ttl`) is purged by a second pass after that time.
+    func delete(_ request: ServiceAPI.RoomRef, by actor: VerifiedToken?) async throws(ChatError) -> ServiceAPI.Ok {
+        let (room, standing) = try await load(request.roomID, actor)
+        try require(.delete, room, standing)
+        try await rooms.erase(room)
+        try await storage {
+            try await purgeHistory(of: room.id)
+            try await access.erase(room: room.id)
+            for key in try await memberRecords.storedKeys(matching: ChatNames.memberPattern(room.id)) { try await memberRecords.erase(key) }
+            for key in try await idempotencyRecords.storedKeys(matching: ChatNames.roomRecordsPattern(room.id)) {
+                try await idempotencyRecords.erase(key)
+            }
+            if let owner = room.ownerID { try await users.setOwner(owner, of: room.id, owns: false) }
+        }
+        try await publish(.roomDeleted, AccessEvent(roomID: room.id, by: actor?.userID, timestamp: ChatTime.now().text))
+        let js = self.js
+        let logger = self.logger
+        Task {
+            try? await Task.sleep(for: RoomDirectory.ttl + .seconds(1))
+            do throws(NATSError) { try await js.purge(stream: ChatNames.eventStream, subject: ChatNames.messageSubject(room.id)) } catch {
+                logger.warning("second purge of a deleted room failed", metadata: ["room_id": "\(room.id)", "error": "\(error)"])
+            }
+        }
+        logger.info("room deleted", metadata: ["room_id": "\(room.id)", "by": "\(actor?.userID.rawValue ?? "-")"])
+        return ServiceAPI.Ok()
+    }
+
+    private func purgeHistory(of room: RoomID) async throws(NATSError) {
+        try await js.purge(stream: ChatNames.eventStream, subject: ChatNames.messageSubject(room))
+        try await js.purge(stream: ChatNames.eventStream, subject: ChatNames.presenceSubject(room))
+    }
+
+    func invite(_ request: ServiceAPI.MemberChange, by actor: VerifiedToken?) async throws(ChatError) -> RosterEntry {
+        let (room, standing) = try await load(request.roomID, actor)
+        let user = try ChatHandlers.user(request.userID)
+        let role = try request.role.map(Self.role) ?? .member
+        try require(.invite, room, standing)
+        if role == .owner {
+            throw ChatError(.invalidRequest, "invite as member or admin; transfer ownership with PUT …/members/:user_id")
+        }
+        if role == .admin, standing.role != .owner { throw ChatError(.forbidden, "only the owner may invite admins") }
+        guard let target = try await storage({ try await users.user(user) }) else {
+            throw ChatError(.userNotFound, "user \(user) is not in the directory (has never signed in)")
+        }
+        if let actor, !invites.allow(actor.userID, perMinute: configuration.invitesPerMinute) {
+            throw ChatError(.rateLimited, "too many invitations; at most \(configuration.invitesPerMinute) per minute")
+        }
+        if try await storage({ try await access.restriction(.ban, in: room.id, of: user, fresh: true) }) != nil {
+            throw ChatError(.banned, "user \(user) is banned from this room; lift the ban first")
+        }
+        if let existing = try await storage({ try await access.rosterEntry(room.id, user) }) { return existing }
+        guard try await storage({ try await access.rosterCount(of: room.id) }) < configuration.maxRoster else {
+            throw ChatError(.rosterFull, "the roster holds \(configuration.maxRoster) users, the most allowed (CHAT_MAX_ROSTER)")
+        }
+        let entry = RosterEntry(userID: user, username: target.username, role: role, addedAt: ChatTime.now().text)
+        guard try await storage({ try await access.add(entry, to: room.id) }) else {
+            return try await storage { try await access.rosterEntry(room.id, user) } ?? entry
+        }
+        let event = AccessEvent(
+            roomID: room.id,
+            userID: user,
+            username: target.username,
+            role: role,
+            by: actor?.userID,
+            room: room,
+            timestamp: entry.addedAt
+        )
+        try await publish(.memberAdded, event)
+        return entry
+    }
+
+    /// Removes a user from the roster (an admin removing someone, or anyone leaving) and from presence.
+    func removeMember(_ request: ServiceAPI.MemberChange, by actor: VerifiedToken?) async throws(ChatError) -> ServiceAPI.Ok {
+        let (room, standing) = try await load(request.roomID, actor)
+        let user = try ChatHandlers.user(request.userID)
+        let leaving = actor?.userID == user
+        let entry = try await storage { try await access.rosterEntry(room.id, user) }
+        try require(leaving ? .leaveRoster : .removeMember, room, standing, target: entry?.role)
+        guard let entry else { throw ChatError(.notMember, "user \(user) is not on the roster of room \(room.id)") }
+        try await cutOff(entry.userID, username: entry.username, from: room.id, reason: leaving ? "left" : "removed", by: actor)
+        return ServiceAPI.Ok()
+    }
+
+    /// The owner changes a role; `owner` transfers ownership (the previous owner becomes an admin), so
+    /// a room always has exactly one owner. A public room's roster holds only its owner and admins:
+    /// making someone a member there takes them off it.
+    func setRole(_ request: ServiceAPI.MemberChange, by actor: VerifiedToken?) async throws(ChatError) -> RosterEntry {
+        let (room, standing) = try await load(request.roomID, actor)
+        let user = try ChatHandlers.user(request.userID)
+        guard let text = request.role else { throw ChatError(.invalidRequest, "role is required (owner, admin or member)") }
+        let role = try Self.role(text)
+        try require(.setRole, room, standing)
+        guard let actor else { throw ChatError(.authRequired, "managing a room needs a signed-in user") }
+        if user == actor.userID {
+            throw ChatError(.invalidRequest, "the owner's role changes only by transferring ownership to another user")
+        }
+        var entry = try await storage { try await access.rosterEntry(room.id, user) }
+        if entry == nil {
+            guard room.visibility == .public, let known = try await storage({ try await users.user(user) }) else {
+                throw ChatError(.notMember, "user \(user) is not on the roster of room \(room.id)")
+            }
+            entry = RosterEntry(userID: user, username: known.username, role: .member, addedAt: ChatTime.now().text)
+        }
+        guard var entry else { throw ChatError(.notMember, "user \(user) is not on the roster") }
+        entry.role = role
+        try await storage {
+            if role == .member, room.visibility == .public {
+                try await access.remove(user, from: room.id)
+            } else {
+                try await access.put(entry, in: room.id)
+            }
+            if role == .owner {
+                try await access.put(
+                    RosterEntry(userID: actor.userID, username: actor.username.rawValue, role: .admin, addedAt: entry.addedAt),
+                    in: room.id
+                )
+                try await users.setOwner(user, of: room.id, owns: true)
+                try await users.setOwner(actor.userID, of: room.id, owns: false)
+            }
+        }
+        if role == .owner {
+            _ = try await rooms.update(room.id) { $0.ownerID = user }
+            try await publish(
+                .roleChanged,
+                AccessEvent(
+                    roomID: room.id,
+                    userID: actor.userID,
+                    username: actor.username.rawValue,
+                    role: .admin,
+                    by: actor.userID,
+                    timestamp: ChatTime.now().text
+                )
+            )
+        }
+        try await publish(
+            .roleChanged,
+            AccessEvent(
+                roomID: room.id,
+                userID: user,
+                username: entry.username,
+                role: role,
+                by: actor.userID,
+                timestamp: ChatTime.now().text
+            )
+        )
+        return entry
+    }
+
+    /// A ban removes the user at once (roster and presence; their sockets get `removed`) and keeps
+    /// them out; a mute lets them read but not send.
+    func restrict(
+        _ kind: Restriction.Kind,
+        _ request: ServiceAPI.Restrict,
+        by actor: VerifiedToken?
+    ) async throws(ChatError)
+        -> ServiceAPI.RestrictionResult
+    {
+        let (room, standing) = try await load(request.roomID, actor)
+        let user = try ChatHandlers.user(request.userID)
+        if let seconds = request.seconds, !(1...ServiceAPI.Restrict.maxSeconds).contains(seconds) {
+            throw ChatError(.invalidRequest, "seconds must be 1 to \(ServiceAPI.Restrict.maxSeconds), or absent for no end")
+        }
+        let entry = try await storage { try await access.rosterEntry(room.id, user) }
+        try require(.moderate, room, standing, target: entry?.role)
+        guard let actor else { throw ChatError(.authRequired, "moderation needs a signed-in user") }
+        if user == actor.userID { throw ChatError(.invalidRequest, "you cannot \(kind.rawValue) yourself") }
+        let until = request.seconds.map { ChatTime.now().milliseconds + Int64($0) * 1000 }
+        let restriction = Restriction(userID: user, by: actor.userID, untilMilliseconds: until)
+        try await storage { try await access.restrict(kind, restriction, in: room.id) }
+        let username = try await storage { try await users.user(user) }?.username ?? entry?.username
+        switch kind {
+        case .ban:
+            try await cutOff(user, username: username ?? "", from: room.id, reason: "banned", by: actor, until: restriction.until)
+        case .mute:
+            try await publish(
+                .userMuted,
+                AccessEvent(
+                    roomID: room.id,
+                    userID: user,
+                    username: username,
+                    by: actor.userID,
+                    until: restriction.until,
+                    timestamp: ChatTime.now().text
+                )
+            )
+        }
+        return ServiceAPI.RestrictionResult(roomID: room.id, userID: user, kind: kind, until: restriction.until)
+    }
+
+    func lift(_ kind: Restriction.Kind, _ request: ServiceAPI.Restrict, by actor: VerifiedToken?) async throws(ChatError) -> ServiceAPI.Ok {
+        let (room, standing) = try await load(request.roomID, actor)
+        let user = try ChatHandlers.user(request.userID)
+        try require(.moderate, room, standing)
+        guard try await storage({ try await access.lift(kind, of: user, in: room.id) }) else {
+            throw ChatError(.notFound, "user \(user) is not \(kind == .ban ? "banned" : "muted") in room \(room.id)")
+        }
+        try await publish(
+            kind == .ban ? .userUnbanned : .userUnmuted,
+            AccessEvent(roomID: room.id, userID: user, by: actor?.userID, timestamp: ChatTime.now().text)
+        )
+        return ServiceAPI.Ok()
+    }
+
+    /// The direct room of the caller and `user`: the same room for the same pair, whoever opens it and
+    /// through whichever replica (its id is derived from the pair, and created only once).
+    func openDirect(_ request: ServiceAPI.OpenDirect, by actor: VerifiedToken?) async throws(ChatError) -> Room {
+        guard let actor else { throw ChatError(.authRequired, "direct messages need a signed-in user (token mode)") }
+        let user = try ChatHandlers.user(request.userID)
+        if user == actor.userID { throw ChatError(.invalidRequest, "a direct room needs another user") }
+        guard let other = try await storage({ try await users.user(user) }) else {
+            throw ChatError(.userNotFound, "user \(user) is not in the directory (has never signed in)")
+        }
+        let (first, second) = actor.userID.rawValue < user.rawValue ? (actor.userID, user) : (user, actor.userID)
+        let id = RoomID(VerifiedToken.userID(forSubject: "direct:\(first.rawValue)|\(second.rawValue)").rawValue)!
+        let names = [actor.username.rawValue, other.username].sorted().joined(separator: ", ")
+        let (room, _) = try await rooms.openDirect(id, name: String(names.prefix(RoomName.maxLength)))
+        let now = ChatTime.now().text
+        for (member, username) in [(actor.userID, actor.username.rawValue), (user, other.username)] {
+            let added = try await storage {
+                try await access.add(RosterEntry(userID: member, username: username, role: .member, addedAt: now), to: room.id)
+            }
+            if added {
+                try await publish(
+                    .memberAdded,
+                    AccessEvent(
+                        roomID: room.id,
+                        userID: member,
+                        username: username,
+                        role: .member,
+                        by: actor.userID,
+                        room: room,
+                        timestamp: now
+                    )
+                )
+            }
+        }
+        return Self.view(room, RoomPolicy.Standing(verified: true, role: .member))
+    }
+
+    // MARK: Shared steps
+
+    /// Off the roster, out of presence, and the event that makes every gateway drop the user's sockets
+    /// from the room before the next message.
+    private func cutOff(
+        _ user: UserID,
+        username: String,
+        from room: RoomID,
+        reason: String,
+        by actor: VerifiedToken?,
+        until: String? = nil
+    )
+        async throws(ChatError)
+    {
+        try await storage { try await access.remove(user, from: room) }
+        let event = AccessEvent(
+            roomID: room,
+            userID: user,
+            username: username,
+            reason: reason,
+            by: actor?.userID,
+            until: until,
+            timestamp: ChatTime.now().text
+        )
+        try await publish(.memberRemoved, event)
+        do {
+            _ = try await membership.remove(room: room, user: user, reason: reason)
+        } catch {
+            throw ChatStorage.chatError(error)
+        }
+    }
+
+    /// The room (fresh, not the cached copy) and the caller's fresh standing in it.
+    func load(_ roomID: String, _ actor: VerifiedToken?) async throws(ChatError) -> (Room, RoomPolicy.Standing) {
+        let room = try await rooms.room(try ChatHandlers.room(roomID), fresh: true)
+        let standing = try await storage { try await access.standing(in: room.id, of: actor?.userID, fresh: true) }
+        return (room, standing)
+    }
+
+    private func require(
+        _ operation: RoomPolicy.Operation,
+        _ room: Room,
+        _ standing: RoomPolicy.Standing,
+        target: RoomRole? = nil
+    ) throws(ChatError) {
+        if let error = RoomPolicy.check(operation, room: room, standing: standing, target: target) { throw error }
+    }
+
+    private func publish(_ type: ChatEventType, _ event: AccessEvent) async throws(ChatError) {
+        try await storage { try await events.publish(type, event, messageID: makeUUID()) }
+    }
+
+    private func storage<T>(_ body: () async throws -> T) async throws(ChatError) -> T {
+        do { return try await body() } catch { throw ChatStorage.chatError(error) }
+    }
+
+    static func visibility(_ text: String?) throws(ChatError) -> RoomVisibility {
+        guard let text else { return .public }
+        guard let visibility = RoomVisibility(rawValue: text) else {
+            throw ChatError(.invalidRequest, "visibility must be public, private or direct")
+        }
+        return visibility
+    }
+
+    static func role(_ text: String) throws(ChatError) -> RoomRole {
+        guard let role = RoomRole(rawValue: text) else { throw ChatError(.invalidRequest, "role must be owner, admin or member") }
+        return role
+    }
+
+    static let maxTopicLength = 500
+
+    static func topic(_ text: String?) throws(ChatError) -> String? {
+        guard let text else { return nil }
+        guard text.count <= maxTopicLength, !text.unicodeScalars.contains(where: MessageContent.isForbiddenInContent) else {
+            throw ChatError(.invalidRequest, "topic must be at most \(maxTopicLength) characters without control characters")
+        }
+        return text
+    }
+}
+
+/// `CHAT_INVITES_PER_MIN` per inviting user on this replica: a fixed one-minute window.
+final class InviteLimiter: Sendable {
+    private let windows = Mutex<[UserID: (start: ContinuousClock.Instant, count: Int)]>([:])
+
+    func allow(_ user: UserID, perMinute: Int, now: ContinuousClock.Instant = .now) -> Bool {
+        windows.withLock { windows in
+            if windows.count > 100_000 { windows = windows.filter { now - $0.value.start < .seconds(60) } }
+            var window = windows[user] ?? (now, 0)
+            if now - window.start >= .seconds(60) { window = (now, 0) }
+            guard window.count < perMinute else { return false }
+            window.count += 1
+            windows[user] = window
+            return true
+        }
+    }
+}
