@@ -76,7 +76,8 @@ def chat_service(base_system: System) -> ChatService:
 @pytest.fixture
 def make_system(tmp_path_factory: pytest.TempPathFactory):
     """``make_system(chat_services=1, broadcasters=1, gateways=1, chat_env=…, broadcaster_env=…,
-    gateway_env=…)`` starts a system that is stopped when the test ends."""
+    gateway_env=…, nats_store=…)`` starts a system that is stopped when the test ends (``nats_store``: an
+    existing JetStream store directory for its nats-server)."""
     systems: list[System] = []
 
     def make(**kwargs: Any) -> System:

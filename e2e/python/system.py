@@ -305,9 +305,11 @@ class Process:
 class NatsServer(Process):
     kind = "nats-server"
 
-    def __init__(self, system: "System", extra_args: list[str] | None = None, binary: str | None = None):
+    def __init__(self, system: "System", extra_args: list[str] | None = None, binary: str | None = None,
+                 store: Path | None = None):
         self.port = free_port()
-        self.store = system.dir / "jetstream"
+        # `store`: an existing store directory (the upgrade test's unpacked fixture) instead of a fresh one.
+        self.store = Path(store) if store is not None else system.dir / "jetstream"
         self.url = f"nats://127.0.0.1:{self.port}"
         if binary is not None and not Path(binary).exists():
             raise SystemError_(f"nats-server not found at {binary}; run scripts/bootstrap")
@@ -491,8 +493,9 @@ class System:
     def processes(self) -> list[Process]:
         return [p for p in [self.nats, *self.chat_services, *self.broadcasters, *self.gateways] if p is not None]
 
-    def start_nats(self, extra_args: list[str] | None = None, binary: str | None = None) -> NatsServer:
-        self.nats = NatsServer(self, extra_args, binary)
+    def start_nats(self, extra_args: list[str] | None = None, binary: str | None = None,
+                   store: Path | None = None) -> NatsServer:
+        self.nats = NatsServer(self, extra_args, binary, store)
         self.nats.start().wait_ready()
         return self.nats
 
@@ -516,11 +519,11 @@ class System:
 
     def start(self, chat_services: int = 1, broadcasters: int = 1, gateways: int = 1,
               chat_env: dict[str, str] | None = None, broadcaster_env: dict[str, str] | None = None,
-              gateway_env: dict[str, str] | None = None) -> "System":
-        """nats-server, then the chat-services (they create the stream), then broadcasters and gateways
-        started together and waited for together."""
+              gateway_env: dict[str, str] | None = None, nats_store: Path | None = None) -> "System":
+        """nats-server (on `nats_store` when given), then the chat-services (they create the stream), then
+        broadcasters and gateways started together and waited for together."""
         if self.nats is None:
-            self.start_nats()
+            self.start_nats(store=nats_store)
         for _ in range(chat_services):
             self.add_chat_service(chat_env, wait=False)
         for service in self.chat_services:
