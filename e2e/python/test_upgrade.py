@@ -122,10 +122,13 @@ def test_the_old_rooms_are_listed(upgraded):
     assert response.status_code == 200, response.text
     listed = [room for room in response.json()["rooms"] if not room["name"].startswith(MARK)]
     assert [{field: room.get(field) for field in ROOM_FIELDS} for room in listed] == ROOMS
+    # Records from before visibility existed read as public rooms without an owner.
+    assert all(room["visibility"] == "public" and room["archived"] is False and "owner_id" not in room for room in listed), listed
     for room in ROOMS:
         response = requests.get(f"{upgraded.url}/api/v1/rooms/{room['id']}", timeout=10)
         assert response.status_code == 200, response.text
         assert {field: response.json().get(field) for field in ROOM_FIELDS} == room
+        assert response.json()["visibility"] == "public"
 
 
 def test_the_old_names_are_still_taken(upgraded):
