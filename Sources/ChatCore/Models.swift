@@ -43,12 +43,14 @@ public struct Room: Codable, Sendable, Equatable {
         case memberCount = "member_count"
         case ownerID = "owner_id"
         case myRole = "my_role"
+        /// The name in a stored private or direct room (see `storedJSON`).
+        case label
     }
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         id = try c.decode(RoomID.self, forKey: .id)
-        name = try c.decode(String.self, forKey: .name)
+        name = try c.decodeIfPresent(String.self, forKey: .name) ?? c.decode(String.self, forKey: .label)
         createdAt = try c.decode(String.self, forKey: .createdAt)
         memberCount = try c.decodeIfPresent(Int.self, forKey: .memberCount) ?? 0
         visibility = try c.decodeIfPresent(RoomVisibility.self, forKey: .visibility) ?? .public
@@ -79,6 +81,26 @@ public struct Room: Codable, Sendable, Equatable {
         record.myRole = nil
         record.memberCount = 0
         return record
+    }
+
+    /// The record as stored in KV. A private or direct room keeps its name under `label`, so a
+    /// chat-service from before private rooms (which requires `name`) cannot decode it and answers
+    /// `room_not_found` for it — during a rolling upgrade an old replica never serves a private room
+    /// as a public one.
+    public var storedJSON: [UInt8] {
+        guard visibility != .public else { return ChatJSON.encode(record) }
+        struct Stored: Encodable {
+            var id: RoomID
+            var label: String
+            var created_at: String
+            var visibility: RoomVisibility
+            var owner_id: UserID?
+            var topic: String?
+            var archived: Bool
+        }
+        return ChatJSON.encode(
+            Stored(id: id, label: name, created_at: createdAt, visibility: visibility, owner_id: ownerID, topic: topic, archived: archived)
+        )
     }
 }
 

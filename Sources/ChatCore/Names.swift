@@ -11,6 +11,9 @@ public enum ChatNames {
 
     public enum Endpoint: String, CaseIterable, Sendable {
         case createRoom = "room.create"
+        /// A create of a private room: its own subject, so a chat-service from before private rooms
+        /// (which would ignore `visibility` and make the room public) never gets one.
+        case createPrivateRoom = "room.create_private"
         case listRooms = "room.list"
         case getRoom = "room.get"
         case join = "room.join"
@@ -127,6 +130,10 @@ public enum ChatNames {
     /// `gateway` on a gateway's own history reads (gap fills): allowed for a private room only while the
     /// gateway holds one of its members. Every other request is judged by its user token (none: anonymous).
     public static let readForHeader = "Chat-Read-For"
+    /// What a gateway's requests declare it understands; `access`: it applies removal events (cuts off
+    /// removed members' sockets), so it may join members to private and direct rooms.
+    public static let gatewayFeaturesHeader = "Chat-Gateway-Features"
+    public static let accessFeature = "access"
     /// The user a `chat.deliver.users` frame is for.
     public static let userHeader = "Chat-User"
 

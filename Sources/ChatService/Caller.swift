@@ -8,6 +8,9 @@ struct Caller: Sendable {
     var userToken: String?
     /// A gateway's own read (`Chat-Read-For: gateway`, its gap fills), not a client's.
     var gatewayRead: Bool
+    /// The gateway applies removal events (`Chat-Gateway-Features: access`); one from before private
+    /// rooms does not, and may not join anyone to them.
+    var gatewayAppliesRemovals: Bool
 
     init(headers: NATSHeaders) {
         if let id = headers[ChatNames.gatewayHeader].flatMap(GatewayID.init), let key = headers[ChatNames.gatewayKeyHeader],
@@ -17,5 +20,6 @@ struct Caller: Sendable {
         }
         userToken = headers[ChatNames.userTokenHeader]
         gatewayRead = headers[ChatNames.readForHeader] == "gateway"
+        gatewayAppliesRemovals = headers[ChatNames.gatewayFeaturesHeader]?.split(separator: ",").contains { $0 == ChatNames.accessFeature } ?? false
     }
 }

@@ -29,8 +29,10 @@ struct ChatHandlers: Sendable {
     }
 
     func register(on service: NATSService) {
-        add(.createRoom, on: service) { (request: ServiceAPI.CreateRoom, caller: Caller) throws(ChatError) in
-            try await admin.create(request, by: try await principal(caller))
+        for endpoint in [ChatNames.Endpoint.createRoom, .createPrivateRoom] {
+            add(endpoint, on: service) { (request: ServiceAPI.CreateRoom, caller: Caller) throws(ChatError) in
+                try await admin.create(request, by: try await principal(caller))
+            }
         }
         add(.listRooms, on: service) { (request: ServiceAPI.ListRooms, caller: Caller) throws(ChatError) in
             let after = try request.after.map { text throws(ChatError) in
@@ -67,6 +69,9 @@ struct ChatHandlers: Sendable {
             var room = try await rooms.room(id, fresh: true)
             let standing = try await storage { try await access.standing(in: id, of: verified?.userID, fresh: true) }
             try Self.require(.join, room, standing)
+            if room.visibility != .public, !caller.gatewayAppliesRemovals {
+                throw ChatError(.unavailable, "this gateway predates private rooms (it would not cut off removed members); upgrade it")
+            }
             room.myRole = standing.role
             let joined = try await membership.join(room: id, user: user, username: username, gateway: gateway)
             // A first join through a gateway is also its sign of life (see `PresenceRegistry.joined(via:)`).

@@ -51,7 +51,7 @@ public final class RoomDirectory: Sendable {
                     ownerID: owner,
                     topic: topic
                 )
-                try await rooms.create(ChatNames.roomKey(room.id), ChatJSON.encode(room.record))
+                try await rooms.create(ChatNames.roomKey(room.id), room.storedJSON)
                 remember(room)
                 logger.info("room created", metadata: ["room_id": "\(room.id)", "visibility": "\(visibility.rawValue)"])
                 return room
@@ -73,7 +73,7 @@ public final class RoomDirectory: Sendable {
                 }
                 throw Self.exists(name, try await self.room(for: existing, name: name))
             }
-            try await rooms.put(ChatNames.roomKey(room.id), ChatJSON.encode(room.record))
+            try await rooms.put(ChatNames.roomKey(room.id), room.storedJSON)
             remember(room)
             var headers = NATSHeaders()
             headers[ChatNames.eventTypeHeader] = ChatEventType.roomCreated.rawValue
@@ -94,7 +94,7 @@ public final class RoomDirectory: Sendable {
             if let existing = try await load(id, fresh: true) { return (existing, false) }
             try await slots.take()
             let room = Room(id: id, name: name, createdAt: ChatTime.now().text, visibility: .direct)
-            guard try await rooms.createIfAbsent(ChatNames.roomKey(id), ChatJSON.encode(room.record)) != nil else {
+            guard try await rooms.createIfAbsent(ChatNames.roomKey(id), room.storedJSON) != nil else {
                 await slots.giveBack()
                 guard let existing = try await load(id, fresh: true) else {
                     throw ChatError(.unavailable, "the direct room is being created; try again")
@@ -125,7 +125,7 @@ public final class RoomDirectory: Sendable {
                         throw ChatError(.roomExists, "a room named '\(room.name)' already exists")
                     }
                 }
-                guard try await rooms.updateIfRevision(ChatNames.roomKey(id), ChatJSON.encode(room.record), revision: entry.revision) != nil
+                guard try await rooms.updateIfRevision(ChatNames.roomKey(id), room.storedJSON, revision: entry.revision) != nil
                 else {
                     if renamed, let name = RoomName(room.name) { try await rooms.erase(ChatNames.roomNameKey(name)) }
                     continue

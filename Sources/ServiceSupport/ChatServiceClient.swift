@@ -23,6 +23,7 @@ public struct ChatServiceClient: Sendable {
         if let credential {
             headers[ChatNames.gatewayHeader] = credential.gatewayID.rawValue
             headers[ChatNames.gatewayKeyHeader] = credential.key
+            headers[ChatNames.gatewayFeaturesHeader] = ChatNames.accessFeature
         }
         if let userToken { headers[ChatNames.userTokenHeader] = userToken }
         return headers.isEmpty ? nil : headers

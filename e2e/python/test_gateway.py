@@ -356,7 +356,8 @@ def test_known_paths_answer_405_with_allow_for_other_methods(gw):
     room = str(uuid.uuid4())
     wrong = [
         ("DELETE", "/api/v1/rooms", "GET, POST"), ("PUT", "/api/v1/rooms", "GET, POST"),
-        ("POST", f"/api/v1/rooms/{room}", "GET"), ("DELETE", f"/api/v1/rooms/{room}", "GET"),
+        ("POST", f"/api/v1/rooms/{room}", "DELETE, GET, PATCH"), ("PUT", f"/api/v1/rooms/{room}", "DELETE, GET, PATCH"),
+        ("PATCH", f"/api/v1/rooms/{room}/members", "GET, POST"), ("GET", f"/api/v1/rooms/{room}/members/{room}", "DELETE, PUT"),
         ("POST", f"/api/v1/rooms/{room}/history", "GET"), ("POST", "/health", "GET"),
         ("DELETE", "/metrics", "GET"), ("POST", "/ws", "GET"),
     ]

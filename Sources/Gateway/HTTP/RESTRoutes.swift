@@ -128,7 +128,8 @@ func addRESTRoutes(to router: Router<GatewayRequestContext>, core: GatewayCore) 
         } catch {
             throw GatewayHTTPError(error)
         }
-        let room: Room = try await REST.call(core, .createRoom, create, for: request)
+        let endpoint: ChatNames.Endpoint = (create.visibility ?? "public") == "public" ? .createRoom : .createPrivateRoom
+        let room: Room = try await REST.call(core, endpoint, create, for: request)
         return REST.reply(ChatJSON.encode(room), status: .created)
     }
     api.get("rooms/:id") { request, context -> Response in
