@@ -20,6 +20,7 @@ struct Caller: Sendable {
         }
         userToken = headers[ChatNames.userTokenHeader]
         gatewayRead = headers[ChatNames.readForHeader] == "gateway"
-        gatewayAppliesRemovals = headers[ChatNames.gatewayFeaturesHeader]?.split(separator: ",").contains { $0 == ChatNames.accessFeature } ?? false
+        let features = headers[ChatNames.gatewayFeaturesHeader]?.split(separator: ",") ?? []
+        gatewayAppliesRemovals = features.contains { $0 == ChatNames.accessFeature }
     }
 }
