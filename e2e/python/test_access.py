@@ -209,3 +209,20 @@ def test_username_mode_has_public_rooms_only(make_system):
     assert reply.status_code == 401 and reply.json()["code"] == "auth_required", reply.text
     reply = requests.post(f"{gw.base_url}/api/v1/dms", json={"user_id": str(uuid.uuid4())}, timeout=5)
     assert reply.status_code == 401 and reply.json()["code"] == "auth_required", reply.text
+
+
+def test_scripts_token_signs_a_token_the_system_accepts(gw):
+    """`scripts/token NAME` (the development identity of `scripts/start --dev-tokens`)."""
+    import os
+    import subprocess
+
+    from accessclient import SECRET, User
+    name = unique("dev")
+    jwt = subprocess.run(["scripts/token", name, "1"], env={**os.environ, "AUTH_JWT_SECRET": SECRET},
+                         capture_output=True, text=True, check=True, timeout=20).stdout.strip()
+    user = User(gw, name, jwt)
+    assert user.call("GET", "/api/v1/rooms").status_code == 200
+    assert [u["username"] for u in user.call("GET", f"/api/v1/users?prefix={name}").json()["users"]] == [name]
+    wrong = subprocess.run(["scripts/token", name, "1"], env={**os.environ, "AUTH_JWT_SECRET": "another-secret-" * 3},
+                           capture_output=True, text=True, check=True, timeout=20).stdout.strip()
+    assert User(gw, name, wrong).call("GET", "/api/v1/rooms").status_code == 401
