@@ -347,10 +347,13 @@ public struct RoomAdmin: Sendable {
         }
     }
 
-    /// The room (fresh, not the cached copy) and the caller's fresh standing in it.
+    /// The room (fresh, not the cached copy) and the caller's fresh standing in it; `room_not_found`
+    /// before anything else of the request is looked at when the caller may not see the room, so no
+    /// other error (a bad user id or role) tells a private room from a missing one.
     func load(_ roomID: String, _ actor: VerifiedToken?) async throws(ChatError) -> (Room, RoomPolicy.Standing) {
         let room = try await rooms.room(try ChatHandlers.room(roomID), fresh: true)
         let standing = try await storage { try await access.standing(in: room.id, of: actor?.userID, fresh: true) }
+        guard RoomPolicy.isVisible(room, to: standing) else { throw ChatError(.roomNotFound, "room \(room.id) does not exist") }
         return (room, standing)
     }
 

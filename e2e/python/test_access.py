@@ -50,6 +50,14 @@ def test_a_private_room_does_not_exist_for_others_until_they_are_invited(gw):
     assert rid not in [r["id"] for r in guest.call("GET", "/api/v1/rooms").json()["rooms"]]
     assert rid not in [r["id"] for r in guest.call("GET", "/api/v1/rooms", anonymous=True).json()["rooms"]]
     assert "Plans for the merger" not in guest.call("GET", "/api/v1/rooms?limit=1000").text
+    # Malformed requests about it get what they get for a room that does not exist.
+    for room_id in (rid, str(uuid.uuid4())):
+        for method, path, body in (("POST", f"/api/v1/rooms/{room_id}/members", {"user_id": "nope", "role": "king"}),
+                                   ("PUT", f"/api/v1/rooms/{room_id}/members/{guest.id}", {"role": "king"}),
+                                   ("POST", f"/api/v1/rooms/{room_id}/bans", {"user_id": guest.id, "seconds": -1}),
+                                   ("PATCH", f"/api/v1/rooms/{room_id}", {"name": ""})):
+            reply = guest.call(method, path, body)
+            assert reply.status_code == 404 and reply.json()["code"] == "room_not_found", (method, path, reply.text)
     # A public room may take the same name: private names are not reserved (that would tell).
     assert guest.call("POST", "/api/v1/rooms", {"name": "Plans for the merger"}).status_code == 201
 
@@ -226,3 +234,33 @@ def test_scripts_token_signs_a_token_the_system_accepts(gw):
     wrong = subprocess.run(["scripts/token", name, "1"], env={**os.environ, "AUTH_JWT_SECRET": "another-secret-" * 3},
                            capture_output=True, text=True, check=True, timeout=20).stdout.strip()
     assert User(gw, name, wrong).call("GET", "/api/v1/rooms").status_code == 401
+
+
+def test_rosters_bans_and_private_rooms_survive_restarts_of_every_part(make_system):
+    """Everything of a private room lives in JetStream and KV: after nats-server and every service
+    restart, the roster, the ban, the mute and the room's invisibility are as they were."""
+    system = make_system(chat_env=TOKEN_ENV, gateway_env=TOKEN_ENV)
+    gw = system.gateway
+    owner, member, banned, muted = (sign_in(gw, unique(n)) for n in ("own", "mem", "ban", "mute"))
+    rid = private_room(owner)["id"]
+    for user in (member, banned, muted):
+        assert owner.call("POST", f"/api/v1/rooms/{rid}/members", {"user_id": user.id}).status_code == 201
+    assert owner.call("POST", f"/api/v1/rooms/{rid}/bans", {"user_id": banned.id}).status_code == 201
+    assert owner.call("POST", f"/api/v1/rooms/{rid}/mutes", {"user_id": muted.id}).status_code == 201
+
+    system.nats.restart()
+    for process in (system.chat_service, system.broadcaster, gw):
+        process.restart()
+    members = owner.call("GET", f"/api/v1/rooms/{rid}/members").json()["members"]
+    assert {(m["user_id"], m["role"]) for m in members} == {(owner.id, "owner"), (member.id, "member"), (muted.id, "member")}
+    assert banned.call("GET", f"/api/v1/rooms/{rid}").status_code == 404
+    assert owner.call("POST", f"/api/v1/rooms/{rid}/members", {"user_id": banned.id}).json()["code"] == "banned"
+
+    async def scenario():
+        speaker = await Client.open(muted.ws_url(), "muted")
+        await speaker.join(rid)
+        refused = await speaker.send_message("hello?", rid)
+        assert refused["type"] == "error" and refused["code"] == "muted", refused
+        await speaker.ws.close()
+
+    run(scenario())
