@@ -17,7 +17,7 @@ from chatclient import Client, run, unique
 from system import System
 
 CHAT_ENV = {"CHAT_INVITES_PER_MIN": "100000", "CHAT_MAX_OWNED_ROOMS": "1000000"}
-GATEWAY_ENV = {"ROOM_CREATE_PER_MIN": "1000000", "USER_DIRECTORY_PER_MIN": "1000000"}
+GATEWAY_ENV = {"ROOM_CREATE_PER_MIN": "1000000", "USER_DIRECTORY_PER_MIN": "1000000", "REQUEST_TIMEOUT_MS": "8000"}
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +114,8 @@ def test_forged_fields_in_websocket_frames_are_ignored(gw):
         client = await Client.open(member.ws_url(), "member")
         joined = await client.request({"type": "join", "room_id": rid, "user_id": owner.id, "username": "owner"}, "joined")
         assert joined["type"] == "joined" and joined["room"]["my_role"] == "member", joined
-        seen = await watcher.wait_for("user_joined", room_id=rid)
+        # (The watcher's own join is announced too; the next one is the member's, whatever name it shows.)
+        seen = await watcher.wait_for("user_joined", room_id=rid, where=lambda f: f.get("username") != owner.name)
         assert seen["user_id"] == member.id and seen["username"] == member.name, seen
         await client.send({"type": "message", "room_id": rid, "content": "forged", "client_msg_id": "f-1",
                            "user_id": owner.id, "username": owner.name, "role": "owner"})
