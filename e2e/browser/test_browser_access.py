@@ -157,6 +157,12 @@ def test_a_direct_message_from_the_member_list(open_page, chat_system):
     # Nobody moderates a direct room.
     assert not owner.driver.find_elements(By.CSS_SELECTOR, "#members button.ban")
     assert not owner.find("#rename-room").is_displayed()
+    # The token stays with the tab: a reload signs in again and keeps the room.
+    guest.driver.refresh()
+    guest.wait_connected()
+    guest.wait(lambda: guest.text("#me-name") == guest_name and guest.active_room_id() == dm_id, "signed in again after the reload")
+    assert not guest.visible("#login-form")
+    guest.wait_message("hi back", author=owner_name)
 
 
 def test_rename_archive_and_delete_reach_the_guest(open_page, chat_system):
@@ -192,3 +198,27 @@ def test_rename_archive_and_delete_reach_the_guest(open_page, chat_system):
     guest.wait(lambda: not listed(guest, "#joined-rooms", room_id) and not listed(guest, "#all-rooms", room_id),
                "the deleted room gone from the guest's lists")
     owner.wait(lambda: not listed(owner, "#joined-rooms", room_id), "and from the owner's")
+
+
+def test_a_ban_in_a_public_room_and_the_refused_rejoin(open_page, chat_system):
+    owner_name, guest_name = unique("olga"), unique("gus")
+    users(chat_system, owner_name, guest_name)
+    owner = token_login(open_page("owner"), owner_name)
+    guest = token_login(open_page("guest"), guest_name)
+    room_name = unique("square")
+    room_id = owner.create_room(room_name)
+    guest.join_room(room_name)
+    owner.wait(lambda: member(owner, guest_name), "the guest in the owner's member list")
+    # The guest (a plain member) has no moderation buttons next to the owner.
+    assert not member(guest, owner_name).find_elements(By.CSS_SELECTOR, "button.ban, button.mute")
+    member(owner, guest_name).find_element(By.CSS_SELECTOR, "button.ban").click()
+    guest.wait(lambda: "banned" in toast_codes(guest), "the ban explained")
+    assert room_name in toast_text(guest, "banned")
+    guest.wait(lambda: not listed(guest, "#joined-rooms", room_id), "the room gone from the guest's rooms")
+    # A public room stays listed; joining it again is refused with the reason.
+    guest.find("#toasts .toast button").click()
+    guest.wait(lambda: listed(guest, "#all-rooms", room_id), "the public room still listed")
+    guest.find(f'#all-rooms li[data-room-id="{room_id}"] button').click()
+    guest.wait(lambda: "banned" in toast_codes(guest) and "banned from this room" in toast_text(guest, "banned"),
+               "the refused join says banned")
+    guest.wait(lambda: not listed(guest, "#joined-rooms", room_id), "no endless re-join")
