@@ -704,8 +704,8 @@
     }
   }
 
-  /** Runs a REST action; its error (if any) becomes a toast. Returns the body on success, else null. */
-  // Success shows in the lists (member_added, member_removed, room_updated…), not as a toast over the header.
+  /** Runs a REST action; its error (if any) becomes a toast. Returns the body on success, else null. Success
+   *  shows in the lists (member_added, member_removed, room_updated…), not as a toast over the header. */
   async function act(method, path, body) {
     const reply = await api(method, path, body);
     if (reply.status >= 200 && reply.status < 300) return reply.body || {};
