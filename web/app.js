@@ -17,6 +17,7 @@
   const BACKOFF_MAX_MS = 8000;
   const MAX_FRAME_BYTES = 15000;       // the gateway closes the socket on frames over MAX_FRAME_BYTES (16 KiB)
   const JOIN_RETRY_MS = 6000;          // a join with no answer (e.g. `unavailable`) is sent again, backing off
+  const MUTE_SECONDS = 600;            // the member list's "Mute" lasts 10 minutes
   const NEAR_BOTTOM_PX = 80;
   const NEAR_TOP_PX = 120;
   const STORE_KEY = "nats-chat.session";     // sessionStorage: this tab's name, rooms, active room
@@ -25,11 +26,17 @@
   const $ = (id) => document.getElementById(id);
   const ui = {
     loginView: $("login-view"), loginForm: $("login-form"), loginName: $("login-name"), loginError: $("login-error"),
+    loginToken: $("login-token"),
     chatView: $("chat-view"), sidebar: $("sidebar"), toggleRooms: $("toggle-rooms"), totalUnread: $("total-unread"),
     conn: $("conn"), connText: $("conn-text"), connDetail: $("conn-detail"), reconnectNow: $("reconnect-now"),
     me: $("me"), meName: $("me-name"), signOut: $("sign-out"),
     joinedRooms: $("joined-rooms"), noJoined: $("no-joined"), allRooms: $("all-rooms"),
     refreshRooms: $("refresh-rooms"), createForm: $("create-room-form"), createName: $("create-room-name"), createError: $("create-room-error"),
+    createVisibilityRow: $("create-room-visibility-row"), createVisibility: $("create-room-visibility"),
+    roomKind: $("room-kind"), roomRole: $("room-role"),
+    renameRoom: $("rename-room"), archiveRoom: $("archive-room"), deleteRoom: $("delete-room"),
+    renameForm: $("rename-form"), renameInput: $("rename-input"), renameCancel: $("rename-cancel"),
+    inviteForm: $("invite-form"), inviteName: $("invite-name"), inviteResults: $("invite-results"), inviteError: $("invite-error"),
     roomTitle: $("room-title"), roomMeta: $("room-meta"), toggleMembers: $("toggle-members"), memberCount: $("member-count"),
     leaveRoom: $("leave-room"), scroller: $("scroller"), logs: $("logs"), historyState: $("history-state"),
     emptyState: $("empty-state"), jumpNew: $("jump-new"), typing: $("typing"),
@@ -41,7 +48,8 @@
   // --- state ------------------------------------------------------------------------------------------------
   const state = {
     username: null,
-    token: new URLSearchParams(location.search).get("token"), // for gateways with AUTH_JWT_SECRET
+    // Token mode (gateways with AUTH_JWT_SECRET): from the sign-in form, the saved session or ?token=.
+    token: new URLSearchParams(location.search).get("token"),
     ws: null,
     socketSeq: 0,           // identifies the current socket; events of older sockets are ignored
     connected: false,       // true after the `connected` frame of the current socket
@@ -125,14 +133,25 @@
       case "room_not_found": return `Room not found: ${text}`;
       case "unavailable": return `The chat service is unavailable right now: ${text}`;
       case "too_many_rooms": return `Too many rooms: ${text}`;
+      case "muted": return `You are muted in this room${untilText(frame.until)}.`;
+      case "banned": return `You are banned from this room${untilText(frame.until)}.`;
+      case "room_archived": return "This room is archived: it is read-only.";
+      case "forbidden": return `Not allowed: ${text}`;
       default: return text.charAt(0).toUpperCase() + text.slice(1);
     }
+  }
+
+  function untilText(until) {
+    if (!until) return "";
+    const date = new Date(typeof until === "number" ? until * (until < 1e12 ? 1000 : 1) : until);
+    return Number.isNaN(date.getTime()) ? ` until ${until}` : ` until ${date.toLocaleString()}`;
   }
 
   // --- persistence (per tab; survives reloads) -------------------------------------------------------------
   function save() {
     const data = {
       username: state.username,
+      token: state.token || undefined,
       // Unsent messages survive a reload too: they go out again with the same client_msg_id.
       rooms: Array.from(state.joined.values(), (room) => ({
         id: room.id, name: room.name,
@@ -162,7 +181,8 @@
       this.historyRequests = [];     // kinds of outstanding history requests, in order: "latest" | "older"
       this.loadingOlderSince = 0;
       this.unread = 0;
-      this.members = new Map();      // user_id → username
+      this.members = new Map();      // user_id → {username, role, online}
+      this.muted = new Map();        // user_id → until (ms): mutes set from this tab (the server keeps no list to read)
       this.typing = new Map();       // username → until (ms)
       this.lastTypingSent = 0;
       this.joinTimer = null;
@@ -276,7 +296,11 @@
   }
 
   // --- messages -----------------------------------------------------------------------------------------------
-  function isOwn(message) { return message.username === state.username; }
+  // Token mode: names need not be unique, the user id is.
+  function isOwn(message) {
+    if (state.token && state.userId && message.user_id) return message.user_id === state.userId;
+    return message.username === state.username;
+  }
 
   function messageNode(message, out) {
     const own = isOwn(message);
@@ -448,6 +472,7 @@
     if (state.ws) { const old = state.ws; state.ws = null; try { old.close(1000); } catch { /* ignore */ } }
     const seq = ++state.socketSeq;
     // encodeURIComponent, not URLSearchParams: the gateway reads "+" in a query as a plus, not a space.
+    // In token mode the gateway takes the name from the token and ignores `username`.
     let query = `username=${encodeURIComponent(state.username)}`;
     if (state.token) query += `&token=${encodeURIComponent(state.token)}`;
     const url = `${location.protocol === "https:" ? "wss:" : "ws:"}//${location.host}/ws?${query}`;
@@ -483,6 +508,8 @@
     if (!state.username) { setConn("idle", "Not connected"); return; }
     if (event.code === 1008) toast("The server disconnected this tab because it could not keep up (1008); reconnecting.", { kind: "info" });
     if (event.code === 1009) toast("A message was too large for the server (1009); reconnecting.");
+    if (event.code === 4001 && state.token) { signOut("Your token has expired: sign in again."); return; }
+    if (!wasConnected && !state.everConnected && !state.token && state.attempt === 1) probeTokenMode();
     if (!wasConnected && !state.everConnected && state.attempt >= 2) {
       toast("Cannot reach the chat server (is the gateway running? is the name valid?). Still trying.", { code: `close ${event.code}` });
     }
@@ -526,8 +553,10 @@
       case "ack": if (view) onAck(view, frame); break;
       case "history": if (view) onHistory(view, frame); break;
       case "members": if (view) { onMembers(view, frame); renderMembers(); } break;
-      case "user_joined": if (view) { view.members.set(frame.user_id, frame.username); renderMembers(); } break;
-      case "user_left": if (view) { view.members.delete(frame.user_id); view.typing.delete(frame.username); renderMembers(); renderTyping(); } break;
+      case "user_joined": if (view) { onPresence(view, frame, true); renderMembers(); } break;
+      case "user_left":
+        if (view) { onPresence(view, frame, false); view.typing.delete(frame.username); renderMembers(); renderTyping(); }
+        break;
       case "typing": if (view && frame.username !== state.username) { view.typing.set(frame.username, Date.now() + TYPING_SHOW_MS); renderTyping(); } break;
       case "room_list":
         for (const room of frame.rooms || []) rememberRoom(room);
@@ -536,6 +565,13 @@
         if (frame.has_more && frame.next) sendFrame({ type: "room_list", after: frame.next });
         break;
       case "room_created": rememberRoom(frame.room); renderRooms(); break;
+      case "added": onAdded(frame); break;
+      case "removed": onRemoved(frame); break;
+      case "member_added": if (view) { setMember(view, frame); renderMembers(); } break;
+      case "member_removed": if (view) { view.members.delete(frame.user_id); renderMembers(); } break;
+      case "role_changed": if (view) onRoleChanged(view, frame); break;
+      case "room_updated": onRoomUpdated(frame); break;
+      case "room_deleted": onRoomDeleted(frame); break;
       case "error": onError(frame); break;
       default: console.info("unhandled frame", frame.type);
     }
@@ -546,6 +582,11 @@
     state.everConnected = true;
     state.attempt = 0;
     state.userId = frame.user_id;
+    if (state.token && typeof frame.username === "string" && frame.username !== state.username) {
+      state.username = frame.username;
+      ui.meName.textContent = frame.username;
+      save();
+    }
     state.gatewayId = frame.gateway_id;
     clearInterval(state.countdownTimer);
     setConn("open", "Connected", frame.gateway_id ? `via ${frame.gateway_id}` : "");
@@ -562,6 +603,7 @@
     clearTimeout(view.joinTimer);
     view.joinAttempts = 0;
     sendFrame({ type: "members", room_id: view.id });
+    if (state.token) refreshRoomInfo(view.id);
     flushOutgoing(view);
     save();
     renderRooms();
@@ -627,8 +669,288 @@
         if (view.status === "joining" && typeof frame.error === "string" && frame.error.includes(view.id)) dropRoom(view.id);
       }
     }
+    // A join refused for good (banned, not on the roster): no retries.
+    if (["banned", "not_member", "forbidden", "room_not_found"].includes(frame.code) && typeof frame.room_id === "string") {
+      const view = state.joined.get(frame.room_id);
+      if (view && view.status === "joining") dropRoom(view.id);
+    }
     for (const view of state.joined.values()) if (view.loadingOlderSince) { view.loadingOlderSince = 0; renderHistoryState(view); }
   }
+
+  // --- token mode: sign-in, REST calls ---------------------------------------------------------------------------
+  /** The token's claims (read only to show a name before `connected`; the server verifies the token). */
+  function tokenClaims(token) {
+    const parts = token.split(".");
+    if (parts.length !== 3) return null;
+    try {
+      const json = atob(parts[1].replace(/-/g, "+").replace(/_/g, "/").padEnd(Math.ceil(parts[1].length / 4) * 4, "="));
+      const claims = JSON.parse(new TextDecoder().decode(Uint8Array.from(json, (c) => c.charCodeAt(0))));
+      return claims && typeof claims === "object" ? claims : null;
+    } catch {
+      return null;
+    }
+  }
+
+  /** A REST call with the token (when there is one): {status, body} (body null when not JSON). */
+  async function api(method, path, body) {
+    const headers = {};
+    if (body !== undefined) headers["content-type"] = "application/json";
+    if (state.token) headers.authorization = `Bearer ${state.token}`;
+    try {
+      const response = await fetch(`api/v1/${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+      return { status: response.status, body: await response.json().catch(() => null) };
+    } catch (error) {
+      return { status: 0, body: { error: `could not reach the server: ${error.message}`, code: "network" } };
+    }
+  }
+
+  /** Runs a REST action; its error (if any) becomes a toast. Returns the body on success, else null. Success
+   *  shows in the lists (member_added, member_removed, room_updated…), not as a toast over the header. */
+  async function act(method, path, body) {
+    const reply = await api(method, path, body);
+    if (reply.status >= 200 && reply.status < 300) return reply.body || {};
+    toast(reply.body && reply.body.error ? describeError(reply.body) : `Request failed (HTTP ${reply.status}).`,
+      { code: reply.body?.code || `http ${reply.status}` });
+    return null;
+  }
+
+  // A socket refused before the upgrade looks like any failed connect; a REST write without a token
+  // tells whether this server wants one (401) — then the sign-in form asks for it.
+  async function probeTokenMode() {
+    const reply = await api("POST", "rooms", {});
+    if (reply.status === 401 && !state.token && !state.everConnected && state.username) {
+      signOut("This server requires signing in with a token.");
+      ui.loginToken.focus();
+    }
+  }
+
+  // --- token mode: rooms people own ------------------------------------------------------------------------------
+  const ROLE_RANK = { owner: 3, admin: 2, member: 1 };
+  const myRole = (id) => state.rooms.get(id)?.my_role || null;
+  const isModerator = (role) => role === "owner" || role === "admin";
+  const canAct = (mine, target) => isModerator(mine) && (ROLE_RANK[mine] || 0) > (ROLE_RANK[target || "member"] || 1);
+
+  function kindMark(room) {
+    if (!room || !room.visibility || room.visibility === "public") return null;
+    const direct = room.visibility === "direct";
+    return el("span", { class: `kind-mark ${room.visibility}`, title: direct ? "Direct message" : "Private room",
+      text: direct ? "DM" : "private" });
+  }
+
+  function onPresence(view, frame, online) {
+    const known = view.members.get(frame.user_id);
+    if (known && known.role) { known.online = online; return; } // a roster entry stays; only its presence changes
+    if (online) view.members.set(frame.user_id, { username: frame.username, role: null, online: null });
+    else view.members.delete(frame.user_id);
+  }
+
+  function onAdded(frame) {
+    const room = frame.room && typeof frame.room === "object" ? { ...frame.room } : { id: frame.room_id, name: "…" };
+    if (frame.role) room.my_role = frame.role;
+    rememberRoom(room);
+    renderRooms();
+    if (room.visibility !== "direct") toast(`You were added to “${room.name}”.`, { kind: "info", code: "added", timeout: 5000 });
+  }
+
+  // Gone for me (removed, banned, deleted): the room leaves my lists; a public room stays in "All rooms".
+  function forgetRoom(id) {
+    const info = state.rooms.get(id);
+    if (state.joined.has(id)) dropRoom(id);
+    if (info && info.visibility !== "public") state.rooms.delete(id);
+    else if (info) delete info.my_role;
+    renderRooms();
+  }
+
+  function onRemoved(frame) {
+    const name = roomName(frame.room_id);
+    const reasons = { removed: "You were removed from", banned: "You were banned from", left: "You left" };
+    forgetRoom(frame.room_id);
+    const text = `${reasons[frame.reason] || "You are no longer in"} “${name}”.`;
+    toast(text, { kind: "info", code: frame.reason || "removed", timeout: 0 });
+  }
+
+  function onRoleChanged(view, frame) {
+    setMember(view, frame);
+    if (frame.user_id === state.userId) rememberRoom({ id: view.id, my_role: frame.role });
+    renderMembers();
+    if (view.id === state.active) renderRoomAccess(view);
+  }
+
+  function onRoomUpdated(frame) {
+    if (!frame.room || typeof frame.room !== "object") return;
+    const { my_role: _ignored, ...room } = frame.room; // the event is everyone's: my role stays mine
+    rememberRoom(room);
+    // Archived shows in the header and the composer (no toast: it would cover the header's buttons).
+    renderRooms();
+    if (frame.room_id === state.active) renderActive();
+  }
+
+  function onRoomDeleted(frame) {
+    const name = roomName(frame.room_id);
+    const info = state.rooms.get(frame.room_id);
+    if (info) info.visibility = "deleted"; // forgetRoom drops it from every list
+    forgetRoom(frame.room_id);
+    toast(`The room “${name}” was deleted.`, { kind: "info", code: "room_deleted", timeout: 0 });
+  }
+
+  // The room as the server shows it to me (my_role, visibility, archived), e.g. after a join.
+  async function refreshRoomInfo(id) {
+    const reply = await api("GET", `rooms/${encodeURIComponent(id)}`);
+    if (reply.status !== 200 || !reply.body || reply.body.id !== id) return;
+    rememberRoom({ my_role: null, ...reply.body });
+    renderRooms();
+    if (id === state.active) renderActive();
+  }
+
+  async function openDirect(userId) {
+    const room = await act("POST", "dms", { user_id: userId });
+    if (!room || !room.id) return;
+    rememberRoom(room);
+    joinRoom(room.id);
+    ui.input.focus();
+  }
+
+  function memberActions(view, info, m) {
+    const box = el("span", { class: "member-actions" });
+    box.append(el("button", { type: "button", class: "dm", text: "Message", "aria-label": `Message ${m.username}`,
+      onclick: () => openDirect(m.id) }));
+    const target = m.role || (info && info.owner_id === m.id ? "owner" : "member");
+    const mine = myRole(view.id);
+    if (info && info.visibility !== "direct" && canAct(mine, target)) {
+      const path = (what) => `rooms/${encodeURIComponent(view.id)}/${what}`;
+      if (info.visibility === "private") {
+        box.append(el("button", { type: "button", class: "remove", text: "Remove", "aria-label": `Remove ${m.username}`,
+          onclick: () => act("DELETE", `${path("members")}/${encodeURIComponent(m.id)}`) }));
+      }
+      const muted = view.muted.get(m.id);
+      if (muted) {
+        box.append(el("span", { class: "muted-mark", text: "muted", title: `until ${new Date(muted).toLocaleString()}` }),
+          el("button", { type: "button", class: "unmute", text: "Unmute", "aria-label": `Unmute ${m.username}`,
+            onclick: async () => {
+              if (await act("DELETE", `${path("mutes")}/${encodeURIComponent(m.id)}`)) { view.muted.delete(m.id); renderMembers(); }
+            } }));
+      } else {
+        box.append(el("button", { type: "button", class: "mute", text: "Mute", "aria-label": `Mute ${m.username} for 10 minutes`,
+          onclick: async () => {
+            if (await act("POST", path("mutes"), { user_id: m.id, seconds: MUTE_SECONDS })) {
+              view.muted.set(m.id, Date.now() + MUTE_SECONDS * 1000);
+              renderMembers();
+            }
+          } }));
+      }
+      box.append(el("button", { type: "button", class: "ban", text: "Ban", "aria-label": `Ban ${m.username}`,
+        onclick: () => act("POST", path("bans"), { user_id: m.id }) }));
+    }
+    return box;
+  }
+
+  // --- token mode: invitations -----------------------------------------------------------------------------------
+  function renderInvite(view, info) {
+    const show = Boolean(state.token && view && info && info.visibility === "private" && isModerator(myRole(view.id)));
+    if (ui.inviteForm.hidden === show) {
+      ui.inviteForm.hidden = !show;
+      ui.inviteName.value = "";
+      ui.inviteResults.replaceChildren();
+      ui.inviteError.textContent = "";
+    }
+  }
+
+  let inviteTimer = null, inviteQuery = 0;
+  ui.inviteName.addEventListener("input", () => {
+    clearTimeout(inviteTimer);
+    inviteTimer = setTimeout(searchInvitees, 200);
+  });
+  ui.inviteForm.addEventListener("submit", (event) => { event.preventDefault(); ui.inviteResults.querySelector("button")?.click(); });
+
+  async function searchInvitees() {
+    const prefix = ui.inviteName.value.trim();
+    const view = state.joined.get(state.active);
+    const query = ++inviteQuery;
+    ui.inviteError.textContent = "";
+    if (!prefix || !view) { ui.inviteResults.replaceChildren(); return; }
+    const reply = await api("GET", `users?prefix=${encodeURIComponent(prefix)}&limit=8`);
+    if (query !== inviteQuery) return; // a newer search was started
+    if (reply.status !== 200 || !reply.body) {
+      ui.inviteError.textContent = reply.body?.error ? describeError(reply.body) : `Search failed (HTTP ${reply.status}).`;
+      return;
+    }
+    const users = (reply.body.users || []).filter((u) => !view.members.has(u.user_id));
+    if (!users.length) ui.inviteError.textContent = "Nobody else by that name.";
+    ui.inviteResults.replaceChildren(...users.map((u) => el("li", { dataset: { userId: u.user_id, username: u.username } },
+      el("button", { type: "button", text: `Invite ${u.username}`, onclick: () => invite(view, u) }))));
+  }
+
+  async function invite(view, user) {
+    const done = await act("POST", `rooms/${encodeURIComponent(view.id)}/members`, { user_id: user.user_id });
+    if (!done) return;
+    if (done.user_id) setMember(view, { ...done, username: done.username || user.username });
+    ui.inviteName.value = "";
+    ui.inviteResults.replaceChildren();
+    renderMembers();
+    ui.inviteName.focus();
+  }
+
+  // --- token mode: the room header (kind, my role, rename, archive, delete) --------------------------------------
+  let deleteArmed = null; // the room whose Delete was clicked once (the second click deletes)
+
+  function renderRoomAccess(view) {
+    const info = view ? state.rooms.get(view.id) : null;
+    const role = view ? myRole(view.id) : null;
+    const visibility = info?.visibility || "public";
+    const kind = visibility === "direct" ? "Direct message" : visibility === "private" ? "Private" : "";
+    const label = [kind, info && info.archived ? "Archived" : ""].filter(Boolean).join(" · ");
+    ui.roomKind.hidden = !label;
+    ui.roomKind.textContent = label;
+    ui.roomKind.dataset.visibility = info?.visibility || "public";
+    ui.roomRole.hidden = !(state.token && role);
+    ui.roomRole.textContent = role || "";
+    ui.roomRole.className = `role-badge role-${role || "none"}`;
+    const manage = Boolean(state.token && info && info.visibility !== "direct" && isModerator(role));
+    ui.renameRoom.hidden = !manage;
+    ui.archiveRoom.hidden = !manage;
+    ui.archiveRoom.textContent = info && info.archived ? "Unarchive" : "Archive";
+    ui.deleteRoom.hidden = !(state.token && info && info.visibility !== "direct" && role === "owner");
+    ui.roomTitle.parentElement.classList.toggle("managed", manage);
+    if (deleteArmed !== (view && view.id)) deleteArmed = null;
+    ui.deleteRoom.textContent = deleteArmed ? "Confirm delete" : "Delete";
+    if (!manage) ui.renameForm.hidden = true;
+  }
+
+  ui.renameRoom.addEventListener("click", () => {
+    const view = state.joined.get(state.active);
+    if (!view) return;
+    ui.renameForm.hidden = false;
+    ui.renameInput.value = view.name;
+    ui.renameInput.select();
+    ui.renameInput.focus();
+  });
+  ui.renameCancel.addEventListener("click", () => { ui.renameForm.hidden = true; ui.input.focus(); });
+  ui.renameForm.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const view = state.joined.get(state.active);
+    const name = ui.renameInput.value.trim();
+    if (!view || !name) return;
+    const room = await act("PATCH", `rooms/${encodeURIComponent(view.id)}`, { name });
+    if (!room) return;
+    if (room.id) rememberRoom(room);
+    ui.renameForm.hidden = true;
+    renderRooms();
+    renderActive();
+  });
+  ui.archiveRoom.addEventListener("click", async () => {
+    const view = state.joined.get(state.active);
+    if (!view) return;
+    const room = await act("PATCH", `rooms/${encodeURIComponent(view.id)}`, { archived: !state.rooms.get(view.id)?.archived });
+    if (room && room.id) { rememberRoom(room); renderRooms(); renderActive(); }
+  });
+  ui.deleteRoom.addEventListener("click", async () => {
+    const view = state.joined.get(state.active);
+    if (!view) return;
+    if (deleteArmed !== view.id) { deleteArmed = view.id; renderRoomAccess(view); return; }
+    deleteArmed = null;
+    await act("DELETE", `rooms/${encodeURIComponent(view.id)}`);
+    // The room_deleted frame takes it out of the lists.
+  });
 
   // --- rendering ----------------------------------------------------------------------------------------------------
   function renderRooms() {
@@ -640,7 +962,7 @@
       const label = `${view.name}${view.unread ? `, ${view.unread} unread` : ""}`;
       const badge = view.unread ? el("span", { class: "badge unread-count", text: String(view.unread), "aria-hidden": "true" }) : null;
       const open = el("button", { type: "button", "aria-label": label, "aria-current": view.id === state.active ? "true" : null },
-        el("span", { class: "name", text: view.name }), badge);
+        kindMark(state.rooms.get(view.id)), el("span", { class: "name", text: view.name }), badge);
       open.addEventListener("click", () => { activateRoom(view.id); ui.input.focus(); });
       joinedItems.push(el("li", {
         class: `room-item${view.id === state.active ? " active" : ""}${view.unread ? " unread" : ""}`,
@@ -658,10 +980,14 @@
     const allItems = all.map((room) => {
       const inRoom = state.joined.has(room.id);
       const button = el("button", { type: "button", "aria-label": inRoom ? `Open ${room.name}` : `Join ${room.name}` },
-        el("span", { class: "name", text: room.name }),
+        kindMark(room), el("span", { class: "name", text: room.name }),
+        room.archived ? el("span", { class: "archived-mark", text: "archived" }) : null,
         typeof room.member_count === "number" ? el("span", { class: "count", text: `${room.member_count} online`, "aria-hidden": "true" }) : null);
       button.addEventListener("click", () => { joinRoom(room.id); ui.input.focus(); });
-      return el("li", { class: `room-item${inRoom ? " joined" : ""}`, dataset: { roomId: room.id } }, button);
+      return el("li", {
+        class: `room-item${inRoom ? " joined" : ""}${room.archived ? " archived" : ""}`,
+        dataset: { roomId: room.id, visibility: room.visibility || "public", archived: room.archived ? "true" : "false" },
+      }, button);
     });
     replaceKeepingFocus(ui.allRooms, allItems);
   }
@@ -679,6 +1005,7 @@
     ui.roomTitle.textContent = view ? view.name : "No room selected";
     ui.leaveRoom.disabled = !view;
     ui.toggleMembers.disabled = !view;
+    renderRoomAccess(view);
     ui.jumpNew.hidden = true;
     renderMembers();
     renderTyping();
@@ -688,9 +1015,11 @@
 
   function renderComposer() {
     const view = state.joined.get(state.active);
-    ui.input.disabled = !view;
-    ui.send.disabled = !view;
-    ui.input.placeholder = !view ? "Join a room to write" : state.connected ? `Message ${view.name}` : "Offline — messages are sent when the connection is back";
+    const archived = Boolean(view && state.rooms.get(view.id)?.archived);
+    ui.input.disabled = !view || archived;
+    ui.send.disabled = !view || archived;
+    ui.input.placeholder = !view ? "Join a room to write" : archived ? "This room is archived (read-only)"
+      : state.connected ? `Message ${view.name}` : "Offline — messages are sent when the connection is back";
   }
 
   function renderHistoryState(view) {
@@ -706,20 +1035,43 @@
 
   /** A members page: the first replaces the list, the ones it asks for next (has_more) add to it. */
   function onMembers(view, frame) {
-    const page = (frame.members || []).map((m) => [m.user_id, m.username]);
+    const page = (frame.members || []).map((m) => [m.user_id, memberEntry(m)]);
     if (view.membersContinuing) for (const [id, name] of page) view.members.set(id, name);
     else view.members = new Map(page);
     view.membersContinuing = Boolean(frame.has_more && frame.next);
     if (view.membersContinuing) sendFrame({ type: "members", room_id: frame.room_id, after: frame.next });
   }
 
+  // A member: {username, role?, online?} (roles and `online` only for private and direct rooms).
+  function memberEntry(m) {
+    return { username: m.username, role: typeof m.role === "string" ? m.role : null, online: m.online ?? null };
+  }
+  function setMember(view, m) {
+    const previous = view.members.get(m.user_id) || {};
+    view.members.set(m.user_id, { ...previous, ...memberEntry({ ...previous, ...m }) });
+  }
+
   function renderMembers() {
     const view = state.joined.get(state.active);
-    const names = view ? Array.from(new Set(view.members.values())).sort((a, b) => a.localeCompare(b)) : [];
-    ui.members.replaceChildren(...names.map((name) =>
-      el("li", { dataset: { username: name } }, name, name === state.username ? el("span", { class: "you", text: " (you)" }) : null)));
+    // One line per name (a user with two tabs is connected twice), the first user id kept for actions.
+    const byName = new Map();
+    if (view) for (const [id, m] of view.members) if (!byName.has(m.username)) byName.set(m.username, { id, ...m });
+    const names = Array.from(byName.keys()).sort((a, b) => a.localeCompare(b));
+    const info = view ? state.rooms.get(view.id) : null;
+    ui.members.replaceChildren(...names.map((name) => {
+      const m = byName.get(name);
+      const me = state.token ? m.id === state.userId : name === state.username;
+      const li = el("li", { dataset: { username: name, userId: m.id, role: m.role || "" } }, name,
+        me ? el("span", { class: "you", text: " (you)" }) : null);
+      if (m.role && m.role !== "member") li.append(" ", el("span", { class: `role-badge role-${m.role}`, text: m.role }));
+      if (m.online === false) li.classList.add("offline");
+      if (state.token && !me) li.append(memberActions(view, info, m));
+      return li;
+    }));
+    const online = view ? names.filter((name) => byName.get(name).online !== false).length : 0;
     ui.memberCount.textContent = view ? `(${names.length})` : "";
-    ui.roomMeta.textContent = view ? `${names.length} online` : "";
+    ui.roomMeta.textContent = view ? `${online} online${info && info.topic ? ` · ${info.topic}` : ""}` : "";
+    renderInvite(view, info);
   }
 
   function renderTyping() {
@@ -774,10 +1126,13 @@
     return name.length >= 1 && Array.from(name).length <= 32 && !/[\u0000-\u001f\u007f-\u009f]/.test(name);
   }
 
-  function signIn(name, rooms = [], active = null) {
+  function signIn(name, rooms = [], active = null, token = null) {
     state.username = name;
-    try { localStorage.setItem(LAST_NAME_KEY, name); } catch { /* ignore */ }
+    if (token) state.token = token;
+    if (!state.token) { try { localStorage.setItem(LAST_NAME_KEY, name); } catch { /* ignore */ } }
     ui.meName.textContent = name;
+    ui.signOut.textContent = state.token ? "Sign out" : "Change name";
+    ui.createVisibilityRow.hidden = !state.token;
     ui.me.hidden = false;
     ui.toggleRooms.hidden = false;
     ui.loginView.hidden = true;
@@ -803,8 +1158,12 @@
     }
   }
 
-  function signOut() {
+  function signOut(reason = null) {
     state.username = null;
+    state.token = null;
+    state.userId = null;
+    ui.loginToken.value = "";
+    ui.loginError.textContent = typeof reason === "string" ? reason : "";
     state.socketSeq++;
     if (state.ws) { try { state.ws.close(1000); } catch { /* ignore */ } }
     state.ws = null;
@@ -825,6 +1184,22 @@
 
   ui.loginForm.addEventListener("submit", (event) => {
     event.preventDefault();
+    const token = ui.loginToken.value.trim();
+    if (token) {
+      const claims = tokenClaims(token);
+      if (!claims) {
+        ui.loginError.textContent = "That does not look like a token (three dot-separated parts).";
+        ui.loginToken.setAttribute("aria-invalid", "true");
+        ui.loginToken.focus();
+        return;
+      }
+      ui.loginError.textContent = "";
+      ui.loginToken.removeAttribute("aria-invalid");
+      const fromHash = hashRoom();
+      const shown = typeof claims.username === "string" && claims.username ? claims.username : String(claims.sub || "…");
+      signIn(shown, fromHash ? [{ id: fromHash }] : [], fromHash, token);
+      return;
+    }
     const name = ui.loginName.value.trim();
     if (!validUsername(name)) {
       ui.loginError.textContent = "Enter a name of 1–32 characters (no control characters).";
@@ -837,7 +1212,7 @@
     const fromHash = hashRoom();
     signIn(name, fromHash ? [{ id: fromHash }] : [], fromHash);
   });
-  ui.signOut.addEventListener("click", signOut);
+  ui.signOut.addEventListener("click", () => signOut());
   ui.reconnectNow.addEventListener("click", () => { state.attempt = Math.max(0, state.attempt - 1); connect(); });
 
   function hashRoom() {
@@ -857,9 +1232,11 @@
     ui.createError.textContent = "";
     if (!name) { ui.createError.textContent = "Enter a room name."; ui.createName.focus(); return; }
     let response, body = null;
+    const request = { name };
+    if (state.token && ui.createVisibility.value === "private") request.visibility = "private";
     try {
       response = await fetch("api/v1/rooms", {
-        method: "POST", body: JSON.stringify({ name }),
+        method: "POST", body: JSON.stringify(request),
         // In token mode REST writes need the token too.
         headers: { "content-type": "application/json", ...(state.token ? { authorization: `Bearer ${state.token}` } : {}) },
       });
@@ -993,7 +1370,7 @@
     const rooms = Array.isArray(saved.rooms) ? saved.rooms : [];
     const fromHash = hashRoom();
     if (fromHash && !rooms.some((room) => room && room.id === fromHash)) rooms.push({ id: fromHash });
-    signIn(saved.username, rooms, fromHash || saved.active);
+    signIn(saved.username, rooms, fromHash || saved.active, typeof saved.token === "string" ? saved.token : null);
   } else {
     try { ui.loginName.value = localStorage.getItem(LAST_NAME_KEY) || ""; } catch { /* ignore */ }
     ui.loginView.hidden = false;
