@@ -87,6 +87,8 @@ public struct AccessEvent: Codable, Sendable, Equatable {
     /// RoomUpdated / MemberAdded: the room as it is now (what the affected user may now see).
     public var room: Room?
     public var until: String?
+    /// `until` in milliseconds since 1970 (UserMuted), for the gateways' own check of typing notices.
+    public var untilMilliseconds: Int64?
     public var timestamp: String
 
     public init(
@@ -98,6 +100,7 @@ public struct AccessEvent: Codable, Sendable, Equatable {
         by: UserID? = nil,
         room: Room? = nil,
         until: String? = nil,
+        untilMilliseconds: Int64? = nil,
         timestamp: String
     ) {
         self.roomID = roomID
@@ -108,6 +111,7 @@ public struct AccessEvent: Codable, Sendable, Equatable {
         self.by = by
         self.room = room
         self.until = until
+        self.untilMilliseconds = untilMilliseconds
         self.timestamp = timestamp
     }
 
@@ -115,6 +119,7 @@ public struct AccessEvent: Codable, Sendable, Equatable {
         case username, role, reason, by, room, until, timestamp
         case roomID = "room_id"
         case userID = "user_id"
+        case untilMilliseconds = "until_ms"
     }
 }
 

@@ -19,6 +19,17 @@ extension ServerFrame {
             return EventDelivery(frame: encode(type: "room_updated", Body(room_id: room, room: event.room)), room: room)
         case .roomDeleted:
             return EventDelivery(frame: encode(type: "room_deleted", ["room_id": room.rawValue]), room: room)
+        case .userMuted:
+            struct Body: Encodable {
+                var room_id: RoomID
+                var until: String?
+                var until_ms: Int64?
+            }
+            let frame = encode(type: "muted", Body(room_id: room, until: event.until, until_ms: event.untilMilliseconds))
+            return EventDelivery(frame: nil, room: room, forUser: event.userID.map { ($0, frame) })
+        case .userUnmuted:
+            let frame = encode(type: "unmuted", ["room_id": room.rawValue])
+            return EventDelivery(frame: nil, room: room, forUser: event.userID.map { ($0, frame) })
         default:
             return EventDelivery(frame: nil, room: room)
         }

@@ -40,12 +40,27 @@ public enum DeliveryCheck {
         roomFrame(payload, room: room, seq: seq) != nil
     }
 
-    /// An `added` or `removed` frame (`chat.deliver.users`), for the user named in `Chat-User`.
-    public static func isUserFrame(_ payload: [UInt8]) -> Bool {
-        guard let fields = object(payload), case .string(let type)? = fields["type"], type == "added" || type == "removed",
-            case .string(let room)? = fields["room_id"], RoomID(room) != nil
-        else { return false }
-        return true
+    /// What a `chat.deliver.users` frame (for the user named in `Chat-User`) is.
+    public enum UserFrame: Equatable, Sendable {
+        /// `added`, `removed`: shown to the user.
+        case notice
+        /// `muted`: also the gateway's own record, so it stops the user's typing notices (`nil`: no end).
+        case muted(RoomID, untilMilliseconds: Int64?)
+        case unmuted(RoomID)
+    }
+
+    public static func userFrame(_ payload: [UInt8]) -> UserFrame? {
+        guard let fields = object(payload), case .string(let type)? = fields["type"], case .string(let text)? = fields["room_id"],
+            let room = RoomID(text)
+        else { return nil }
+        switch type {
+        case "added", "removed": return .notice
+        case "muted":
+            if case .number(let until)? = fields["until_ms"] { return Int64(until).map { .muted(room, untilMilliseconds: $0) } }
+            return .muted(room, untilMilliseconds: nil)
+        case "unmuted": return .unmuted(room)
+        default: return nil
+        }
     }
 
     /// A `room_created` frame (the room-wide news on `chat.deliver.rooms`).

@@ -94,14 +94,20 @@ public enum ServiceAPI {
         public var lastSeq: UInt64
         /// False when the user was already a member (no event was emitted).
         public var joined: Bool
-        public init(room: Room, lastSeq: UInt64, joined: Bool) {
+        /// The joining user is muted here (until `mutedUntilMilliseconds`, or until lifted): the gateway
+        /// then stops the user's typing notices itself (they never reach the chat-service).
+        public var muted: Bool?
+        public var mutedUntilMilliseconds: Int64?
+        public init(room: Room, lastSeq: UInt64, joined: Bool, mute: Restriction? = nil) {
             self.room = room
             self.lastSeq = lastSeq
             self.joined = joined
+            if let mute { (muted, mutedUntilMilliseconds) = (true, mute.untilMilliseconds) }
         }
         enum CodingKeys: String, CodingKey {
-            case room, joined
+            case room, joined, muted
             case lastSeq = "last_seq"
+            case mutedUntilMilliseconds = "muted_until_ms"
         }
     }
 

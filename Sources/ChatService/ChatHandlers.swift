@@ -78,7 +78,7 @@ struct ChatHandlers: Sendable {
             if joined { try await presence.joined(via: gateway) }
             let lastSeq = try await messages.lastSeq(of: id)
             room.memberCount = try await membership.count(of: id)
-            return ServiceAPI.JoinResult(room: room, lastSeq: lastSeq, joined: joined)
+            return ServiceAPI.JoinResult(room: room, lastSeq: lastSeq, joined: joined, mute: standing.mute)
         }
         add(.leave, on: service) { (request: ServiceAPI.Leave, caller: Caller) throws(ChatError) in
             let (id, user) = (try Self.room(request.roomID), try Self.user(request.userID))

@@ -258,6 +258,7 @@ public struct RoomAdmin: Sendable {
                     username: username,
                     by: actor.userID,
                     until: restriction.until,
+                    untilMilliseconds: until,
                     timestamp: ChatTime.now().text
                 )
             )

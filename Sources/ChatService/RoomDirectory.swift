@@ -173,9 +173,9 @@ public final class RoomDirectory: Sendable {
     /// within a page rooms are listed oldest first, as the whole list was before paging. `next` is
     /// the page's last room in creation order, the cursor for the next page.
     ///
-    /// Cost: the page's own room records (a consumer starting after the cursor's record), plus one
-    /// read of the members bucket's subject index for the counts — that one follows the number of
-    /// memberships of all rooms (docs/limits.md).
+    /// Cost: the page's own room records (a consumer starting after the cursor's record) and the
+    /// hidden rooms between them, plus one read of the members bucket's subject index for the counts —
+    /// that one follows the number of memberships of all rooms (docs/limits.md).
     /// `visible` decides which rooms the caller may see (others are left out of the page, which may
     /// then hold fewer than `limit`).
     public func page(
@@ -187,31 +187,40 @@ public final class RoomDirectory: Sendable {
         do {
             var start: UInt64 = 0
             if let after {
-                guard let cursor = try await rooms.confirmedValue(ChatNames.roomKey(after)) else {
+                // A room the caller may not see is no cursor either (it would tell that the id exists).
+                guard let cursor = try await rooms.confirmedValue(ChatNames.roomKey(after)),
+                    let room = try? ChatJSON.decode(Room.self, from: cursor.value), visible(room)
+                else {
                     throw ChatError(.invalidRequest, "after: no room \(after) (give the next of the previous page)")
                 }
                 start = cursor.revision
             }
-            let (entries, more) = try await rooms.page(matching: ChatNames.roomKeyPattern, after: start, limit: limit)
-            var counts: [String: Int] = [:]
-            if !entries.isEmpty {
+            // Rooms the caller may not see are skipped, and reading goes on until the page is full and
+            // one more visible room shows that more follow: a short page would tell where hidden rooms are.
+            var found: [Room] = []
+            reading: while true {
+                let (entries, more) = try await rooms.page(matching: ChatNames.roomKeyPattern, after: start, limit: max(limit, 64))
+                for entry in entries {
+                    guard let room = try? ChatJSON.decode(Room.self, from: entry.value), visible(room) else { continue }
+                    found.append(room)
+                    if found.count > limit { break reading }
+                }
+                guard more, let last = entries.last else { break }
+                start = last.revision
+            }
+            var candidates = Array(found.prefix(limit))
+            if !candidates.isEmpty {
+                var counts: [String: Int] = [:]
                 for key in try await members.storedKeys(matching: ">") {
                     if let dot = key.firstIndex(of: ".") { counts[String(key[..<dot]), default: 0] += 1 }
                 }
+                for index in candidates.indices { candidates[index].memberCount = counts[candidates[index].id.rawValue] ?? 0 }
             }
-            let found = entries.compactMap { entry -> Room? in
-                guard var room = try? ChatJSON.decode(Room.self, from: entry.value), visible(room) else { return nil }
-                room.memberCount = counts[room.id.rawValue] ?? 0
-                return room
-            }
-            let kept = PageCut.fitting(found, maxBytes: maxBytes)
-            let page = Array(found.prefix(kept))
-            let hasMore = more || kept < found.count
-            // The cursor is the last record read (even one that did not decode), so pages always advance.
-            let lastRead = entries.last.flatMap { RoomID(String($0.key.dropFirst(ChatNames.roomKeyPattern.count - 1))) }
-            let next = kept < found.count && kept > 0 ? found[kept - 1].id : lastRead
+            let kept = PageCut.fitting(candidates, maxBytes: maxBytes)
+            let page = Array(candidates.prefix(kept))
+            let hasMore = found.count > limit || kept < candidates.count
             let sorted = page.sorted { ($0.createdAt, $0.name) < ($1.createdAt, $1.name) }
-            return (sorted, hasMore, hasMore ? next : nil)
+            return (sorted, hasMore, hasMore ? page.last?.id : nil)
         } catch {
             throw ChatStorage.chatError(error)
         }

@@ -135,10 +135,19 @@ public final class GatewayCore: Service, Sendable {
     /// `added` / `removed` go to every socket of the user named in `Chat-User`.
     private func forwardUserFrames() async {
         await follow(ChatNames.usersDeliverySubject) { message in
-            DeliveryCheck.isUserFrame(message.payload) && message.headers[ChatNames.userHeader].flatMap(UserID.init) != nil
+            DeliveryCheck.userFrame(message.payload) != nil && message.headers[ChatNames.userHeader].flatMap(UserID.init) != nil
         } recipients: { message in
             let user = message.headers[ChatNames.userHeader].flatMap(UserID.init)
-            return { $0.userID == user }
+            let frame = DeliveryCheck.userFrame(message.payload)
+            return { client in
+                guard client.userID == user else { return false }
+                switch frame {
+                case .muted(let room, let until): client.setMute(room, untilMilliseconds: .some(until))
+                case .unmuted(let room): client.setMute(room, untilMilliseconds: .none)
+                case .notice, nil: break
+                }
+                return true
+            }
         }
     }
 

@@ -167,6 +167,8 @@ struct ChatSession {
 
         case .typing(let text):
             let room = try joinedRoom(text)
+            // A muted user's notices go nowhere (quietly: typing is best effort).
+            if connection.isMuted(in: room, atMilliseconds: ChatTime.now().milliseconds) { return }
             let now = ContinuousClock.now
             if let last = lastTyping[room], now - last < gateway.configuration.typingInterval { return }
             lastTyping[room] = now
@@ -219,6 +221,7 @@ struct ChatSession {
         }
         rooms.append(room)
         workers[room] = worker
+        connection.setMute(room, untilMilliseconds: result.muted == true ? .some(result.mutedUntilMilliseconds) : .none)
         send(ServerFrame.joined(room: result.room, lastSeq: result.lastSeq))
         await worker.add(connection, since: since, joinSeq: result.lastSeq)
     }

@@ -44,6 +44,21 @@ public final class ClientConnection: Sendable {
     /// forgets them before it handles its next frame.
     private let revoked = Mutex<Set<RoomID>>([])
 
+    /// Rooms this user is muted in (until milliseconds since 1970; nil: until lifted), from the join
+    /// reply and `muted` / `unmuted` frames: the gateway drops the user's typing notices there.
+    private let mutes = Mutex<[RoomID: Int64?]>([:])
+
+    func setMute(_ room: RoomID, untilMilliseconds: Int64??) {
+        mutes.withLock { mutes in
+            if let until = untilMilliseconds { mutes[room] = until } else { mutes[room] = nil }
+        }
+    }
+
+    func isMuted(in room: RoomID, atMilliseconds now: Int64) -> Bool {
+        guard let until = mutes.withLock({ $0[room] }) else { return false }
+        return until.map { now < $0 } ?? true
+    }
+
     func revoke(_ room: RoomID) { _ = revoked.withLock { $0.insert(room) } }
 
     func takeRevoked() -> Set<RoomID> {
