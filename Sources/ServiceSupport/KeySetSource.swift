@@ -2,7 +2,7 @@ import Foundation
 import Logging
 
 #if canImport(FoundationNetworking)
-    import FoundationNetworking
+import FoundationNetworking
 #endif
 
 /// Where a JWKS comes from: `AUTH_JWKS_FILE` or `AUTH_JWKS_URL`.
@@ -69,7 +69,10 @@ public enum KeySetSource: Sendable, Equatable, CustomStringConvertible {
             do throws(KeySetError) {
                 return try await load()
             } catch {
-                logger.warning("loading the token key set failed, retrying", metadata: ["source": "\(self)", "error": "\(error)", "retry_in": "\(pause)"])
+                logger.warning(
+                    "loading the token key set failed, retrying",
+                    metadata: ["source": "\(self)", "error": "\(error)", "retry_in": "\(pause)"]
+                )
             }
             try await Task.sleep(for: pause)
             pause = min(pause * 2, .seconds(10))

@@ -49,7 +49,10 @@ final class TokenKeys: Sendable {
             loaded = try await source.load()
         } catch {
             loaded = nil
-            logger.warning("reloading the token key set failed; keeping the current keys", metadata: ["source": "\(source)", "error": "\(error)"])
+            logger.warning(
+                "reloading the token key set failed; keeping the current keys",
+                metadata: ["source": "\(source)", "error": "\(error)"]
+            )
         }
         let before = state.withLock { state -> [String] in
             defer {

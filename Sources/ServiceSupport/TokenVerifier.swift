@@ -33,7 +33,9 @@ public struct TokenVerifier: Sendable {
             set = try await source.loadAtStart(logger: logger)
             logger.info(
                 "token key set loaded",
-                metadata: ["source": "\(source)", "kids": "\(set.kids)", "without_kid": "\(set.withoutKID.count)", "skipped": "\(set.skipped)"]
+                metadata: [
+                    "source": "\(source)", "kids": "\(set.kids)", "without_kid": "\(set.withoutKID.count)", "skipped": "\(set.skipped)",
+                ]
             )
         }
         let keys = TokenKeys(

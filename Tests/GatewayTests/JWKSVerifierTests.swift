@@ -57,10 +57,15 @@ struct JWKSVerifierTests {
     }
 
     @Test func eachAlgorithmVerifiesWithItsKey() async throws {
-        let keys = [try await TestSigningKey.rsa(kid: "r1"), try await TestSigningKey.ecdsa(kid: "e1"), try await TestSigningKey.eddsa(kid: "d1")]
+        let keys = [
+            try await TestSigningKey.rsa(kid: "r1"), try await TestSigningKey.ecdsa(kid: "e1"), try await TestSigningKey.eddsa(kid: "d1"),
+        ]
         let verifier = try await verifier(keys, secret: TokenVerifierTests.secret)
         for key in keys {
-            let verified = try await verifier.verify(try key.token(claims: claims(sub: "sub-\(key.algorithm)", #","username":"U""#)), now: now)
+            let verified = try await verifier.verify(
+                try key.token(claims: claims(sub: "sub-\(key.algorithm)", #","username":"U""#)),
+                now: now
+            )
             #expect(verified.subject == "sub-\(key.algorithm)" && verified.username.rawValue == "U")
             #expect(verified.userID == VerifiedToken.userID(forSubject: "sub-\(key.algorithm)"))
         }
@@ -175,7 +180,10 @@ struct JWKSVerifierTests {
         let set = try await KeySet.parse(Data(#"{"keys":[\#(good.jwk),\#(foreign.joined(separator: ","))]}"#.utf8))
         #expect(set.kids == ["good"])
         let reasons = set.skipped.joined(separator: "\n")
-        for reason in ["kty oct", "P-384", "use is not sig", "alg ES256 is not accepted for kty RSA", "private key", "appears twice", "not a JSON object"] {
+        for reason in [
+            "kty oct", "P-384", "use is not sig", "alg ES256 is not accepted for kty RSA", "private key", "appears twice",
+            "not a JSON object",
+        ] {
             #expect(reasons.contains(reason), "\(reasons) should name \(reason)")
         }
         for text in [#"{"keys":[]}"#, #"{"keys":[\#(foreign[0])]}"#, "[1]", #"{"keys":"x"}"#, "not json"] {
@@ -196,12 +204,16 @@ struct JWKSVerifierTests {
     }
 
     @Test func theKeySetSettingsAreChecked() throws {
-        let jwks = try #require(try TokenVerifierConfiguration.fromEnvironment(Settings(["AUTH_JWKS_URL": "https://idp.example/jwks.json"])))
+        let jwks = try #require(
+            try TokenVerifierConfiguration.fromEnvironment(Settings(["AUTH_JWKS_URL": "https://idp.example/jwks.json"]))
+        )
         #expect(jwks.secret == nil && jwks.keySet == .url(URL(string: "https://idp.example/jwks.json")!))
         #expect(jwks.keySetRefetchInterval == .seconds(30))
         let file = try #require(
             try TokenVerifierConfiguration.fromEnvironment(
-                Settings(["AUTH_JWKS_FILE": "/etc/jwks.json", "AUTH_JWT_SECRET": TokenVerifierTests.secret, "AUTH_JWKS_REFETCH_SECONDS": "5"])
+                Settings([
+                    "AUTH_JWKS_FILE": "/etc/jwks.json", "AUTH_JWT_SECRET": TokenVerifierTests.secret, "AUTH_JWKS_REFETCH_SECONDS": "5",
+                ])
             )
         )
         #expect(file.keySet == .file("/etc/jwks.json") && file.secret != nil && file.keySetRefetchInterval == .seconds(5))
@@ -212,7 +224,9 @@ struct JWKSVerifierTests {
             ["AUTH_JWKS_FILE": "/k", "AUTH_JWKS_REFETCH_SECONDS": "0"],
         ]
         for environment in refused {
-            #expect(throws: ConfigurationError.self, "\(environment)") { try TokenVerifierConfiguration.fromEnvironment(Settings(environment)) }
+            #expect(throws: ConfigurationError.self, "\(environment)") {
+                try TokenVerifierConfiguration.fromEnvironment(Settings(environment))
+            }
         }
     }
 }
