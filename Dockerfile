@@ -4,8 +4,8 @@
 #   docker run --rm nats-chat gateway          # or chat-service, broadcaster (the default is gateway)
 #
 # Stage 1 builds release binaries with the Swift 6 toolchain and Debian's libnats-dev; the Swift runtime
-# is linked statically, so stage 2 is a slim Debian with only libnats (+ its libssl/libprotobuf-c), CA
-# certificates and curl (for health checks).
+# is linked statically, so stage 2 is a slim Debian with only libnats (+ its libssl/libprotobuf-c), libcurl
+# (Foundation's URLSession, which fetches AUTH_JWKS_URL), CA certificates and curl (for health checks).
 
 ARG SWIFT_IMAGE=swift:6.2-bookworm
 ARG RUNTIME_IMAGE=debian:bookworm-slim
@@ -13,7 +13,7 @@ ARG RUNTIME_IMAGE=debian:bookworm-slim
 # --- build ----------------------------------------------------------------------------------------------
 FROM ${SWIFT_IMAGE} AS build
 RUN apt-get update \
-    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libnats-dev pkg-config \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libnats-dev libcurl4-openssl-dev pkg-config \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # Dependencies first, so that source changes do not re-fetch them.
@@ -33,7 +33,7 @@ RUN for product in chat-service broadcaster gateway; do \
 FROM ${RUNTIME_IMAGE}
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        libnats3.4 libssl3 ca-certificates curl tzdata \
+        libnats3.4 libssl3 libcurl4 ca-certificates curl tzdata \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin chat
 COPY --from=build /out/ /usr/local/bin/

@@ -31,6 +31,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-nio-extras.git", from: "1.35.2"),
         .package(url: "https://github.com/hummingbird-project/swift-websocket.git", from: "1.6.2"),
+        // RS256, ES256 and EdDSA signatures and JWK parsing for user tokens from a key set (JWKS).
+        .package(url: "https://github.com/vapor/jwt-kit.git", "5.7.1"..<"6.0.0"),
     ],
     targets: [
         .systemLibrary(
@@ -65,7 +67,8 @@ let package = Package(
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Hummingbird", package: "hummingbird"),
-                .product(name: "Crypto", package: "swift-crypto"),  // HMAC-SHA256 of TokenVerifier
+                .product(name: "Crypto", package: "swift-crypto"),  // SHA-256 of the name-based user ids
+                .product(name: "JWTKit", package: "jwt-kit"),  // token signatures (HS256, RS256, ES256, EdDSA)
             ],
             swiftSettings: swiftSettings
         ),
@@ -130,6 +133,8 @@ let package = Package(
             name: "GatewayTests",
             dependencies: [
                 "Gateway", "ServiceSupport",
+                .product(name: "JWTKit", package: "jwt-kit"),  // keys made and tokens signed in the tests
+                .product(name: "CryptoExtras", package: "swift-crypto"),  // RSA key generation
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
             ],

@@ -60,6 +60,8 @@ func encode(_ frame: ClientFrame) -> [UInt8] {
     case .roomList(let limit, let after):
         if let limit { object["limit"] = NSNumber(value: limit) }
         if let after { object["after"] = after }
+    case .auth(let token):
+        object["token"] = token
     }
     return Array(try! JSONSerialization.data(withJSONObject: object))
 }

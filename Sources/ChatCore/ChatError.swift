@@ -19,6 +19,8 @@ public enum ChatErrorCode: String, Codable, Sendable, CaseIterable {
     case rateLimited = "rate_limited"
     case frameTooLarge = "frame_too_large"
     case unauthorized
+    /// An `auth` frame on a socket in username mode: there is no token to refresh.
+    case authNotEnabled = "auth_not_enabled"
     case forbidden
     /// A REST write whose body is not `application/json`.
     case unsupportedMediaType = "unsupported_media_type"
@@ -43,7 +45,8 @@ public enum ChatErrorCode: String, Codable, Sendable, CaseIterable {
     /// The HTTP status for REST and for `Nats-Service-Error-Code`.
     public var httpStatus: Int {
         switch self {
-        case .invalidRequest, .contentTooLong, .contentInvalid, .nameInvalid, .usernameInvalid, .notInRoom, .frameTooLarge: 400
+        case .invalidRequest, .authNotEnabled, .contentTooLong, .contentInvalid, .nameInvalid, .usernameInvalid, .notInRoom, .frameTooLarge:
+            400
         case .unauthorized, .authRequired: 401
         case .forbidden, .notMember, .banned, .muted, .roomArchived: 403
         case .roomNotFound, .notFound, .userNotFound: 404

@@ -12,18 +12,20 @@ public enum ClientFrame: Sendable, Equatable {
     case members(roomID: String, limit: Int? = nil, after: String? = nil)
     case roomList(limit: Int? = nil, after: String? = nil)
     case typing(roomID: String)
+    /// A fresh token for the open socket (token mode): it replaces the socket's token and expiry.
+    case auth(token: String)
 
     /// The room the frame names, echoed in error replies so a client can tell which request failed.
     public var roomID: String? {
         switch self {
         case .join(let room, _), .history(let room, _, _), .members(let room, _, _), .typing(let room): room
         case .leave(let room), .message(_, let room, _): room
-        case .roomList: nil
+        case .roomList, .auth: nil
         }
     }
 
     /// Every `type` a client frame can have.
-    public static let types = ["join", "leave", "message", "history", "members", "room_list", "typing"]
+    public static let types = ["join", "leave", "message", "history", "members", "room_list", "typing", "auth"]
 
     public var type: String {
         switch self {
@@ -34,6 +36,7 @@ public enum ClientFrame: Sendable, Equatable {
         case .members: "members"
         case .roomList: "room_list"
         case .typing: "typing"
+        case .auth: "auth"
         }
     }
 
@@ -83,6 +86,8 @@ public enum ClientFrame: Sendable, Equatable {
             return .roomList(limit: try limit(fields), after: try fields.optionalString("after"))
         case "typing":
             return .typing(roomID: try fields.string("room_id"))
+        case "auth":
+            return .auth(token: try fields.string("token"))
         default:
             let shown = type.count > 32 ? String(type.prefix(32)) + "…" : type
             throw ChatError(.invalidRequest, "unknown message type '\(shown)'")
@@ -121,6 +126,11 @@ public enum ServerFrame {
         writer.string(username)
         writer.endObject()
         return writer.bytes
+    }
+
+    /// The answer to an `auth` frame: the socket now lives until the new token's `exp`.
+    public static func authenticated(expiresAt: Date) -> [UInt8] {
+        encode(type: "authenticated", ["expires_at": ChatTime.format(expiresAt)])
     }
 
     public static func joined(room: Room, lastSeq: UInt64) -> [UInt8] {

@@ -32,6 +32,9 @@ public final class ChatServiceRunner: Service, Sendable {
     public var storage: ChatStorage? { state.withLock { $0.storage } }
 
     public func run() async throws {
+        // The keys first: a key set file that cannot be used ends start-up before anything connects.
+        var verifier: TokenVerifier?
+        if let auth = configuration.auth { verifier = try await TokenVerifier.start(configuration: auth, logger: logger) }
         let connection = try await NATSConnection.connect(configuration.nats, logger: logger)
         let (configuration, logger) = (self.configuration, self.logger)
         let storage = try await StartupRetry.run("creating the event stream and buckets", logger: logger) { () throws(NATSError) in
@@ -46,8 +49,8 @@ public final class ChatServiceRunner: Service, Sendable {
             logger: logger
         )
         // Token mode here too: the chat-service verifies who a request acts for itself.
-        logger.info("auth mode: \(configuration.auth?.summary ?? "username (no AUTH_JWT_SECRET)")")
-        let users = UserTokens(verifier: configuration.auth.map(TokenVerifier.init), logger: logger)
+        logger.info("auth mode: \(configuration.auth?.summary ?? "username (no AUTH_JWT_SECRET or AUTH_JWKS_*)")")
+        let users = UserTokens(verifier: verifier, logger: logger)
         ChatHandlers(storage: storage, users: users, logger: logger).register(on: service)
         let leases = storage.leases
         // A lease shorter than a few seconds would flap on a loaded machine; expiry itself is checked by time.

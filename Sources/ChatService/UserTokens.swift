@@ -23,9 +23,9 @@ final class UserTokens: Sendable {
         self.logger = logger
     }
 
-    /// The verified user of a request; nil in username mode (no `AUTH_JWT_SECRET` here). In token mode
-    /// a request without a valid token is refused (`unauthorized`) — unless it is not `required`
-    /// (reads: no token is an anonymous caller, who sees public rooms only); a bad token always is.
+    /// The verified user of a request; nil in username mode (no `AUTH_JWT_SECRET` or JWKS here). In
+    /// token mode a request without a valid token is refused (`unauthorized`) — unless it is not
+    /// `required` (reads: no token is an anonymous caller, who sees public rooms only); a bad token always is.
     func identify(_ token: String?, required: Bool = true) async throws(ChatError) -> VerifiedToken? {
         guard let verifier else {
             if token != nil { warnOnce() }
@@ -37,7 +37,7 @@ final class UserTokens: Sendable {
         }
         let now = Date()
         if let known = state.withLock({ $0.verified[token] }), known.expiresAt > now { return known }
-        let verified = try verifier.verify(token, now: now)
+        let verified = try await verifier.verify(token, now: now)
         state.withLock { state in
             if state.verified.count >= Self.cacheLimit { state.verified.removeAll(keepingCapacity: true) }
             state.verified[token] = verified
@@ -53,8 +53,8 @@ final class UserTokens: Sendable {
         }
         if first {
             logger.warning(
-                "requests carry user tokens but AUTH_JWT_SECRET is not set here: identities are not verified",
-                metadata: ["fix": "set the same AUTH_JWT_* on every chat-service as on the gateways"]
+                "requests carry user tokens but token mode is off here (no AUTH_JWT_SECRET or AUTH_JWKS_*): identities are not verified",
+                metadata: ["fix": "set the same AUTH_JWT_* and AUTH_JWKS_* on every chat-service as on the gateways"]
             )
         }
     }

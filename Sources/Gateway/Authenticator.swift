@@ -21,14 +21,15 @@ struct Authenticator: Sendable {
     let origins: OriginPolicy
     let verifier: TokenVerifier?
 
-    init(configuration: GatewayConfiguration) {
+    /// `verifier`: `TokenVerifier.start` with `configuration.auth` (token mode), or nil (username mode).
+    init(configuration: GatewayConfiguration, verifier: TokenVerifier?) {
         origins = OriginPolicy(allowed: Set(configuration.allowedOrigins))
-        verifier = configuration.auth.map(TokenVerifier.init)
+        self.verifier = verifier
     }
 
     /// For the start-up log: operators see at once whether clients are authenticated.
     var modeDescription: String {
-        verifier.map { "auth mode: \($0.configuration.summary)" } ?? "auth mode: username (no AUTH_JWT_SECRET)"
+        verifier.map { "auth mode: \($0.configuration.summary)" } ?? "auth mode: username (no AUTH_JWT_SECRET or AUTH_JWKS_*)"
     }
 
     /// Whether identifying a client needs a token check (which suspends); without one the decision
@@ -49,6 +50,12 @@ struct Authenticator: Sendable {
     /// A REST write's token (`Authorization: Bearer` only: a query string ends up in access logs).
     func verifyBearer(_ request: Request) async throws(GatewayHTTPError) -> VerifiedToken {
         try await verify(Self.bearerToken(request), accepted: "Authorization: Bearer")
+    }
+
+    /// A token sent on an open socket (the `auth` frame); nil in username mode.
+    func verifyRefresh(_ token: String) async throws(ChatError) -> VerifiedToken? {
+        guard let verifier else { return nil }
+        return try await verifier.verify(token)
     }
 
     private func verify(_ token: String?, accepted: String) async throws(GatewayHTTPError) -> VerifiedToken {
@@ -74,7 +81,7 @@ struct Authenticator: Sendable {
 
     /// The identity of a client without JWT authentication (`?username=`): no suspension.
     func identifyByUsername(_ request: Request) throws(GatewayHTTPError) -> Identity {
-        precondition(verifier == nil, "with AUTH_JWT_SECRET set, clients identify with a token")
+        precondition(verifier == nil, "in token mode, clients identify with a token")
         try origins.check(request)
         // Form decoding: `+` is a space (`?username=a+b` is "a b"); broken percent-encoding is refused.
         let query = FormQuery.parse(request.uri.query ?? "")

@@ -37,11 +37,14 @@ public func buildGateway(
     Observability.bootstrapMetrics()
     var logger = logger
     logger[metadataKey: LogKey.gatewayID] = "\(configuration.gatewayID)"
+    // The keys first: a key set file that cannot be used ends start-up before anything connects.
+    var verifier: TokenVerifier?
+    if let auth = configuration.auth { verifier = try await TokenVerifier.start(configuration: auth, logger: logger) }
     let connection = try await NATSConnection.connect(configuration.nats, logger: logger)
     let core = GatewayCore(
         configuration: configuration,
         connection: connection,
-        auth: Authenticator(configuration: configuration),
+        auth: Authenticator(configuration: configuration, verifier: verifier),
         logger: logger
     )
     logger.info("\(core.auth.modeDescription)")

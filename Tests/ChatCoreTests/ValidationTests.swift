@@ -101,6 +101,13 @@ struct FrameTests {
         #expect(try parse(#"{"type":"typing","room_id":"r","extra":true}"#) == .typing(roomID: "r"))
     }
 
+    @Test func theAuthFrameCarriesAToken() throws {
+        let frame = try parse(#"{"type":"auth","token":"a.b.c"}"#)
+        #expect(frame == .auth(token: "a.b.c") && frame.type == "auth" && frame.roomID == nil)
+        let answer = String(decoding: ServerFrame.authenticated(expiresAt: Date(timeIntervalSince1970: 1_800_000_000)), as: UTF8.self)
+        #expect(answer == #"{"expires_at":"2027-01-15T08:00:00.000Z","type":"authenticated"}"#, "\(answer)")
+    }
+
     @Test(arguments: [
         (#"not json"#, "invalid JSON"),
         (#"{"type":"dance"}"#, "unknown message type 'dance'"),
@@ -112,6 +119,8 @@ struct FrameTests {
         (#"{"type":"join","room_id":"r","since":1e300}"#, "field 'since'"),
         (#"[1,2]"#, "must be a JSON object"),
         (#"{"type":"history","room_id":"r","limit":2.5}"#, "field 'limit' must be a non-negative integer"),
+        (#"{"type":"auth"}"#, "missing field 'token'"),
+        (#"{"type":"auth","token":null}"#, "field 'token' must be a string, not null"),
     ])
     func badFramesGetPreciseErrors(_ input: String, _ expected: String) {
         do {

@@ -1,6 +1,7 @@
 import ChatCore
 import Crypto
 import Foundation
+import Logging
 import ServiceSupport
 import Testing
 
@@ -10,11 +11,13 @@ struct TokenVerifierTests {
     let now = Date(timeIntervalSince1970: 1_800_000_000)
 
     var verifier: TokenVerifier {
-        var configuration = TokenVerifierConfiguration(secret: Array(Self.secret.utf8))
-        configuration.issuer = "iss-1"
-        configuration.audience = "aud-1"
-        configuration.maxLifetimeSeconds = 3600
-        return TokenVerifier(configuration: configuration)
+        get async throws {
+            var configuration = TokenVerifierConfiguration(secret: Array(Self.secret.utf8))
+            configuration.issuer = "iss-1"
+            configuration.audience = "aud-1"
+            configuration.maxLifetimeSeconds = 3600
+            return try await TokenVerifier.start(configuration: configuration, logger: Logger(label: "test"))
+        }
     }
 
     static func b64(_ bytes: some Sequence<UInt8>) -> String {
@@ -33,12 +36,13 @@ struct TokenVerifierTests {
         return #"{"sub":"\#(sub)","iss":"iss-1","aud":"aud-1","iat":\#(Int(t)),"exp":\#(Int(exp ?? t + 600))\#(extra)}"#
     }
 
-    @Test func aValidTokenGivesTheSubjectUsernameExpiryAndStableID() throws {
-        let verified = try verifier.verify(Self.token(claims: claims(#","username":"Ann""#)), now: now)
+    @Test func aValidTokenGivesTheSubjectUsernameExpiryAndStableID() async throws {
+        let verifier = try await verifier
+        let verified = try await verifier.verify(Self.token(claims: claims(#","username":"Ann""#)), now: now)
         #expect(verified.subject == "user-1" && verified.username.rawValue == "Ann")
         #expect(verified.expiresAt == now.addingTimeInterval(600))
         #expect(verified.userID == VerifiedToken.userID(forSubject: "user-1"))
-        let again = try verifier.verify(Self.token(claims: claims(#","name":"Other""#)), now: now)
+        let again = try await verifier.verify(Self.token(claims: claims(#","name":"Other""#)), now: now)
         #expect(again.userID == verified.userID && again.username.rawValue == "Other")
     }
 
@@ -59,11 +63,11 @@ struct TokenVerifierTests {
         (#"{"alg":"HS256","alg":"HS256"}"#, "duplicate"),
         (#"["HS256"]"#, "not a JSON object"),
     ])
-    func headersAreChecked(_ header: String, _ reason: String) {
-        expectRefusal(Self.token(header: header, claims: claims()), reason)
+    func headersAreChecked(_ header: String, _ reason: String) async throws {
+        try await expectRefusal(Self.token(header: header, claims: claims()), reason)
     }
 
-    @Test func claimsAreChecked() {
+    @Test func claimsAreChecked() async throws {
         let t = now.timeIntervalSince1970
         let cases: [(String, String)] = [
             (claims(exp: t), "expired"),
@@ -85,29 +89,35 @@ struct TokenVerifierTests {
             (claims(#","username":7"#), "username claim must be a string"),
             (claims(#","username":"bad\u0000name""#), "no valid username"),
         ]
-        for (text, reason) in cases { expectRefusal(Self.token(claims: text), reason) }
+        for (text, reason) in cases { try await expectRefusal(Self.token(claims: text), reason) }
     }
 
-    @Test func leewayAndAudienceArraysAreAccepted() throws {
+    @Test func leewayAndAudienceArraysAreAccepted() async throws {
         let t = Int(now.timeIntervalSince1970)
-        _ = try verifier.verify(Self.token(claims: claims(#","nbf":\#(t + 30)"#)), now: now)
-        _ = try verifier.verify(Self.token(claims: #"{"sub":"s","iss":"iss-1","aud":["x","aud-1"],"exp":\#(t + 60)}"#), now: now)
-        _ = try verifier.verify(Self.token(header: #"{"alg":"HS256"}"#, claims: claims()), now: now)
+        let verifier = try await verifier
+        _ = try await verifier.verify(Self.token(claims: claims(#","nbf":\#(t + 30)"#)), now: now)
+        _ = try await verifier.verify(Self.token(claims: #"{"sub":"s","iss":"iss-1","aud":["x","aud-1"],"exp":\#(t + 60)}"#), now: now)
+        _ = try await verifier.verify(Self.token(header: #"{"alg":"HS256"}"#, claims: claims()), now: now)
+        // a kid on an HS256 token names no JWKS key here: the secret checks it
+        _ = try await verifier.verify(Self.token(header: #"{"alg":"HS256","kid":"any"}"#, claims: claims()), now: now)
     }
 
-    @Test func theSignatureAndTheFormAreChecked() {
+    @Test func theSignatureAndTheFormAreChecked() async throws {
         let good = Self.token(claims: claims())
-        expectRefusal(Self.token(claims: claims(), secret: Self.secret + "x"), "bad signature")
-        expectRefusal(good + "=", "bad signature")
-        expectRefusal(String(good.dropLast(2)) + "AA", "bad signature")
-        expectRefusal(good.split(separator: ".").prefix(2).joined(separator: "."), "not a JWT")
-        expectRefusal("aaaa.bbbb.cccc.dddd", "not a JWT")
-        expectRefusal("!!.e30.x", "not base64url")
+        try await expectRefusal(Self.token(claims: claims(), secret: Self.secret + "x"), "bad signature")
+        try await expectRefusal(good + "=", "bad signature")
+        try await expectRefusal(String(good.dropLast(2)) + "AA", "bad signature")
+        try await expectRefusal(good.split(separator: ".").prefix(2).joined(separator: "."), "not a JWT")
+        try await expectRefusal("aaaa.bbbb.cccc.dddd", "not a JWT")
+        try await expectRefusal("!!.e30.x", "not base64url")
+        let padding = String(repeating: "a", count: TokenVerifier.maxTokenBytes)
+        try await expectRefusal(Self.token(claims: claims(#","pad":"\#(padding)""#)), "bytes (at most \(TokenVerifier.maxTokenBytes))")
     }
 
-    func expectRefusal(_ token: String, _ reason: String, sourceLocation: SourceLocation = #_sourceLocation) {
+    func expectRefusal(_ token: String, _ reason: String, sourceLocation: SourceLocation = #_sourceLocation) async throws {
+        let verifier = try await verifier
         do {
-            _ = try verifier.verify(token, now: now)
+            _ = try await verifier.verify(token, now: now)
             Issue.record("accepted; expected a refusal for \(reason)", sourceLocation: sourceLocation)
         } catch {
             #expect(error.code == .unauthorized, sourceLocation: sourceLocation)
@@ -136,6 +146,6 @@ struct TokenVerifierTests {
         )
         #expect(read.secret == Array(Self.secret.utf8) && read.issuer == "i" && read.audience == "a")
         #expect(read.leewaySeconds == 5 && read.maxLifetimeSeconds == 86_400)
-        #expect(read.summary.hasPrefix("token (HS256, issuer 'i', audience 'a'"))
+        #expect(read.summary.hasPrefix("token (HS256 secret, issuer 'i', audience 'a'"))
     }
 }

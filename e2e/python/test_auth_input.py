@@ -165,7 +165,7 @@ def start_failure(system: System, env: dict[str, str]) -> tuple[int, str]:
     ({"AUTH_JWT_SECRET": ""}, "AUTH_JWT_SECRET is set but empty"),
     ({"AUTH_JWT_SECRET": "x"}, "at least 32"),
     ({"AUTH_JWT_SECRET": "a" * 31}, "at least 32"),
-    ({"AUTH_JWT_ISSUER": ISSUER}, "AUTH_JWT_SECRET is not"),
+    ({"AUTH_JWT_ISSUER": ISSUER}, "none of AUTH_JWT_SECRET, AUTH_JWKS_FILE and AUTH_JWKS_URL is"),
     ({"AUTH_JWT_SECRET": SECRET, "AUTH_JWT_LEEWAY_SECONDS": "soon"}, "AUTH_JWT_LEEWAY_SECONDS"),
     ({"AUTH_JWT_SECRET": SECRET, "AUTH_JWT_MAX_LIFETIME_SECONDS": "0"}, "AUTH_JWT_MAX_LIFETIME_SECONDS"),
 ], ids=["empty secret", "1-byte secret", "31-byte secret", "issuer without secret", "bad leeway", "zero lifetime"])
@@ -177,9 +177,9 @@ def test_half_on_auth_configuration_stops_the_gateway(system, env, message):
 
 def test_auth_mode_is_logged_at_start(system, token_gateway):
     username_log = system.gateway.log.read_text(errors="replace")
-    assert "auth mode: username (no AUTH_JWT_SECRET)" in username_log, username_log[-2000:]
+    assert "auth mode: username (no AUTH_JWT_SECRET or AUTH_JWKS_*)" in username_log, username_log[-2000:]
     token_log = token_gateway.log.read_text(errors="replace")
-    assert f"auth mode: token (HS256, issuer '{ISSUER}', audience '{AUDIENCE}'" in token_log, token_log[-2000:]
+    assert f"auth mode: token (HS256 secret, issuer '{ISSUER}', audience '{AUDIENCE}'" in token_log, token_log[-2000:]
 
 
 def test_an_open_socket_is_closed_with_4001_when_its_token_expires(token_gateway, system):

@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import NATS
 import NIOCore
+import NIOWebSocket
 import ServiceSupport
 
 /// One WebSocket connection's protocol handling: reads client frames in order, answers each one, and
@@ -178,7 +179,27 @@ struct ChatSession {
             } catch {
                 throw ChatError(.unavailable, "could not send typing notice")
             }
+
+        case .auth(let token):
+            try await refresh(token)
         }
+    }
+
+    /// An `auth` frame: a fresh token for the socket. A valid one of the same user replaces the
+    /// socket's token and expiry; one of another user ends the socket (4003: an identity never changes
+    /// on an open socket, since rooms and presence are keyed on it); an invalid one is answered with
+    /// the error and changes nothing.
+    private func refresh(_ token: String) async throws(ChatError) {
+        guard let verified = try await gateway.auth.verifyRefresh(token) else {
+            throw ChatError(.authNotEnabled, "auth frames are for token mode; this gateway identifies clients by username")
+        }
+        guard verified.userID == connection.userID else {
+            sendError(ChatError(.forbidden, "the token is for another user; open a new connection with it"))
+            connection.close(WebSocketStateMachine.otherUserCode, reason: "token for another user")
+            return
+        }
+        connection.refresh(token: token, expiresAt: verified.expiresAt)
+        send(ServerFrame.authenticated(expiresAt: verified.expiresAt))
     }
 
     /// The join at the chat-service: idempotent (`joined: false` when already a member), it reports the

@@ -1,4 +1,5 @@
 import ChatCore
+import Foundation
 import Logging
 import Metrics
 import NATS
@@ -20,9 +21,11 @@ public final class ClientConnection: Sendable {
     public let username: Username
     /// The client's address (`ConnectionLimiter.clientAddress`), the key of its per-address limits.
     let address: String
-    /// The JWT the client connected with (token mode): sent with its joins and sends, because the
-    /// chat-service verifies who a request acts for itself.
-    let token: String?
+    /// The client's current JWT (token mode): sent with its joins and sends, because the chat-service
+    /// verifies who a request acts for itself. The one it connected with, until an `auth` frame
+    /// replaces it (`refresh`).
+    var token: String? { credential.withLock { $0 } }
+    private let credential: Mutex<String?>
     let limit: Int
     let channel: any Channel
     /// Encoded frames go out here (see `WebSocketFrameBytes`).
@@ -84,7 +87,7 @@ public final class ClientConnection: Sendable {
         self.userID = userID
         self.username = username
         self.address = address
-        self.token = token
+        self.credential = Mutex(token)
         self.limit = queueLimit
         self.channel = channel
         self.output = output
@@ -189,6 +192,13 @@ public final class ClientConnection: Sendable {
                 WebSocketCloseRequest(code: code, reason: reason, graceAfterWrite: timeout, deadline: timeout)
             )
         }
+    }
+
+    /// A verified fresh token of the same user: sent from now on, and the socket closes (4001) at its
+    /// `exp` instead of the old one's (the expiry timer is the connection handler's).
+    func refresh(token: String, expiresAt: Date) {
+        credential.withLock { $0 = token }
+        channel.pipeline.fireUserInboundEventTriggered(WebSocketExpiryUpdate(deadline: WebSocketExpiryUpdate.deadline(expiresAt)))
     }
 
     var lifecycle: ConnectionLifecycle { outbox.withLock { $0.lifecycle } }

@@ -1,4 +1,5 @@
 import ChatCore
+import Foundation
 import Logging
 import NIOCore
 import NIOWebSocket
@@ -16,6 +17,16 @@ struct WebSocketCloseRequest: Sendable {
     /// The socket closes at the latest this long after the request (a peer that does not read never
     /// takes the close frame).
     var deadline: TimeAmount
+}
+
+/// A refreshed token's expiry (`ClientConnection.refresh`): the socket's expiry timer moves to it.
+struct WebSocketExpiryUpdate: Sendable {
+    var deadline: NIODeadline
+
+    /// The event-loop deadline of a token's `exp`.
+    static func deadline(_ expiresAt: Date) -> NIODeadline {
+        .now() + .nanoseconds(Int64(max(0, expiresAt.timeIntervalSinceNow) * 1e9))
+    }
 }
 
 /// The WebSocket side of one client connection, event-driven on the channel's event loop: no task
@@ -36,7 +47,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
     private let pingInterval: TimeAmount
     private var pingTimer: RepeatedTask?
     /// When the connection's token expires (token mode); nil: never.
-    private let expiresAt: NIODeadline?
+    private var expiresAt: NIODeadline?
     private var expiryTimer: Scheduled<Void>?
     private var closeTimer: Scheduled<Void>?
 
@@ -63,16 +74,23 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
 
     func handlerAdded(context: ChannelHandlerContext) {
         let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-        if let expiresAt {
-            expiryTimer = context.eventLoop.scheduleTask(deadline: expiresAt) {
-                let (handler, context) = bound.value
-                handler.perform(handler.machine.tokenExpired(), context: context)
-            }
-        }
+        scheduleExpiry(context: context)
         guard pingInterval > .zero else { return }
         pingTimer = context.eventLoop.scheduleRepeatedTask(initialDelay: pingInterval, delay: pingInterval) { _ in
             let (handler, context) = bound.value
             handler.perform(handler.machine.pingTick(payload: { Self.pingPayload(context.channel.allocator) }), context: context)
+        }
+    }
+
+    /// Arms the expiry timer for `expiresAt`, replacing any earlier one.
+    private func scheduleExpiry(context: ChannelHandlerContext) {
+        expiryTimer?.cancel()
+        expiryTimer = nil
+        guard let expiresAt else { return }
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        expiryTimer = context.eventLoop.scheduleTask(deadline: expiresAt) {
+            let (handler, context) = bound.value
+            handler.perform(handler.machine.tokenExpired(), context: context)
         }
     }
 
@@ -84,6 +102,11 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
         switch event {
         case let request as WebSocketCloseRequest:
             close(request, context: context)
+        case let update as WebSocketExpiryUpdate:
+            // Only while the socket is open: a closing socket keeps no timers.
+            guard machine.state == .open else { return }
+            expiresAt = update.deadline
+            scheduleExpiry(context: context)
         case let event as ChannelEvent where event == .inputClosed:
             // The peer shut down its side (the server allows half-closure, for HTTP): without a close
             // frame first this is an abnormal end; nothing more can be read, so the socket closes.

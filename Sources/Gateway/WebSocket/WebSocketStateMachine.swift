@@ -136,6 +136,9 @@ struct WebSocketStateMachine {
     /// Private-use close code: the token the socket was opened with has expired.
     static let tokenExpiredCode = WebSocketErrorCode(codeNumber: 4001)
 
+    /// Private-use close code: an `auth` frame brought a token of another user.
+    static let otherUserCode = WebSocketErrorCode(codeNumber: 4003)
+
     /// The expiry timer of a token-mode connection fired: the socket ends like any close of ours,
     /// with 4001 "token expired" (the client needs a new token to reconnect).
     mutating func tokenExpired() -> Action {

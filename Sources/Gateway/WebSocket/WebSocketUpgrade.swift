@@ -48,7 +48,7 @@ func webSocketUpgrade(core: GatewayCore) -> GatewayHTTPChannel.Decide {
                     output: output,
                     maxMessageBytes: configuration.maxFrameBytes,
                     pingInterval: TimeAmount(configuration.pingInterval),
-                    expiresAt: identity.expiresAt.map { .now() + .nanoseconds(Int64(max(0, $0.timeIntervalSinceNow) * 1e9)) }
+                    expiresAt: identity.expiresAt.map(WebSocketExpiryUpdate.deadline)
                 )
             )
             // `connected` is queued before the client is registered: from then on room-wide news
