@@ -181,10 +181,21 @@ func fuzzServiceBodies(_ bytes: [UInt8]) {
     decode(ServiceAPI.Send.self)
     decode(ServiceAPI.History.self)
     decode(ServiceAPI.Heartbeat.self)
-    for type in ["MessageSent.v1", "UserJoined.v1", "UserLeft.v1", "RoomCreated.v1", "x"] {
+    decode(ServiceAPI.UpdateRoom.self)
+    decode(ServiceAPI.MemberChange.self)
+    decode(ServiceAPI.Restrict.self)
+    let types = [
+        "MessageSent.v1", "UserJoined.v1", "UserLeft.v1", "RoomCreated.v1", "MemberAdded.v1", "MemberRemoved.v1", "RoleChanged.v1",
+        "RoomUpdated.v1", "RoomDeleted.v1", "UserMuted.v1", "UserUnmuted.v1", "UserUnbanned.v1", "x",
+    ]
+    for type in types {
         if let event = ServerFrame.forEvent(type: type, payload: bytes) {
-            let object = try? JSONSerialization.jsonObject(with: Data(event.frame)) as? [String: Any]
-            require(object?["type"] is String, "event frame without type")
+            for frame in [event.frame, event.forUser?.frame].compactMap({ $0 }) {
+                let object = try? JSONSerialization.jsonObject(with: Data(frame)) as? [String: Any]
+                require(object?["type"] is String, "event frame without type")
+            }
         }
     }
+    _ = DeliveryCheck.userFrame(bytes)
+    if let room = RoomID("00000000-0000-4000-8000-000000000000") { _ = DeliveryCheck.roomFrame(bytes, room: room, seq: 1) }
 }
