@@ -108,13 +108,15 @@ _binary_copies: dict[str, Path] = {}
 _binary_dir: Path | None = None
 
 
-def service_binary(name: str) -> Path:
-    """The binary of `name` (env override or .build/debug/<name>), copied once per session."""
+def service_binary(name: str, source: Path | None = None) -> Path:
+    """The binary of `name` (env override or .build/debug/<name>; `source`: another build of it, such as an
+    older release's), copied once per session."""
     global _binary_dir
+    key = name if source is None else str(source)
     with _binary_lock:
-        if name in _binary_copies:
-            return _binary_copies[name]
-        source = resolve_binary(os.environ.get(BINARY_ENV[name], f".build/debug/{name}"))
+        if key in _binary_copies:
+            return _binary_copies[key]
+        source = source or resolve_binary(os.environ.get(BINARY_ENV[name], f".build/debug/{name}"))
         # A concurrent `swift build` may be relinking it right now: wait a little for it to reappear.
         deadline = time.monotonic() + 60
         while not (source.is_file() and os.access(source, os.X_OK)):
@@ -127,14 +129,14 @@ def service_binary(name: str) -> Path:
             # Every user of the copies (pytest, bench.py, chaos.py, slowbench.py) leaves them behind
             # otherwise: ~200 MB per run, hundreds of runs filled /tmp once.
             atexit.register(cleanup_binaries)
-        target = _binary_dir / name
+        target = _binary_dir / name if key == name else _binary_dir / f"{name}-{len(_binary_copies)}"
         for _ in range(20):
             try:
                 shutil.copy2(source, target)
                 break
             except OSError:  # relinked while copying
                 time.sleep(0.5)
-        _binary_copies[name] = target
+        _binary_copies[key] = target
         return target
 
 
@@ -352,7 +354,7 @@ class Service(Process):
     srv_name = ""
     id_variable = "INSTANCE_ID"
 
-    def __init__(self, system: "System", index: int, env: dict[str, str] | None):
+    def __init__(self, system: "System", index: int, env: dict[str, str] | None, binary: Path | None = None):
         self.instance_id = f"{self.binary_name.replace('-', '')}{index}-{system.tag}"
         base = dict(os.environ)
         base.update({
@@ -362,7 +364,7 @@ class Service(Process):
         base.update(self.own_env())
         base.update(env or {})
         self.instance_id = base[self.id_variable]
-        super().__init__(system, f"{self.binary_name}-{index}", [str(service_binary(self.binary_name))], base)
+        super().__init__(system, f"{self.binary_name}-{index}", [str(service_binary(self.binary_name, binary))], base)
 
     def own_env(self) -> dict[str, str]:
         return {}
@@ -499,20 +501,21 @@ class System:
         self.nats.start().wait_ready()
         return self.nats
 
-    def add_chat_service(self, env: dict[str, str] | None = None, wait: bool = True) -> ChatService:
-        service = ChatService(self, len(self.chat_services), env)
+    def add_chat_service(self, env: dict[str, str] | None = None, wait: bool = True, binary: Path | None = None) -> ChatService:
+        """`binary`: another build than the tested one (an older release's, for mixed versions)."""
+        service = ChatService(self, len(self.chat_services), env, binary)
         self.chat_services.append(service)
         service.start()
         return service.wait_ready() if wait else service
 
-    def add_broadcaster(self, env: dict[str, str] | None = None, wait: bool = True) -> Broadcaster:
-        broadcaster = Broadcaster(self, len(self.broadcasters), env)
+    def add_broadcaster(self, env: dict[str, str] | None = None, wait: bool = True, binary: Path | None = None) -> Broadcaster:
+        broadcaster = Broadcaster(self, len(self.broadcasters), env, binary)
         self.broadcasters.append(broadcaster)
         broadcaster.start()
         return broadcaster.wait_ready() if wait else broadcaster
 
-    def add_gateway(self, env: dict[str, str] | None = None, wait: bool = True) -> Gateway:
-        gateway = Gateway(self, len(self.gateways), env)
+    def add_gateway(self, env: dict[str, str] | None = None, wait: bool = True, binary: Path | None = None) -> Gateway:
+        gateway = Gateway(self, len(self.gateways), env, binary)
         self.gateways.append(gateway)
         gateway.start()
         return gateway.wait_ready() if wait else gateway
