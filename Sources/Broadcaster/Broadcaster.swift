@@ -291,6 +291,7 @@ public final class BroadcasterRunner: Service, Sendable {
         headers[ChatNames.eventTypeHeader] = event.headers[ChatNames.eventTypeHeader]
         if let frame = delivery.frame {
             var roomHeaders = headers
+            roomHeaders[ChatNames.broadcasterFeaturesHeader] = ChatNames.accessFeature
             if let seq = delivery.seq { roomHeaders[ChatNames.roomSeqHeader] = String(seq) }
             let subject: String
             if let room = delivery.room {

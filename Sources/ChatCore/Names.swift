@@ -134,6 +134,10 @@ public enum ChatNames {
     /// removed members' sockets), so it may join members to private and direct rooms.
     public static let gatewayFeaturesHeader = "Chat-Gateway-Features"
     public static let accessFeature = "access"
+    /// On every room delivery of a broadcaster that delivers membership events (`access`). A gateway
+    /// takes every socket out of a private or direct room when a delivery lacks it: an older broadcaster
+    /// skips removals, so a removed member would otherwise keep receiving the room.
+    public static let broadcasterFeaturesHeader = "Chat-Broadcaster-Features"
     /// The user a `chat.deliver.users` frame is for.
     public static let userHeader = "Chat-User"
 

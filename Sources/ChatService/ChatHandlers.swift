@@ -18,9 +18,12 @@ struct ChatHandlers: Sendable {
     let access: AccessStore
     let directory: UserDirectory
     let admin: RoomAdmin
+    /// `CHAT_ALLOW_LEGACY_GATEWAYS`.
+    let allowLegacyGateways: Bool
     let logger: Logger
 
-    init(storage: ChatStorage, users: UserTokens, logger: Logger) {
+    init(storage: ChatStorage, users: UserTokens, allowLegacyGateways: Bool = false, logger: Logger) {
+        self.allowLegacyGateways = allowLegacyGateways
         (rooms, membership, messages) = (storage.rooms, storage.membership, storage.messages)
         (history, presence, pageBytes) = (storage.history, storage.presence, storage.pageBytes)
         (access, directory, admin) = (storage.access, storage.users, storage.admin)
@@ -62,7 +65,7 @@ struct ChatHandlers: Sendable {
         add(.join, on: service) { (request: ServiceAPI.Join, caller: Caller) throws(ChatError) in
             let (id, user) = (try Self.room(request.roomID), try Self.user(request.userID))
             var username = try Self.username(request.username)
-            let gateway = try await authenticated(caller, claiming: request.gatewayID)
+            let gateway = try await authenticated(caller, claiming: request.gatewayID) ?? Self.gateway(request.gatewayID)
             // Token mode: the user's own token says who joins (and under which name).
             let verified = try await acting(as: user, caller)
             if let verified { username = verified.username }
@@ -143,7 +146,7 @@ struct ChatHandlers: Sendable {
             return try await history.page(room: id, limit: request.limit, before: request.before, after: request.after)
         }
         add(.heartbeat, on: service) { (request: ServiceAPI.Heartbeat, caller: Caller) throws(ChatError) in
-            let gateway = try await authenticated(caller, claiming: request.gatewayID)
+            let gateway = try await authenticated(caller, claiming: request.gatewayID) ?? Self.gateway(request.gatewayID)
             let rejoin = try await presence.heartbeat(gateway: gateway, connections: max(0, request.connections))
             return ServiceAPI.HeartbeatResult(rejoin: rejoin)
         }
@@ -228,7 +231,10 @@ struct ChatHandlers: Sendable {
     /// In token mode, the verified user the request acts for — who must be `user` (`forbidden`
     /// otherwise); nil in username mode.
     private func acting(as user: UserID, _ caller: Caller) async throws(ChatError) -> VerifiedToken? {
-        guard let verified = try await users.identify(caller.userToken) else { return nil }
+        // A legacy gateway (no credential, CHAT_ALLOW_LEGACY_GATEWAYS) sends no user token either: taken on
+        // its word, its users are unverified (public rooms only), as before user tokens.
+        let legacy = caller.gateway == nil && allowLegacyGateways
+        guard let verified = try await users.identify(caller.userToken, required: !legacy) else { return nil }
         guard verified.userID == user else { throw ChatError(.forbidden, "the user token is not user \(user)'s") }
         await record(verified)
         return verified
@@ -238,9 +244,13 @@ struct ChatHandlers: Sendable {
     /// gateway (`claiming`), it must be that one. Presence calls and everything done for a member
     /// (join, send, leave) need it: a holder of the gateway NATS credential cannot speak for another
     /// gateway.
-    private func authenticated(_ caller: Caller, claiming claimed: String? = nil) async throws(ChatError) -> GatewayID {
+    ///
+    /// nil: a gateway without credential, accepted during an upgrade (`CHAT_ALLOW_LEGACY_GATEWAYS`); it
+    /// is taken on its word (the gateway it names, any member), as the releases before credentials were.
+    private func authenticated(_ caller: Caller, claiming claimed: String? = nil) async throws(ChatError) -> GatewayID? {
         let claimed = try claimed.map(Self.gateway)
         guard let credential = caller.gateway else {
+            if allowLegacyGateways { return claimed }
             throw ChatError(
                 .unauthorized,
                 "this request needs the \(ChatNames.gatewayHeader) and \(ChatNames.gatewayKeyHeader) headers of a gateway"

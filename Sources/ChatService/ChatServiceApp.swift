@@ -51,7 +51,14 @@ public final class ChatServiceRunner: Service, Sendable {
         // Token mode here too: the chat-service verifies who a request acts for itself.
         logger.info("auth mode: \(configuration.auth?.summary ?? "username (no AUTH_JWT_SECRET or AUTH_JWKS_*)")")
         let users = UserTokens(verifier: verifier, logger: logger)
-        ChatHandlers(storage: storage, users: users, logger: logger).register(on: service)
+        if configuration.allowLegacyGateways {
+            logger.warning(
+                "CHAT_ALLOW_LEGACY_GATEWAYS is on: member requests without a gateway credential are taken on their word",
+                metadata: ["fix": "unset it once every gateway is upgraded"]
+            )
+        }
+        ChatHandlers(storage: storage, users: users, allowLegacyGateways: configuration.allowLegacyGateways, logger: logger)
+            .register(on: service)
         let leases = storage.leases
         // A lease shorter than a few seconds would flap on a loaded machine; expiry itself is checked by time.
         let lease = Lease(

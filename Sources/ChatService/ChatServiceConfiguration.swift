@@ -25,6 +25,10 @@ public struct ChatServiceConfiguration: Sendable {
     public var maxOwnedRooms = 100
     /// Invitations one user may send per minute on one replica (`CHAT_INVITES_PER_MIN`); then `rate_limited`.
     public var invitesPerMinute = 60
+    /// `CHAT_ALLOW_LEGACY_GATEWAYS`: accept member requests from gateways that send no gateway
+    /// credential (releases before the credential, e.g. a5fbf68), for a rolling upgrade only. Their
+    /// joins, sends and leaves are then taken on their word, as those releases did (docs/access.md).
+    public var allowLegacyGateways = false
     public var historyDefaultLimit = 50
     public var historyMaxLimit = 200
     /// How long a `client_msg_id` is remembered (`CHAT_IDEMPOTENCY_TTL_MS`, default 24 h).
@@ -91,6 +95,7 @@ public struct ChatServiceConfiguration: Sendable {
         configuration.duplicateWindow = try settings.milliseconds("CHAT_DUPLICATE_WINDOW_MS", default: configuration.duplicateWindow)
         configuration.presenceTimeout = try settings.milliseconds("CHAT_PRESENCE_TIMEOUT_MS", default: configuration.presenceTimeout)
         configuration.maxRooms = try settings.int("CHAT_MAX_ROOMS", default: configuration.maxRooms, range: 0...10_000_000)
+        configuration.allowLegacyGateways = try settings.bool("CHAT_ALLOW_LEGACY_GATEWAYS", default: configuration.allowLegacyGateways)
         configuration.maxRoster = try settings.int("CHAT_MAX_ROSTER", default: configuration.maxRoster, range: 2...100_000)
         configuration.maxOwnedRooms = try settings.int("CHAT_MAX_OWNED_ROOMS", default: configuration.maxOwnedRooms, range: 1...1_000_000)
         configuration.invitesPerMinute = try settings.int(

@@ -22,7 +22,7 @@ final class RoomWorker: Sendable {
     enum Event: Sendable {
         case delivery(NATSMessage)
         case typing(NATSMessage)
-        case add(ClientConnection, since: UInt64?, joinSeq: UInt64, done: CheckedContinuation<Void, Never>)
+        case add(ClientConnection, since: UInt64?, joinSeq: UInt64, restricted: Bool, done: CheckedContinuation<Void, Never>)
         case remove(String)
         case resync
         case rejoin(gatewayID: String)
@@ -74,9 +74,10 @@ final class RoomWorker: Sendable {
 
     /// Adds a member and returns once its catch-up (messages after `since`, or after `joinSeq`) has
     /// been queued; live messages follow it.
-    func add(_ connection: ClientConnection, since: UInt64?, joinSeq: UInt64) async {
+    /// `restricted`: the room is private or direct (see `LoopState.restricted`).
+    func add(_ connection: ClientConnection, since: UInt64?, joinSeq: UInt64, restricted: Bool = false) async {
         await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
-            if !inbox.append(.add(connection, since: since, joinSeq: joinSeq, done: done)) { done.resume() }
+            if !inbox.append(.add(connection, since: since, joinSeq: joinSeq, restricted: restricted, done: done)) { done.resume() }
         }
     }
 
@@ -92,6 +93,9 @@ final class RoomWorker: Sendable {
         var joins: [String: CheckedContinuation<Void, Never>] = [:]
         /// Sockets with frames queued by this batch of events, flushed once per event loop.
         var flushes = FlushBatch()
+        /// A private or direct room: deliveries must come from a broadcaster that applies membership
+        /// events (`ChatNames.broadcasterFeaturesHeader`).
+        var restricted = false
     }
 
     private func run() async {
@@ -105,7 +109,7 @@ final class RoomWorker: Sendable {
         // Finished or cancelled (shutdown): no join may wait forever.
         inbox.finish()
         while let rest = await inbox.takeAll() {
-            for case .add(_, _, _, let done) in rest { done.resume() }
+            for case .add(_, _, _, _, let done) in rest { done.resume() }
         }
         for done in state.joins.values { done.resume() }
         state.flushes.submit()
@@ -118,6 +122,18 @@ final class RoomWorker: Sendable {
             // Dropped, a message leaves a gap that is filled from history (frames this gateway writes).
             guard let kind = DeliveryCheck.roomFrame(message.payload, room: room, seq: seq) else {
                 context.metrics.deliveriesRefused.increment()
+                return
+            }
+            if state.restricted, message.headers[ChatNames.broadcasterFeaturesHeader] != ChatNames.accessFeature {
+                guard !state.sequencer.members.isEmpty else { return }
+                context.logger.warning(
+                    "a private room's delivery from a broadcaster that predates private rooms: its sockets leave the room",
+                    metadata: ["room_id": "\(room)", "fix": "upgrade every broadcaster"]
+                )
+                for member in state.sequencer.members.values {
+                    state.flushes.send(WebSocketFrameBytes.text(ServerFrame.removed(roomID: room, reason: "unavailable")), to: member.client)
+                }
+                await revoke(&state, leave: true) { _ in true }
                 return
             }
             // A removed or banned user's sockets leave before anything later of the room is sent.
@@ -136,7 +152,8 @@ final class RoomWorker: Sendable {
                 return
             }
             await perform(state.sequencer.typing(from: notice.userID.rawValue, payload: notice.encoded(room: room)), &state)
-        case .add(let connection, let since, let joinSeq, let done):
+        case .add(let connection, let since, let joinSeq, let restricted, let done):
+            if restricted { state.restricted = true }
             state.joins[connection.id] = done
             let actions = state.sequencer.memberAdded(
                 id: connection.id,
@@ -204,9 +221,9 @@ final class RoomWorker: Sendable {
     }
 
     /// Takes the matching members out of the room here; their sessions forget the room (`revoke`).
-    private func revoke(_ state: inout LoopState, _ matching: (ClientConnection) -> Bool) async {
+    private func revoke(_ state: inout LoopState, leave: Bool = false, _ matching: (ClientConnection) -> Bool) async {
         for (id, member) in state.sequencer.members where matching(member.client) {
-            member.client.revoke(room)
+            member.client.revoke(room, leave: leave)
             await perform(state.sequencer.memberRemoved(id: id), &state)
         }
     }

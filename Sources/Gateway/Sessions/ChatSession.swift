@@ -55,7 +55,7 @@ struct ChatSession {
 
     /// Handles one inbound text message (UTF-8, validated by the WebSocket layer).
     mutating func handle(text: ByteBuffer) async {
-        forgetRevokedRooms()
+        await forgetRevokedRooms()
         let bytes = Array(text.readableBytesView)
         let frame: ClientFrame
         do {
@@ -244,13 +244,19 @@ struct ChatSession {
         workers[room] = worker
         connection.setMute(room, untilMilliseconds: result.muted == true ? .some(result.mutedUntilMilliseconds) : .none)
         send(ServerFrame.joined(room: result.room, lastSeq: result.lastSeq))
-        await worker.add(connection, since: since, joinSeq: result.lastSeq)
+        await worker.add(connection, since: since, joinSeq: result.lastSeq, restricted: result.room.visibility != .public)
     }
 
-    /// Rooms a removal, ban or deletion took this connection out of (`RoomWorker`): no leave is sent
-    /// (the chat-service removed the member itself).
-    private mutating func forgetRevokedRooms() {
-        for room in connection.takeRevoked() where rooms.contains(room) { detach(room) }
+    /// Rooms a room worker took this connection out of (`ClientConnection.revoke`); a leave is sent only
+    /// where the chat-service still has the member (not after a removal, ban or deletion).
+    private mutating func forgetRevokedRooms() async {
+        for (room, leave) in connection.takeRevoked() where rooms.contains(room) {
+            detach(room)
+            if leave {
+                let request = ServiceAPI.Leave(roomID: room.rawValue, userID: connection.userID.rawValue, reason: "leave")
+                let _: ServiceAPI.LeaveResult? = try? await chat.call(.leave, request)
+            }
+        }
     }
 
     private mutating func detach(_ room: RoomID) {
@@ -263,7 +269,7 @@ struct ChatSession {
     /// The socket closed: stop delivering and leave every room (members see user_left). The leaves go
     /// out together and share one deadline: one unreachable room must not hold up the others.
     mutating func disconnected() async {
-        forgetRevokedRooms()
+        await forgetRevokedRooms()
         let joined = rooms
         for room in joined { detach(room) }
         let deadline = ContinuousClock.now + Self.leaveDeadline

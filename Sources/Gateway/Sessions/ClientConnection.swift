@@ -43,9 +43,11 @@ public final class ClientConnection: Sendable {
         var lifecycle = ConnectionLifecycle.open
     }
     private let outbox = Mutex(Outbox())
-    /// Rooms a room worker took this connection out of (a removal, ban or deletion event): its session
-    /// forgets them before it handles its next frame.
-    private let revoked = Mutex<Set<RoomID>>([])
+    /// Rooms a room worker took this connection out of (a removal, ban or deletion event; or a private
+    /// room's delivery from a broadcaster too old to apply removals): its session forgets them before it
+    /// handles its next frame, and leaves those marked `true` at the chat-service (a removal or deletion
+    /// took the member away there already).
+    private let revoked = Mutex<[RoomID: Bool]>([:])
 
     /// Rooms this user is muted in (until milliseconds since 1970; nil: until lifted), from the join
     /// reply and `muted` / `unmuted` frames: the gateway drops the user's typing notices there.
@@ -62,9 +64,9 @@ public final class ClientConnection: Sendable {
         return until.map { now < $0 } ?? true
     }
 
-    func revoke(_ room: RoomID) { _ = revoked.withLock { $0.insert(room) } }
+    func revoke(_ room: RoomID, leave: Bool = false) { revoked.withLock { $0[room] = leave || ($0[room] ?? false) } }
 
-    func takeRevoked() -> Set<RoomID> {
+    func takeRevoked() -> [RoomID: Bool] {
         revoked.withLock { revoked in
             defer { revoked.removeAll() }
             return revoked
