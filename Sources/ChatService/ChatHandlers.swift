@@ -65,7 +65,9 @@ struct ChatHandlers: Sendable {
         add(.join, on: service) { (request: ServiceAPI.Join, caller: Caller) throws(ChatError) in
             let (id, user) = (try Self.room(request.roomID), try Self.user(request.userID))
             var username = try Self.username(request.username)
-            let gateway = try await authenticated(caller, claiming: request.gatewayID) ?? Self.gateway(request.gatewayID)
+            // The proven gateway; a legacy one (no credential) is the gateway it names.
+            var gateway = try Self.gateway(request.gatewayID)
+            if let proven = try await authenticated(caller, claiming: request.gatewayID) { gateway = proven }
             // Token mode: the user's own token says who joins (and under which name).
             let verified = try await acting(as: user, caller)
             if let verified { username = verified.username }
@@ -146,7 +148,9 @@ struct ChatHandlers: Sendable {
             return try await history.page(room: id, limit: request.limit, before: request.before, after: request.after)
         }
         add(.heartbeat, on: service) { (request: ServiceAPI.Heartbeat, caller: Caller) throws(ChatError) in
-            let gateway = try await authenticated(caller, claiming: request.gatewayID) ?? Self.gateway(request.gatewayID)
+            // The proven gateway; a legacy one (no credential) is the gateway it names.
+            var gateway = try Self.gateway(request.gatewayID)
+            if let proven = try await authenticated(caller, claiming: request.gatewayID) { gateway = proven }
             let rejoin = try await presence.heartbeat(gateway: gateway, connections: max(0, request.connections))
             return ServiceAPI.HeartbeatResult(rejoin: rejoin)
         }

@@ -130,9 +130,8 @@ final class RoomWorker: Sendable {
                     "a private room's delivery from a broadcaster that predates private rooms: its sockets leave the room",
                     metadata: ["room_id": "\(room)", "fix": "upgrade every broadcaster"]
                 )
-                for member in state.sequencer.members.values {
-                    state.flushes.send(WebSocketFrameBytes.text(ServerFrame.removed(roomID: room, reason: "unavailable")), to: member.client)
-                }
+                let removed = WebSocketFrameBytes.text(ServerFrame.removed(roomID: room, reason: "unavailable"))
+                for member in state.sequencer.members.values { state.flushes.send(removed, to: member.client) }
                 await revoke(&state, leave: true) { _ in true }
                 return
             }
