@@ -8,9 +8,14 @@ struct Caller: Sendable {
     var userToken: String?
     /// A gateway's own read (`Chat-Read-For: gateway`, its gap fills), not a client's.
     var gatewayRead: Bool
+    /// `Chat-Gateway-Features`, read only by joins (`gatewayAppliesRemovals`).
+    private var features: String?
+
     /// The gateway applies removal events (`Chat-Gateway-Features: access`); one from before private
     /// rooms does not, and may not join anyone to them.
-    var gatewayAppliesRemovals: Bool
+    var gatewayAppliesRemovals: Bool {
+        features?.split(separator: ",").contains { $0 == ChatNames.accessFeature } ?? false
+    }
 
     init(headers: NATSHeaders) {
         if let id = headers[ChatNames.gatewayHeader].flatMap(GatewayID.init), let key = headers[ChatNames.gatewayKeyHeader],
@@ -20,7 +25,6 @@ struct Caller: Sendable {
         }
         userToken = headers[ChatNames.userTokenHeader]
         gatewayRead = headers[ChatNames.readForHeader] == "gateway"
-        let features = headers[ChatNames.gatewayFeaturesHeader]?.split(separator: ",") ?? []
-        gatewayAppliesRemovals = features.contains { $0 == ChatNames.accessFeature }
+        features = headers[ChatNames.gatewayFeaturesHeader]
     }
 }

@@ -17,13 +17,14 @@ public struct ChatServiceClient: Sendable {
     }
 
     /// The headers of a request: the gateway's credential, and the user's token when there is one.
-    public func headers(userToken: String? = nil, gatewayRead: Bool = false) -> NATSHeaders? {
+    /// `features`: declare what this gateway understands (`Chat-Gateway-Features`; only joins ask).
+    public func headers(userToken: String? = nil, gatewayRead: Bool = false, features: Bool = false) -> NATSHeaders? {
         var headers = NATSHeaders()
         if gatewayRead { headers[ChatNames.readForHeader] = "gateway" }
         if let credential {
             headers[ChatNames.gatewayHeader] = credential.gatewayID.rawValue
             headers[ChatNames.gatewayKeyHeader] = credential.key
-            headers[ChatNames.gatewayFeaturesHeader] = ChatNames.accessFeature
+            if features { headers[ChatNames.gatewayFeaturesHeader] = ChatNames.accessFeature }
         }
         if let userToken { headers[ChatNames.userTokenHeader] = userToken }
         return headers.isEmpty ? nil : headers
@@ -43,7 +44,7 @@ public struct ChatServiceClient: Sendable {
             reply = try await connection.request(
                 endpoint.subject,
                 payload: ChatJSON.encode(request),
-                headers: headers(userToken: userToken, gatewayRead: gatewayRead),
+                headers: headers(userToken: userToken, gatewayRead: gatewayRead, features: endpoint == .join),
                 timeout: timeout
             )
         } catch {
