@@ -31,6 +31,10 @@ public final class PresenceRegistry: Sendable {
     let logger: Logger
     /// When each gateway was last recorded alive from a join (at most once a second per gateway).
     private let touchedByJoin = Mutex<[GatewayID: ContinuousClock.Instant]>([:])
+    /// The sweeper's view of each gateway record: its revision and since when (this replica's monotonic
+    /// clock) it has not changed. A gateway is dead when its record stood still for the presence
+    /// timeout — judged without comparing `last_seen_ms`, which another replica's clock wrote.
+    private let observed = Mutex<[String: (revision: UInt64, since: ContinuousClock.Instant)]>([:])
     /// Which gateway a request comes from (the key digests in these records).
     let keys: GatewayKeys
 
@@ -153,17 +157,28 @@ public final class PresenceRegistry: Sendable {
     /// crash when it crashes again (docs/design.md, "Presence") — so the leader reconciles after a NATS
     /// reconnect and every `presenceReconcileInterval`.
     @discardableResult
-    public func sweepExpiredGateways(nowMilliseconds: Int64, reconcile: Bool = false) async throws(NATSError) -> Int {
+    public func sweepExpiredGateways(
+        nowMilliseconds: Int64,
+        reconcile: Bool = false,
+        now: ContinuousClock.Instant = .now
+    ) async throws(NATSError) -> Int {
         let timeout = configuration.presenceTimeout.inMilliseconds
         var dead: [String: String?] = [:]  // key → its key digest, kept in the tombstone
         var alive: Set<String> = []
         var tombstones: [String: Int64] = [:]
         // Every sweep (each second): read without creating a consumer (see `valuesOfStoredKeys`).
-        for entry in try await gateways.valuesOfStoredKeys(matching: ">") {
+        let entries = try await gateways.valuesOfStoredKeys(matching: ">")
+        let unchangedSince = observed.withLock { observed in
+            let present = Set(entries.map(\.key))
+            observed = observed.filter { present.contains($0.key) }
+            for entry in entries where observed[entry.key]?.revision != entry.revision { observed[entry.key] = (entry.revision, now) }
+            return observed.mapValues(\.since)
+        }
+        for entry in entries {
             guard let record = try? JSONDecoder().decode(GatewayRecord.self, from: Data(entry.value)) else { continue }
             if record.expired == true {
                 tombstones[entry.key] = record.lastSeenMilliseconds
-            } else if record.lastSeenMilliseconds + timeout < nowMilliseconds {
+            } else if now - (unchangedSince[entry.key] ?? now) > configuration.presenceTimeout {
                 dead.updateValue(record.keySHA256, forKey: entry.key)
             } else {
                 alive.insert(entry.key)

@@ -1,12 +1,16 @@
 import Foundation
 import Logging
 import NATS
+import Synchronization
 
 /// A leadership lease in a KV bucket: at most one holder at a time per name, taken over by another
 /// instance once the holder stops renewing for `duration`. Ownership changes by compare-and-set on
 /// the key's revision, so two candidates can never both win the same round.
 ///
-/// Expiry compares wall clocks of different hosts; keep them NTP-synchronised (skew eats into `duration`).
+/// No wall clocks of different hosts are compared: a candidate takes the lease over only when the
+/// record's revision has not changed for `duration` on its own monotonic clock (the holder renews every
+/// `duration / 3`), so a host whose clock is minutes off neither steals a live lease nor waits minutes
+/// for a dead one. `expires_at_ms` is still written, for people reading the record; 0 means released.
 public struct LeaseRecord: Codable, Sendable, Equatable {
     public var holder: String
     public var expiresAtMilliseconds: Int64
@@ -22,12 +26,23 @@ public final class Lease: Sendable {
     public let holder: String
     public let duration: Duration
     let bucket: KeyValue
+    /// This host's wall clock in milliseconds (a parameter so tests can skew it).
+    let wallClock: @Sendable () -> Int64
+    /// Another holder's record as this instance saw it: its revision, and since when (monotonic).
+    private let observed = Mutex<(revision: UInt64, since: ContinuousClock.Instant)?>(nil)
 
-    public init(bucket: KeyValue, name: String, holder: String, duration: Duration) {
+    public init(
+        bucket: KeyValue,
+        name: String,
+        holder: String,
+        duration: Duration,
+        wallClock: @escaping @Sendable () -> Int64 = Lease.nowMilliseconds
+    ) {
         self.bucket = bucket
         self.name = name
         self.holder = holder
         self.duration = duration
+        self.wallClock = wallClock
     }
 
     /// A record that cannot be encoded is an error, never an empty value: an empty lease record reads
@@ -40,12 +55,11 @@ public final class Lease: Sendable {
         }
     }
 
-    static func nowMilliseconds() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
+    @Sendable public static func nowMilliseconds() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
 
     /// Takes or renews the lease; true when this instance holds it afterwards.
-    public func tryAcquire() async throws(NATSError) -> Bool {
-        let now = Self.nowMilliseconds()
-        let record = LeaseRecord(holder: holder, expiresAtMilliseconds: now + duration.inMilliseconds)
+    public func tryAcquire(now: ContinuousClock.Instant = .now) async throws(NATSError) -> Bool {
+        let record = LeaseRecord(holder: holder, expiresAtMilliseconds: wallClock() + duration.inMilliseconds)
         let payload = try Self.encoded(record)
         do {
             guard let current = try await bucket.get(name), current.operation == .put else {
@@ -53,7 +67,14 @@ public final class Lease: Sendable {
                 return true
             }
             let existing = try? JSONDecoder().decode(LeaseRecord.self, from: Data(current.value))
-            if let existing, existing.holder != holder, existing.expiresAtMilliseconds > now { return false }
+            if let existing, existing.holder != holder, existing.expiresAtMilliseconds != 0 {
+                // Held by another: dead only once its record stood still for `duration` here.
+                let since = observed.withLock { seen in
+                    if seen?.revision != current.revision { seen = (current.revision, now) }
+                    return seen?.since ?? now
+                }
+                if now - since < duration { return false }
+            }
             try await bucket.update(name, payload, revision: current.revision)
             return true
         } catch  where error.kind == .wrongLastSequence {
@@ -84,10 +105,14 @@ public final class Lease: Sendable {
                 group.addTask { await work() }
                 group.addTask {
                     // Renew until a renewal fails; then stop the work so two leaders never overlap for long.
+                    // A holder that was paused (or starved) past `duration` since its last renewal may
+                    // have been replaced: it stops at once, before asking.
+                    var renewed = ContinuousClock.now
                     while !Task.isCancelled {
                         try? await Task.sleep(for: renewEvery)
-                        if Task.isCancelled { return }
+                        if Task.isCancelled || ContinuousClock.now - renewed >= self.duration { return }
                         if !((try? await self.tryAcquire()) ?? false) { return }
+                        renewed = .now
                     }
                 }
                 await group.next()
