@@ -19,7 +19,7 @@ public struct RoomAdmin: Sendable {
     let idempotencyRecords: KeyValue
     let configuration: ChatServiceConfiguration
     let logger: Logger
-    private let invites = InviteLimiter()
+    let invites = InviteLimiter()
 
     /// The caller's view of a room: `my_role` filled in.
     static func view(_ room: Room, _ standing: RoomPolicy.Standing) -> Room {
@@ -108,180 +108,6 @@ public struct RoomAdmin: Sendable {
         try await js.purge(stream: ChatNames.eventStream, subject: ChatNames.presenceSubject(room))
     }
 
-    func invite(_ request: ServiceAPI.MemberChange, by actor: VerifiedToken?) async throws(ChatError) -> RosterEntry {
-        let (room, standing) = try await load(request.roomID, actor)
-        let user = try ChatHandlers.user(request.userID)
-        let role = try request.role.map(Self.role) ?? .member
-        try require(.invite, room, standing)
-        if role == .owner {
-            throw ChatError(.invalidRequest, "invite as member or admin; transfer ownership with PUT …/members/:user_id")
-        }
-        if role == .admin, standing.role != .owner { throw ChatError(.forbidden, "only the owner may invite admins") }
-        guard let target = try await storage({ try await users.user(user) }) else {
-            throw ChatError(.userNotFound, "user \(user) is not in the directory (has never signed in)")
-        }
-        if let actor, !invites.allow(actor.userID, perMinute: configuration.invitesPerMinute) {
-            throw ChatError(.rateLimited, "too many invitations; at most \(configuration.invitesPerMinute) per minute")
-        }
-        if try await storage({ try await access.restriction(.ban, in: room.id, of: user, fresh: true) }) != nil {
-            throw ChatError(.banned, "user \(user) is banned from this room; lift the ban first")
-        }
-        if let existing = try await storage({ try await access.rosterEntry(room.id, user) }) { return existing }
-        guard try await storage({ try await access.rosterCount(of: room.id) }) < configuration.maxRoster else {
-            throw ChatError(.rosterFull, "the roster holds \(configuration.maxRoster) users, the most allowed (CHAT_MAX_ROSTER)")
-        }
-        let entry = RosterEntry(userID: user, username: target.username, role: role, addedAt: ChatTime.now().text)
-        guard try await storage({ try await access.add(entry, to: room.id) }) else {
-            return try await storage { try await access.rosterEntry(room.id, user) } ?? entry
-        }
-        let event = AccessEvent(
-            roomID: room.id,
-            userID: user,
-            username: target.username,
-            role: role,
-            by: actor?.userID,
-            room: room,
-            timestamp: entry.addedAt
-        )
-        try await publish(.memberAdded, event)
-        return entry
-    }
-
-    /// Removes a user from the roster (an admin removing someone, or anyone leaving) and from presence.
-    func removeMember(_ request: ServiceAPI.MemberChange, by actor: VerifiedToken?) async throws(ChatError) -> ServiceAPI.Ok {
-        let (room, standing) = try await load(request.roomID, actor)
-        let user = try ChatHandlers.user(request.userID)
-        let leaving = actor?.userID == user
-        let entry = try await storage { try await access.rosterEntry(room.id, user) }
-        try require(leaving ? .leaveRoster : .removeMember, room, standing, target: entry?.role)
-        guard let entry else { throw ChatError(.notMember, "user \(user) is not on the roster of room \(room.id)") }
-        try await cutOff(entry.userID, username: entry.username, from: room.id, reason: leaving ? "left" : "removed", by: actor)
-        return ServiceAPI.Ok()
-    }
-
-    /// The owner changes a role; `owner` transfers ownership (the previous owner becomes an admin), so
-    /// a room always has exactly one owner. A public room's roster holds only its owner and admins:
-    /// making someone a member there takes them off it.
-    func setRole(_ request: ServiceAPI.MemberChange, by actor: VerifiedToken?) async throws(ChatError) -> RosterEntry {
-        let (room, standing) = try await load(request.roomID, actor)
-        let user = try ChatHandlers.user(request.userID)
-        guard let text = request.role else { throw ChatError(.invalidRequest, "role is required (owner, admin or member)") }
-        let role = try Self.role(text)
-        try require(.setRole, room, standing)
-        guard let actor else { throw ChatError(.authRequired, "managing a room needs a signed-in user") }
-        if user == actor.userID {
-            throw ChatError(.invalidRequest, "the owner's role changes only by transferring ownership to another user")
-        }
-        var entry = try await storage { try await access.rosterEntry(room.id, user) }
-        if entry == nil {
-            guard room.visibility == .public, let known = try await storage({ try await users.user(user) }) else {
-                throw ChatError(.notMember, "user \(user) is not on the roster of room \(room.id)")
-            }
-            entry = RosterEntry(userID: user, username: known.username, role: .member, addedAt: ChatTime.now().text)
-        }
-        guard var entry else { throw ChatError(.notMember, "user \(user) is not on the roster") }
-        entry.role = role
-        try await storage {
-            if role == .member, room.visibility == .public {
-                try await access.remove(user, from: room.id)
-            } else {
-                try await access.put(entry, in: room.id)
-            }
-            if role == .owner {
-                try await access.put(
-                    RosterEntry(userID: actor.userID, username: actor.username.rawValue, role: .admin, addedAt: entry.addedAt),
-                    in: room.id
-                )
-                try await users.setOwner(user, of: room.id, owns: true)
-                try await users.setOwner(actor.userID, of: room.id, owns: false)
-            }
-        }
-        if role == .owner {
-            _ = try await rooms.update(room.id) { $0.ownerID = user }
-            try await publish(
-                .roleChanged,
-                AccessEvent(
-                    roomID: room.id,
-                    userID: actor.userID,
-                    username: actor.username.rawValue,
-                    role: .admin,
-                    by: actor.userID,
-                    timestamp: ChatTime.now().text
-                )
-            )
-        }
-        try await publish(
-            .roleChanged,
-            AccessEvent(
-                roomID: room.id,
-                userID: user,
-                username: entry.username,
-                role: role,
-                by: actor.userID,
-                timestamp: ChatTime.now().text
-            )
-        )
-        return entry
-    }
-
-    /// A ban removes the user at once (roster and presence; their sockets get `removed`) and keeps
-    /// them out; a mute lets them read but not send.
-    func restrict(
-        _ kind: Restriction.Kind,
-        _ request: ServiceAPI.Restrict,
-        by actor: VerifiedToken?
-    ) async throws(ChatError)
-        -> ServiceAPI.RestrictionResult
-    {
-        let (room, standing) = try await load(request.roomID, actor)
-        let user = try ChatHandlers.user(request.userID)
-        if let seconds = request.seconds, !(1...ServiceAPI.Restrict.maxSeconds).contains(seconds) {
-            throw ChatError(.invalidRequest, "seconds must be 1 to \(ServiceAPI.Restrict.maxSeconds), or absent for no end")
-        }
-        let entry = try await storage { try await access.rosterEntry(room.id, user) }
-        try require(.moderate, room, standing, target: entry?.role)
-        guard let actor else { throw ChatError(.authRequired, "moderation needs a signed-in user") }
-        if user == actor.userID { throw ChatError(.invalidRequest, "you cannot \(kind.rawValue) yourself") }
-        let until = request.seconds.map { ChatTime.now().milliseconds + Int64($0) * 1000 }
-        let restriction = Restriction(userID: user, by: actor.userID, untilMilliseconds: until)
-        try await storage { try await access.restrict(kind, restriction, in: room.id) }
-        let username = try await storage { try await users.user(user) }?.username ?? entry?.username
-        switch kind {
-        case .ban:
-            try await cutOff(user, username: username ?? "", from: room.id, reason: "banned", by: actor, until: restriction.until)
-        case .mute:
-            try await publish(
-                .userMuted,
-                AccessEvent(
-                    roomID: room.id,
-                    userID: user,
-                    username: username,
-                    by: actor.userID,
-                    until: restriction.until,
-                    untilMilliseconds: until,
-                    timestamp: ChatTime.now().text
-                )
-            )
-        }
-        return ServiceAPI.RestrictionResult(roomID: room.id, userID: user, kind: kind, until: restriction.until)
-    }
-
-    func lift(_ kind: Restriction.Kind, _ request: ServiceAPI.Restrict, by actor: VerifiedToken?) async throws(ChatError) -> ServiceAPI.Ok {
-        let (room, standing) = try await load(request.roomID, actor)
-        let user = try ChatHandlers.user(request.userID)
-        try require(.moderate, room, standing)
-        guard try await storage({ try await access.lift(kind, of: user, in: room.id) }) else {
-            throw ChatError(.notFound, "user \(user) is not \(kind == .ban ? "banned" : "muted") in room \(room.id)")
-        }
-        try await publish(
-            kind == .ban ? .userUnbanned : .userUnmuted,
-            AccessEvent(roomID: room.id, userID: user, by: actor?.userID, timestamp: ChatTime.now().text)
-        )
-        return ServiceAPI.Ok()
-    }
-
-    /// The direct room of the caller and `user`: the same room for the same pair, whoever opens it and
-    /// through whichever replica (its id is derived from the pair, and created only once).
     func openDirect(_ request: ServiceAPI.OpenDirect, by actor: VerifiedToken?) async throws(ChatError) -> Room {
         guard let actor else { throw ChatError(.authRequired, "direct messages need a signed-in user (token mode)") }
         let user = try ChatHandlers.user(request.userID)
@@ -320,7 +146,7 @@ public struct RoomAdmin: Sendable {
 
     /// Off the roster, out of presence, and the event that makes every gateway drop the user's sockets
     /// from the room before the next message.
-    private func cutOff(
+    func cutOff(
         _ user: UserID,
         username: String,
         from room: RoomID,
@@ -358,7 +184,7 @@ public struct RoomAdmin: Sendable {
         return (room, standing)
     }
 
-    private func require(
+    func require(
         _ operation: RoomPolicy.Operation,
         _ room: Room,
         _ standing: RoomPolicy.Standing,
@@ -367,11 +193,11 @@ public struct RoomAdmin: Sendable {
         if let error = RoomPolicy.check(operation, room: room, standing: standing, target: target) { throw error }
     }
 
-    private func publish(_ type: ChatEventType, _ event: AccessEvent) async throws(ChatError) {
+    func publish(_ type: ChatEventType, _ event: AccessEvent) async throws(ChatError) {
         try await storage { try await events.publish(type, event, messageID: makeUUID()) }
     }
 
-    private func storage<T>(_ body: () async throws -> T) async throws(ChatError) -> T {
+    func storage<T>(_ body: () async throws -> T) async throws(ChatError) -> T {
         do { return try await body() } catch { throw ChatStorage.chatError(error) }
     }
 
@@ -396,22 +222,5 @@ public struct RoomAdmin: Sendable {
             throw ChatError(.invalidRequest, "topic must be at most \(maxTopicLength) characters without control characters")
         }
         return text
-    }
-}
-
-/// `CHAT_INVITES_PER_MIN` per inviting user on this replica: a fixed one-minute window.
-final class InviteLimiter: Sendable {
-    private let windows = Mutex<[UserID: (start: ContinuousClock.Instant, count: Int)]>([:])
-
-    func allow(_ user: UserID, perMinute: Int, now: ContinuousClock.Instant = .now) -> Bool {
-        windows.withLock { windows in
-            if windows.count > 100_000 { windows = windows.filter { now - $0.value.start < .seconds(60) } }
-            var window = windows[user] ?? (now, 0)
-            if now - window.start >= .seconds(60) { window = (now, 0) }
-            guard window.count < perMinute else { return false }
-            window.count += 1
-            windows[user] = window
-            return true
-        }
     }
 }
