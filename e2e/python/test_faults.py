@@ -26,7 +26,7 @@ from pathlib import Path
 import nats
 
 from chatclient import run, Client, create_room
-from system import NEWER_NATS_SERVER, System
+from system import NEWER_NATS_SERVER, REPO_ROOT, System, http_get
 from proxy import TcpProxy
 from test_gateway import RawWebSocket
 
@@ -325,3 +325,41 @@ def test_ten_percent_of_clients_stop_reading(make_system):
           f"{rss_peak // 1024} MiB")
     # Bounded: 64 queued frames of 3 KB per non-reader, not everything that was sent.
     assert growth_mib < 64, f"gateway RSS grew by {growth_mib:.0f} MiB"
+
+
+def test_requests_fail_over_from_a_chat_service_cut_off_from_nats(tmp_path):
+    """A chat-service replica whose NATS connection stays up but passes nothing (a host cut off, a frozen
+    VM) keeps receiving its share of the queue group's requests until nats-server closes it. With
+    deploy/nats-server.conf's ping_interval 5 s and ping_max 2, nats-server 2.15 closes it within about
+    15 s (with its defaults, 2 min × 2, requests still failed 45 s later; 2.9.10 never closed it); after
+    that every request is answered by the other replica."""
+    conf = tmp_path / "nats.conf"
+    settings = [line for line in (REPO_ROOT / "deploy" / "nats-server.conf").read_text().splitlines()
+                if line.startswith(("ping_interval", "ping_max"))]
+    assert len(settings) == 2, "deploy/nats-server.conf sets ping_interval and ping_max"
+    conf.write_text("\n".join(settings) + "\n")
+    system = System(tmp_path / "system")
+    proxy = None
+    try:
+        system.start_nats(extra_args=["-c", str(conf)], binary=NEWER_NATS_SERVER)
+        system.add_chat_service()
+        proxy = TcpProxy(system.nats.port)
+        cut = system.add_chat_service({"NATS_URL": f"nats://127.0.0.1:{proxy.port}"})
+        system.add_broadcaster()
+        gateway = system.add_gateway({"REQUEST_TIMEOUT_MS": "2000"})
+        room = create_room(gateway)["id"]
+        proxy.freeze()  # no FIN, no RST: the replica's subscriptions stay registered, its replies never come
+        frozen_at = time.monotonic()
+        streak, failed = 0, 0
+        while streak < 20:
+            assert time.monotonic() - frozen_at < 40, f"requests still routed to the cut-off replica ({failed} failed)"
+            status, _ = http_get(f"{gateway.base_url}/api/v1/rooms/{room}", timeout=5)
+            streak, failed = (streak + 1, failed) if status == 200 else (0, failed + 1)
+        settled = time.monotonic() - frozen_at
+        print(f"failed over in {settled:.1f} s ({failed} requests answered 503 meanwhile)")
+        assert settled < 25, f"failover took {settled:.1f} s"
+        assert cut.running, "the cut-off replica itself keeps running (it reconnects once the link is back)"
+    finally:
+        if proxy is not None:
+            proxy.close()
+        system.stop()
