@@ -213,7 +213,7 @@ struct ChatHandlers: Sendable {
             users: users,
             rooms: rooms,
             partition: partition,
-            nowMilliseconds: ChatTime.now().milliseconds - age
+            snapshotAge: .milliseconds(age)
         )
         return ServiceAPI.PresenceSyncResult(removed: removed)
     }

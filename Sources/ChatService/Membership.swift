@@ -54,7 +54,7 @@ public final class Membership: Sendable {
     /// Removes the member; false when it was not one (or, with `heldBy`, is held by another gateway).
     public func leave(room id: RoomID, user: UserID, reason: String, heldBy gateway: GatewayID? = nil) async throws(ChatError) -> Bool {
         do {
-            return try await remove(room: id, user: user, reason: reason) { gateway == nil || $0.gatewayID == gateway }
+            return try await remove(room: id, user: user, reason: reason) { member, _ in gateway == nil || member.gatewayID == gateway }
         } catch {
             throw ChatStorage.chatError(error)
         }
@@ -62,12 +62,18 @@ public final class Membership: Sendable {
 
     /// Deletes the membership (compare-and-set, so only one remover emits UserLeft) and emits the event.
     /// `only`: the record is removed only if it still satisfies this when read (a sweep decided on an
-    /// older read, and the member may have joined again since).
-    func remove(room id: RoomID, user: UserID, reason: String, only: (Member) -> Bool = { _ in true }) async throws(NATSError) -> Bool {
+    /// older read, and the member may have joined again since); it gets the record and when nats-server
+    /// stored it (milliseconds, the server's clock).
+    func remove(
+        room id: RoomID,
+        user: UserID,
+        reason: String,
+        only: (Member, Int64) -> Bool = { _, _ in true }
+    ) async throws(NATSError) -> Bool {
         let key = ChatNames.memberKey(id, user)
         state.withLock { $0.knownMembers[key] = nil }
         guard let entry = try await members.confirmedValue(key), let member = try? ChatJSON.decode(Member.self, from: entry.value),
-            only(member)
+            only(member, Self.storedAt(entry))
         else { return false }
         // Emptying the value by compare-and-set first: of two concurrent removers only one gets past here.
         guard let emptied = try await members.updateIfRevision(key, [], revision: entry.revision) else { return false }
@@ -143,16 +149,32 @@ public final class Membership: Sendable {
         )
     }
 
-    /// Every member record of the room (every room with nil), skipping emptied ones (a removal under way).
-    func records(in room: RoomID? = nil) async throws(NATSError) -> [(room: RoomID, member: Member)] {
+    /// Every member record of the room (every room with nil), skipping emptied ones (a removal under way),
+    /// with when nats-server stored it (milliseconds, the server's clock: presence decisions compare
+    /// it with `serverNow()`, never with a chat-service host's clock, which may be minutes off).
+    func records(in room: RoomID? = nil) async throws(NATSError) -> [(room: RoomID, member: Member, storedAt: Int64)] {
         try await members.values(matching: room.map(ChatNames.memberPattern) ?? ">").compactMap { entry in
             let parts = entry.key.split(separator: ".")
             guard !entry.value.isEmpty, parts.count == 2, let room = RoomID(String(parts[0])),
                 let member = try? ChatJSON.decode(Member.self, from: entry.value)
             else { return nil }
-            return (room, member)
+            return (room, member, Self.storedAt(entry))
         }
     }
+
+    static func storedAt(_ entry: KeyValueEntry) -> Int64 { entry.createdNanoseconds / 1_000_000 }
+
+    /// The members bucket's clock now: the time nats-server gives a fresh write of this replica's probe
+    /// key (`clock.<id>`, which no room key can be). Two round trips; for presence decisions only.
+    func serverNow() async throws(NATSError) -> Int64 {
+        try await members.put(clockKey, [])
+        guard let entry = try await members.get(clockKey, leader: true) else {
+            throw NATSError(.jetStream, message: "clock probe \(clockKey) not found after writing it")
+        }
+        return Self.storedAt(entry)
+    }
+
+    private let clockKey = "clock." + String(makeUUID().prefix(8))
 
     /// `not_member` unless the user is a member of the room — with `heldBy`, one whose connection that
     /// gateway holds (in username mode a gateway may act only for its own clients).

@@ -107,18 +107,23 @@ public final class PresenceRegistry: Sendable {
     /// A live gateway's statement of what it holds (`ServiceAPI.PresenceSync`): removes its member
     /// records older than `presenceSyncGrace` that the statement does not list — in `room` the users
     /// not in `users`; without `room`, every room not in `rooms` — of the users (or rooms) whose id
-    /// starts with `partition` ("" for all). Returns how many were removed.
+    /// starts with `partition` ("" for all). Returns how many were removed. `snapshotAge`: how long
+    /// before this request the gateway took its snapshot; records are judged by when nats-server stored
+    /// them against nats-server's clock now, so a chat-service whose clock is off never removes a
+    /// member who joined after the snapshot.
     public func sync(
         gateway: GatewayID,
         room: RoomID?,
         users: Set<UserID>,
         rooms: Set<RoomID>,
         partition: String = "",
-        nowMilliseconds: Int64
+        snapshotAge: Duration = .zero
     ) async throws(ChatError) -> Int {
-        let cutoff = nowMilliseconds - configuration.presenceSyncGrace.inMilliseconds
-        func isStale(_ member: Member, in memberRoom: RoomID) -> Bool {
-            guard member.gatewayID == gateway, member.joinedAtMilliseconds < cutoff else { return false }
+        let now: Int64
+        do { now = try await membership.serverNow() } catch { throw ChatStorage.chatError(error) }
+        let cutoff = now - snapshotAge.inMilliseconds - configuration.presenceSyncGrace.inMilliseconds
+        func isStale(_ member: Member, storedAt: Int64, in memberRoom: RoomID) -> Bool {
+            guard member.gatewayID == gateway, storedAt < cutoff else { return false }
             if let room {
                 return room == memberRoom && member.userID.rawValue.hasPrefix(partition) && !users.contains(member.userID)
             }
@@ -126,8 +131,9 @@ public final class PresenceRegistry: Sendable {
         }
         do {
             var removed = 0
-            for (memberRoom, member) in try await membership.records(in: room) where isStale(member, in: memberRoom) {
-                let stillStale = { (current: Member) in isStale(current, in: memberRoom) }
+            for (memberRoom, member, storedAt) in try await membership.records(in: room)
+            where isStale(member, storedAt: storedAt, in: memberRoom) {
+                let stillStale = { (current: Member, storedAt: Int64) in isStale(current, storedAt: storedAt, in: memberRoom) }
                 if try await membership.remove(room: memberRoom, user: member.userID, reason: "presence_sync", only: stillStale) {
                     removed += 1
                 }
@@ -165,7 +171,7 @@ public final class PresenceRegistry: Sendable {
         let timeout = configuration.presenceTimeout.inMilliseconds
         var dead: [String: String?] = [:]  // key → its key digest, kept in the tombstone
         var alive: Set<String> = []
-        var tombstones: [String: Int64] = [:]
+        var tombstones: [String: Int64] = [:]  // key → when nats-server stored the tombstone
         // Every sweep (each second): read without creating a consumer (see `valuesOfStoredKeys`).
         let entries = try await gateways.valuesOfStoredKeys(matching: ">")
         let unchangedSince = observed.withLock { observed in
@@ -177,7 +183,7 @@ public final class PresenceRegistry: Sendable {
         for entry in entries {
             guard let record = try? JSONDecoder().decode(GatewayRecord.self, from: Data(entry.value)) else { continue }
             if record.expired == true {
-                tombstones[entry.key] = record.lastSeenMilliseconds
+                tombstones[entry.key] = entry.createdNanoseconds / 1_000_000
             } else if now - (unchangedSince[entry.key] ?? now) > configuration.presenceTimeout {
                 dead.updateValue(record.keySHA256, forKey: entry.key)
             } else {
@@ -185,20 +191,25 @@ public final class PresenceRegistry: Sendable {
             }
         }
         guard !dead.isEmpty || reconcile else { return 0 }
+        // Reconciling compares member records with tombstones and with now, all by nats-server's clock.
+        let serverNow = reconcile ? try await membership.serverNow() : 0
         /// Stale: held by a gateway that just expired, or (reconciling) by one declared dead before the
         /// member joined, or by one with no record that would have beaten by now.
-        func isStale(_ member: Member) -> Bool {
+        func isStale(_ member: Member, storedAt: Int64) -> Bool {
             let gateway = member.gatewayID.rawValue
             if alive.contains(gateway) { return false }
             if dead.keys.contains(gateway) { return true }
             guard reconcile else { return false }
-            if let declaredDead = tombstones[gateway] { return member.joinedAtMilliseconds < declaredDead }
-            return member.joinedAtMilliseconds + timeout < nowMilliseconds
+            // Stored in the same millisecond as the tombstone counts as before it (the gateway re-joins
+            // its members when its next heartbeat learns it was declared dead).
+            if let declaredDead = tombstones[gateway] { return storedAt <= declaredDead }
+            return storedAt + timeout < serverNow
         }
         var removed = 0
-        for (room, member) in try await membership.records() where isStale(member) {
-            let joinedAt = member.joinedAtMilliseconds
-            let sameRecord = { (current: Member) in current.gatewayID == member.gatewayID && current.joinedAtMilliseconds == joinedAt }
+        for (room, member, storedAt) in try await membership.records() where isStale(member, storedAt: storedAt) {
+            let sameRecord = { (current: Member, currentStoredAt: Int64) in
+                current.gatewayID == member.gatewayID && currentStoredAt == storedAt
+            }
             if try await membership.remove(room: room, user: member.userID, reason: "gateway_expired", only: sameRecord) {
                 removed += 1
             }

@@ -560,36 +560,53 @@ struct ChatServiceTests {
     /// A member record that comes back after its gateway was declared dead (nats-server 2.12+ can
     /// resurrect purged KV entries after a second crash) is removed by the leader's reconcile.
     @Test func reconcileRemovesMembersOfDeadGatewaysThatCameBack() async throws {
-        let fixture = try await ChatFixture { $0.presenceReconcileInterval = .milliseconds(300) }
+        let fixture = try await ChatFixture {
+            $0.presenceReconcileInterval = .milliseconds(300)
+            $0.presenceTimeout = .seconds(3)
+        }
         try await fixture.startReplica()
         let room = try await fixture.createRoom("reconcile")
-        let now = ChatTime.now().milliseconds
         let gateways = try await fixture.client.keyValue(KeyValueConfiguration(bucket: ChatNames.gatewaysBucket))
         let members = try await fixture.client.keyValue(KeyValueConfiguration(bucket: ChatNames.membersBucket))
-        _ = try await gateways.put(
-            "gw-gone",
-            Array(#"{"connections":0,"expired":true,"gateway_id":"gw-gone","last_seen_ms":\#(now)}"#.utf8)
-        )
-        func plant(_ name: String, gateway: String, joinedAt: Int64) async throws -> UserID {
+        // Records are judged by when nats-server stored them (its clock), so the order of the writes
+        // below is what matters, not the `joined_at_ms` in them.
+        @Sendable func storedAt(_ bucket: KeyValue, _ key: String) async throws -> Int64 {
+            try #require(try await bucket.get(key, leader: true)).createdNanoseconds / 1_000_000
+        }
+        @Sendable func plant(_ name: String, gateway: String) async throws -> UserID {
             let user = UserID.random()
+            let now = ChatTime.now()
             let member = Member(
                 userID: user,
                 username: name,
                 gatewayID: GatewayID(gateway)!,
-                joinedAt: "2026-01-01T00:00:00Z",
-                joinedAtMilliseconds: joinedAt
+                joinedAt: now.text,
+                joinedAtMilliseconds: now.milliseconds
             )
             _ = try await members.put(ChatNames.memberKey(room.id, user), ChatJSON.encode(member))
             return user
         }
-        _ = try await plant("resurrected", gateway: "gw-gone", joinedAt: now - 5_000)  // joined before it was declared dead
-        _ = try await plant("rejoined", gateway: "gw-gone", joinedAt: now + 5_000)  // joined after (a re-join)
-        _ = try await plant("orphan", gateway: "gw-unknown", joinedAt: now - 600_000)  // no gateway record, long ago
-        _ = try await plant("newcomer", gateway: "gw-unknown-2", joinedAt: now)  // no record yet, just joined
+        _ = try await plant("resurrected", gateway: "gw-gone")  // stored before it was declared dead
+        let tombstone = Array(#"{"connections":0,"expired":true,"gateway_id":"gw-gone","last_seen_ms":0}"#.utf8)
+        _ = try await gateways.put("gw-gone", tombstone)
+        let declaredDead = try await storedAt(gateways, "gw-gone")
+        try await eventually("the server's clock past the tombstone") {
+            _ = try await members.put("clock.test", [])
+            return try await storedAt(members, "clock.test") > declaredDead
+        }
+        _ = try await plant("rejoined", gateway: "gw-gone")  // stored after: a re-join
+        _ = try await plant("orphan", gateway: "gw-unknown")  // no gateway record: gone once the timeout passed
         _ = try await fixture.join(room.id, UserID.random(), "live")  // gw-test beats
-        try await eventually("stale members reconciled", timeout: .seconds(10)) {
+        @Sendable func names() async throws -> [String] {
             let list: ServiceAPI.MemberList = try await fixture.chat.call(.members, ServiceAPI.RoomRef(roomID: room.id.rawValue))
-            return list.members.map(\.username) == ["live", "newcomer", "rejoined"]
+            return list.members.map(\.username)
+        }
+        try await eventually("stale members reconciled", timeout: .seconds(20)) { try await names() == ["live", "rejoined"] }
+        // A member of a gateway without a record yet (it just joined) stays until the timeout.
+        _ = try await plant("newcomer", gateway: "gw-unknown-2")
+        #expect(try await names() == ["live", "newcomer", "rejoined"])
+        try await eventually("the newcomer of a gateway that never beats removed", timeout: .seconds(20)) {
+            try await names() == ["live", "rejoined"]
         }
     }
 
