@@ -268,7 +268,11 @@ class NetGateway(NetService):
 def make_cluster(base: Path, args: argparse.Namespace, net: Network) -> Cluster:
     cluster = Cluster(base, net, args)
     cluster.nodes = [NatsNode(cluster, net[n]) for n in NODES]
-    chat_env = {"HTTP_HOST": "0.0.0.0", "HTTP_PORT": str(SERVICE_PORT),
+    # The stream's and buckets' default max_bytes (4 GiB + 7 × 1 GiB) exceed nats-cluster.conf's
+    # max_file_store (10G): the last bucket is then refused ("insufficient storage") whenever the meta leader
+    # already knows its peers' reservations, a race at start. Smaller limits here keep the start reliable.
+    chat_env = {"CHAT_EVENTS_MAX_BYTES": str(1 << 30), "CHAT_KV_MAX_BYTES": str(256 << 20),
+                "HTTP_HOST": "0.0.0.0", "HTTP_PORT": str(SERVICE_PORT),
                 "CHAT_PRESENCE_TIMEOUT_MS": str(PRESENCE_TIMEOUT_MS), "CHAT_RETENTION_PER_ROOM": "100000000"}
     for name in ("cs1", "cs2"):
         cluster.chat_services.append(NetService(cluster, net[name], "chat-service", "chat-service", "chat",
@@ -324,6 +328,22 @@ def meta_leader(cluster: Cluster) -> bool:
         if not (info.get("meta_cluster") or {}).get("leader"):
             return False
     return True
+
+
+def placement(cluster: Cluster) -> str:
+    """Which service hosts hold a NATS connection to which node (from each node's /connz), e.g.
+    "n1:cs1,g2 n2:b1 n3:-": the services a node fault cuts off until their client notices."""
+    by_ip = {host.ip: host.name for host in cluster.net.hosts.values()}
+    parts = []
+    for node in cluster.nodes:
+        try:
+            status, body = http_get(f"http://{node.host.ip}:8222/connz?limit=1000", timeout=2)
+            names = sorted({by_ip.get(c.get("ip"), "?") for c in json.loads(body).get("connections") or []}
+                           - {"client"}) if status == 200 else ["?"]
+        except (OSError, ValueError):
+            names = ["?"]
+        parts.append(f"{node.name}:{','.join(names) or '-'}")
+    return " ".join(parts)
 
 
 def replica_states(cluster: Cluster) -> dict[str, dict[str, int]]:
@@ -391,6 +411,7 @@ class Fault:
     held_s: float
     recovered_s: float = 0.0
     acked_during: int = 0
+    placement: str = ""
 
 
 @dataclass
@@ -434,7 +455,7 @@ class Harness:
     async def inject(self, kind: str, hold: float, rng: random.Random) -> None:
         c, net = self.system, self.net
         others = [h for h in HOSTS if h != "client"]
-        fault = Fault(now(), kind, "", hold)
+        fault = Fault(now(), kind, "", hold, placement=await asyncio.to_thread(placement, c))
         acked_before = self.acked()
         heal = net.heal
         if kind == "partition-one":
@@ -479,7 +500,8 @@ class Harness:
             await node.akill()
             heal = node.start
         elif kind == "skew":
-            process = next(s for s in c.services if s.name == rng.choice(SKEWED))
+            skewed = rng.choice(SKEWED)
+            process = next(s for s in c.services if s.name == skewed)
             seconds = rng.choice([-1, 1]) * rng.randint(60, 300)
             fault.target = f"clock of {process.name} {seconds:+d} s"
             process.skew(seconds)
@@ -487,7 +509,7 @@ class Harness:
         else:
             raise ValueError(kind)
         self.faults.append(fault)
-        say(f"FAULT #{len(self.faults)} {kind}: {fault.target}; heal in {hold:.1f} s")
+        say(f"FAULT #{len(self.faults)} {kind}: {fault.target}; heal in {hold:.1f} s (connections {fault.placement})")
         await asyncio.sleep(hold)
         heal()
         started = time.monotonic()
@@ -678,7 +700,8 @@ def report(result: dict[str, Any]) -> None:
              f"{', sync_interval: always' if result['sync_always'] else ''}"]
     for fault in result.get("fault_log", []):
         lines.append(f"  fault at {fault['at']:7.1f}s {fault['kind']:<18} {fault['target']:<48} held "
-                     f"{fault['held_s']:4.1f} s, recovered in {fault['recovered_s']:5.1f} s, {fault['acked_during']} acks")
+                     f"{fault['held_s']:4.1f} s, recovered in {fault['recovered_s']:5.1f} s, {fault['acked_during']} acks; "
+                     f"{fault['placement']}")
     lines += [
         f"acknowledged / stored / exactly once:  {c.get('acked', 0)} / {c.get('stored_messages', 0)} / "
         f"{c.get('acked_stored_exactly_once', 0)}",
