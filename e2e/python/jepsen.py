@@ -589,6 +589,28 @@ async def services_serving(h: Harness) -> dict[str, Any]:
     return {"ok": bool(ok), "health": health, "srv_ping": pings, "send": sends}
 
 
+def fault_at(h: Harness, at: float) -> str:
+    """The fault that was held or recovering at run time `at`, for the problems' context."""
+    for number, fault in reversed(list(enumerate(h.faults, 1))):
+        if fault.at <= at:
+            end = fault.at + fault.held_s + fault.recovered_s
+            return f"fault #{number} {fault.kind} {fault.target}" + ("" if at <= end else f" (ended at {end:.1f}s)")
+    return "before the first fault"
+
+
+def wrong_acks(h: Harness, stored: list[dict[str, Any]]) -> list[str]:
+    """When each ack that differs from the stored message came, and what fault was under way then."""
+    by_cmid = {m.get("client_msg_id"): m for m in stored}
+    out = []
+    for client in h.clients:
+        for ack in client.acks:
+            message = by_cmid.get(ack.cmid)
+            if message is not None and (message["seq"], message["message_id"]) != (ack.seq, ack.message_id):
+                out.append(f"ack_context: {ack.cmid} acked at {ack.at:.1f}s after {ack.latency:.1f}s as seq {ack.seq}, "
+                           f"stored as seq {message['seq']}; {fault_at(h, ack.at)}")
+    return out
+
+
 async def presence_settle(h: Harness) -> dict[str, Any]:
     started = time.monotonic()
     while True:
@@ -654,6 +676,7 @@ async def run(args: argparse.Namespace, base: Path, net: Network) -> dict[str, A
         histories = {room: await asyncio.to_thread(rest_history, cluster.gateways[0].base_url, room) for room in h.rooms}
         verdict = check(h, stored, histories, presence)
         serving = await services_serving(h)
+        verdict["problems"] += wrong_acks(h, stored)
         counts, bad = verdict["counts"], verdict["bad"]
         if pending or behind:
             counts["not_settled"] += len(pending) + len(behind)
