@@ -110,6 +110,8 @@ class Network:
         atexit.register(self.teardown)
         for signum in (signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, _exit_on_signal)
+        # Ctrl-C also when started in the background of a shell, which starts it with SIGINT ignored.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         self.built = True
         sw = self.switch
         run(["ip", "netns", "add", sw])
